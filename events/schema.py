@@ -1,0 +1,279 @@
+"""The facts Varro records: one frozen msgspec Struct per event type.
+
+Every event is a tagged union member (`type` field = class name) with its own
+`schema_version`. Rules that keep old logs readable forever:
+
+* a new field always gets a default;
+* a changed meaning gets a new `schema_version` and an upcaster in
+  `events.codec` (old encoded events stay as golden fixtures under tests/);
+* small data (headline texts, ranks, metrics) lives in the event so the log
+  reads on its own; large data (token ids, log-probs, checkpoints, raw feed
+  payloads) lives in content-addressed artifacts named by `ArtifactRef`.
+
+The envelope fields `prev_hash` and `recorded_at` are filled in by the event
+store at append time; everything else is decided by the job that emits it.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+GENESIS_HASH = "0" * 64
+
+
+class ArtifactRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A content-addressed file under the data directory."""
+
+    sha256: str
+    size: int
+    kind: str
+
+
+class CheckpointRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A model checkpoint named by the hash of its files (see varro.checkpoints)."""
+
+    sha256: str
+    base_model: str
+    path: str = ""
+
+
+# ---------------------------------------------------------------- headlines
+
+
+class Headline(msgspec.Struct, frozen=True, kw_only=True):
+    """One normalised headline. `id` is a stable hash of the normalised text."""
+
+    id: str
+    text: str
+    source: str
+    url: str = ""
+    published: str | None = None
+    category: str = "markets"
+
+
+class SourceReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What one feed or file contributed to a day, including why items were dropped."""
+
+    source: str
+    status: str
+    fetched: int = 0
+    kept: int = 0
+    dropped_by_filter: int = 0
+    duplicates: int = 0
+    skipped: dict[str, int] = {}
+    error: str | None = None
+    payload: ArtifactRef | None = None
+
+
+# --------------------------------------------------------------- generation
+
+
+class SamplerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str = "default"
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 50
+    max_tokens: int = 256
+
+
+class RolloutSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The readable part of one roll-out; token ids and log-probs are in the artifact."""
+
+    index: int
+    seed: int
+    text: str
+    n_tokens: int
+    truncated: bool
+    structure_score: float
+
+
+class RolloutGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """The G sibling roll-outs of one headline."""
+
+    headline_id: str
+    prompt_tokens: int
+    rollouts: list[RolloutSummary]
+
+
+class GenerationStats(msgspec.Struct, frozen=True, kw_only=True):
+    headlines: int
+    rollouts: int
+    generated_tokens: int
+    truncated: int
+    avg_structure_score: float
+    wall_s: float
+
+
+# ------------------------------------------------------------------ ranking
+
+
+class JudgeRound(msgspec.Struct, frozen=True, kw_only=True):
+    """One round of the iterative selection: what was shown (roll-out indices in
+    letter order A, B, ...), which roll-out was picked, and the judge's raw answer."""
+
+    shown: list[int]
+    pick: int | None
+    raw: str = ""
+    retries: int = 0
+
+
+class RankedGroup(msgspec.Struct, frozen=True, kw_only=True):
+    headline_id: str
+    ranks: list[int]
+    rewards: list[float]
+    raw_scores: list[float | None]
+    rounds: list[JudgeRound] = []
+    retries: int = 0
+    judge: str = ""
+    fallback_reason: str | None = None
+
+
+class RankStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-day reward statistics (never cumulative)."""
+
+    groups: int
+    n: int
+    avg: float
+    min: float
+    max: float
+    negatives: int
+    primary_share: float
+    position_pick_rate: list[float] = []
+    agreement: float | None = None
+    agreement_groups: int = 0
+
+
+# ----------------------------------------------------------------- training
+
+
+class EpochMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-epoch training metrics; every value is for this epoch alone."""
+
+    steps: int
+    sequences: int
+    tokens: int
+    avg_reward: float
+    avg_reward_unscaled: float
+    mean_abs_advantage: float
+    loss: float
+    kl_old_k3: float
+    kl_old_logratio: float
+    kl_ref_k3: float | None
+    kl_ref_logratio: float | None
+    clip_frac_low: float
+    clip_frac_high: float
+    abs_log_ratio_q50: float
+    abs_log_ratio_q90: float
+    abs_log_ratio_max: float
+    grad_norm: float
+    learning_rate: float
+    tokens_per_s: float
+    wall_s: float
+    peak_memory_mb: float
+    improvement: float
+
+
+# ------------------------------------------------------------------- events
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Envelope shared by every event.
+
+    `event_id` is deterministic (`events.ids.derive_event_id`): the same action on
+    the same inputs yields the same id, and the store turns the second append into
+    a no-op. `date` is the logical partition; handlers never read the wall clock to
+    decide what to do. `prev_hash` chains each stream entry to the one before.
+    """
+
+    event_id: str
+    ns: str
+    date: str
+    correlation_id: str
+    causation_id: str | None = None
+    recorded_at: str = ""
+    code_version: str = ""
+    prev_hash: str = ""
+    schema_version: int = 1
+
+
+class DailyRunRequested(Event, frozen=True, kw_only=True):
+    """Someone (cron or a person) asked for day `date` to be run."""
+
+    trigger: str
+    seed: int
+    source: str
+    force: bool = False
+
+
+class HeadlinesFetched(Event, frozen=True, kw_only=True):
+    headlines: list[Headline]
+    sources: list[SourceReport]
+    source_kind: str
+    forced: bool = False
+    filter_mode: str = "strict"
+    cap: int | None = None
+
+
+class RolloutsGenerated(Event, frozen=True, kw_only=True):
+    headlines_event_id: str
+    checkpoint: CheckpointRef
+    sampler: SamplerSpec
+    group_size: int
+    base_seed: int
+    prompt_hash: str
+    groups: list[RolloutGroup]
+    artifact: ArtifactRef
+    stats: GenerationStats
+    forced: bool = False
+
+
+class Ranked(Event, frozen=True, kw_only=True):
+    """Roll-outs of `date` ranked against the headlines of `outcome_date`."""
+
+    outcome_date: str
+    rollouts_event_id: str
+    outcomes_event_id: str
+    judge: str
+    judge_config_hash: str
+    seed: int
+    groups: list[RankedGroup]
+    stats: RankStats
+    forced: bool = False
+
+
+class EpochTrained(Event, frozen=True, kw_only=True):
+    """One GSPO epoch on the ranked roll-outs of `date`."""
+
+    ranked_event_id: str
+    rollouts_event_id: str
+    parent_checkpoint: CheckpointRef
+    checkpoint: CheckpointRef
+    config_hash: str
+    data_hashes: list[str]
+    variant: str
+    pi_old: str
+    optimizer_state: str
+    seed: int
+    metrics: EpochMetrics
+    forced: bool = False
+
+
+AnyEvent = Union[DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained]
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained)
+}
+
+# The schema version each type is written with today. Bump together with an upcaster.
+CURRENT_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
+
+# An event may only be appended when each named predecessor type exists in the
+# same namespace for the date held in the named field. The store enforces these.
+PRECONDITIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "RolloutsGenerated": (("HeadlinesFetched", "date"),),
+    "Ranked": (("RolloutsGenerated", "date"), ("HeadlinesFetched", "outcome_date")),
+    "EpochTrained": (("Ranked", "date"),),
+}

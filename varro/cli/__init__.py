@@ -1,0 +1,43 @@
+"""The `varro` command. The outermost layer: the only part of varro/ that may
+touch Redis or RQ. Each command group lives in its own module and is
+registered here by name, so command modules stay small and independent."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+import varro
+
+# module name under varro.cli -> attribute holding the click command/group
+_COMMANDS = (
+    ("events_cmd", "events"),
+    ("server_cmd", "server"),
+    ("doctor_cmd", "doctor"),
+    ("headlines_cmd", "headlines"),
+    ("model_cmd", "model"),
+    ("pipeline_cmd", "commands"),
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(varro.__version__, prog_name="varro")
+def main() -> None:
+    """Varro: event-sourced daily GSPO training on financial news."""
+
+
+def _register() -> None:
+    for module_name, attr in _COMMANDS:
+        try:
+            module = importlib.import_module(f"varro.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"varro.cli.{module_name}":
+                continue
+            raise
+        obj = getattr(module, attr)
+        for command in obj if isinstance(obj, (list, tuple)) else (obj,):
+            main.add_command(command)
+
+
+_register()

@@ -1,0 +1,223 @@
+"""One typed configuration: defaults < TOML file < environment < CLI flags.
+
+Every setting here is read by something; a setting nothing reads is deleted.
+Validation happens once at start-up through msgspec, so a bad value fails with
+an error that names the key (e.g. ``train.lr: Expected `float`, got `str```).
+
+Environment overrides use ``VARRO_<SECTION>__<KEY>`` (double underscore between
+levels), e.g. ``VARRO_TRAIN__LR=2e-6``; top-level keys are ``VARRO_NS`` and
+``VARRO_DATA_DIR``. ``REDIS_URL`` is honoured as the conventional name.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from events.ids import canonical_hash, validate_ns
+from events.schema import SamplerSpec
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a financial analyst. Read one news headline and write a trading "
+    "prediction with exactly these sections: Market Impact, Specific Assets, "
+    "Trade Recommendation, Timeframe, Risk Factors, World View."
+)
+DEFAULT_PROMPT_TEMPLATE = "Headline: {headline}\nSource: {source}\nDate: {date}\n\nWrite the prediction."
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class HeadlinesConfig(Base, frozen=True):
+    feeds_file: str | None = None
+    filter: Literal["strict", "relaxed", "off"] = "strict"
+    cap_per_day: int = 64
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    max_bytes: int = 10_000_000
+    user_agent: str = "Varro/0.1 (+https://github.com/varro-ml/varro; financial-headline research bot)"
+
+
+class ModelConfig(Base, frozen=True):
+    # "varro-tiny" is the project's own small model, built locally and cached;
+    # anything else is passed to mlx_lm.load (a local directory or a hub id).
+    base: str = "varro-tiny"
+    enable_thinking: bool = False
+
+
+def _default_profiles() -> dict[str, SamplerSpec]:
+    return {
+        "default": SamplerSpec(name="default", temperature=0.8, top_p=0.95, top_k=50, max_tokens=160),
+        "greedy": SamplerSpec(name="greedy", temperature=0.0, top_p=1.0, top_k=0, max_tokens=160),
+        "wide": SamplerSpec(name="wide", temperature=1.0, top_p=1.0, top_k=0, max_tokens=160),
+    }
+
+
+class GenerationConfig(Base, frozen=True):
+    group_size: int = 8
+    sampler: str = "default"
+    profiles: dict[str, SamplerSpec] = msgspec.field(default_factory=_default_profiles)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    batch_size: int = 64
+    max_headlines: int | None = None
+
+
+class JudgeConfig(Base, frozen=True):
+    kind: Literal["lexical", "semantic", "mlx", "http"] = "lexical"
+    fallback: Literal["lexical", "semantic", "none"] = "lexical"
+    mlx_model: str | None = None
+    http_url: str = "http://127.0.0.1:8080/v1/chat/completions"
+    http_model: str = "default"
+    http_api_key_env: str = "VARRO_JUDGE_API_KEY"
+    http_timeout_s: float = 30.0
+    retries: int = 3
+    agreement_sample: int = 4
+
+
+class TrainConfig(Base, frozen=True):
+    variant: Literal["gspo", "gspo_token", "grpo"] = "gspo"
+    learning_rate: float = 2e-5
+    eps_low: float = 3e-4
+    eps_high: float = 4e-4
+    minibatches: int = 4
+    microbatch_size: int = 8
+    beta: float = 0.0
+    loss_on: Literal["response", "full"] = "response"
+    pi_old: Literal["recompute", "behaviour"] = "recompute"
+    is_cap: float = 2.0
+    adv_eps: float = 1e-4
+    adv_ddof: int = 0
+    ema_baseline: float | None = None
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+    lora: bool = False
+    lora_rank: int = 8
+    lora_layers: int = 4
+    logprob_chunk: int = 256
+    reset_optimizer: bool = False
+
+
+class WorkerConfig(Base, frozen=True):
+    job_timeout_s: int = 3600
+    retries: int = 2
+    max_deliveries: int = 5
+    cron: str = "30 6 * * *"
+
+
+class VarroConfig(Base, frozen=True):
+    ns: str = "default"
+    data_dir: str = "~/.varro"
+    redis_url: str | None = None
+    seed: int = 1234
+    headlines: HeadlinesConfig = HeadlinesConfig()
+    model: ModelConfig = ModelConfig()
+    generation: GenerationConfig = GenerationConfig()
+    judge: JudgeConfig = JudgeConfig()
+    train: TrainConfig = TrainConfig()
+    workers: WorkerConfig = WorkerConfig()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    def sampler(self) -> SamplerSpec:
+        return self.generation.profiles[self.generation.sampler]
+
+    def section_hash(self, section: str) -> str:
+        return canonical_hash(msgspec.to_builtins(getattr(self, section)))
+
+
+_TOP_LEVEL = {f for f in VarroConfig.__struct_fields__}
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if environ.get("REDIS_URL"):
+        out["redis_url"] = environ["REDIS_URL"]
+    for key, value in environ.items():
+        if not key.startswith("VARRO_") or key in ("VARRO_BLAS", "VARRO_CONFIG"):
+            continue
+        path = key[len("VARRO_"):].lower().split("__")
+        if path[0] not in _TOP_LEVEL:
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_scalar(value)
+    return out
+
+
+def _parse_scalar(value: str) -> Any:
+    """Environment strings are TOML scalars where they parse as one ("2e-6", "true")."""
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> VarroConfig:
+    """Build the config from its layers and validate it once."""
+    environ = dict(os.environ if environ is None else environ)
+    layers: dict[str, Any] = {}
+    cfg_path = path or environ.get("VARRO_CONFIG")
+    if cfg_path is None and Path("varro.toml").is_file():
+        cfg_path = "varro.toml"
+    if cfg_path is not None:
+        try:
+            layers = tomllib.loads(Path(cfg_path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {cfg_path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {cfg_path} is not valid TOML: {exc}") from None
+    layers = _merge(layers, _env_overrides(environ))
+    layers = _merge(layers, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        cfg = msgspec.convert(layers, VarroConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_keyed(str(exc))}") from None
+    try:
+        validate_ns(cfg.ns)
+    except ValueError as exc:
+        raise ConfigError(f"ns: {exc}") from None
+    if cfg.generation.sampler not in cfg.generation.profiles:
+        raise ConfigError(
+            f"generation.sampler: unknown profile {cfg.generation.sampler!r} "
+            f"(known: {', '.join(sorted(cfg.generation.profiles))})"
+        )
+    if cfg.generation.group_size < 2:
+        raise ConfigError("generation.group_size: must be at least 2 to rank roll-outs")
+    return cfg
+
+
+def _keyed(message: str) -> str:
+    """msgspec says '... - at `$.train.lr`'; lead with the key instead."""
+    if " - at `$." in message:
+        text, _, key = message.rpartition(" - at `$.")
+        return f"{key.rstrip('`')}: {text}"
+    return message
