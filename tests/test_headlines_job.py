@@ -1,0 +1,137 @@
+"""The fetch job and `varro headlines`: one event per day, payloads kept, no network for recorded days."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from events.ids import derive_event_id
+from jobs.context import JobContext
+from jobs.fetch import fetch_headlines
+from varro.artifacts import ArtifactStore
+from varro.cli.headlines_cmd import headlines
+from varro.config import HeadlinesConfig, VarroConfig
+from varro.headlines.collect import SAMPLE_DIR, NoHeadlinesError, PastDateError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
+DAY = "2025-08-04"
+
+
+@pytest.fixture
+def make_ctx(event_store, tmp_path):
+    def make(headlines_cfg: HeadlinesConfig = HeadlinesConfig()) -> JobContext:
+        cfg = VarroConfig(ns="test", data_dir=str(tmp_path / "data"), headlines=headlines_cfg)
+        return JobContext(cfg=cfg, store=event_store("test"), artifacts=ArtifactStore(cfg.data_path), models=None)
+
+    return make
+
+
+@pytest.fixture
+def server():
+    spec = importlib.util.spec_from_file_location("varro_test_feed_server", FIXTURES / "server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    srv = module.FeedServer().start()
+    yield srv
+    srv.stop()
+
+
+def test_a_sample_day_is_recorded_once_with_its_raw_payload(make_ctx):
+    ctx = make_ctx()
+    first = fetch_headlines(ctx, DAY, source="sample")
+    event = first.event
+    assert first.created and event.event_id == derive_event_id("test", "HeadlinesFetched", DAY, ["sample"])
+    assert event.source_kind == "sample" and not event.forced and event.filter_mode == "strict" and event.cap == 64
+    assert 32 <= len(event.headlines) <= 40
+    [report] = event.sources
+    assert report.payload.kind == "feed-payload"
+    assert ctx.artifacts.get(report.payload) == (SAMPLE_DIR / f"{DAY}.jsonl").read_bytes()
+    again = fetch_headlines(ctx, DAY, source="sample")
+    assert not again.created and again.event == ctx.store.get(event.event_id)
+    assert again.entry_id == first.entry_id and ctx.store.count() == 1
+
+
+def test_a_forced_refetch_is_a_new_event_that_says_so(make_ctx):
+    ctx = make_ctx()
+    first = fetch_headlines(ctx, DAY, source="sample").event
+    forced = fetch_headlines(ctx, DAY, source="sample", force=True)
+    assert forced.created and forced.event.forced and forced.event.event_id != first.event_id
+    assert forced.event.headlines == first.headlines
+    assert ctx.store.latest("HeadlinesFetched", DAY).event_id == forced.event.event_id
+    assert fetch_headlines(ctx, DAY, source="sample", force=True).event.event_id not in (
+        first.event_id, forced.event.event_id)
+    assert len(ctx.store.all_for("HeadlinesFetched", DAY)) == 3
+
+
+def test_rss_for_a_past_day_is_refused_and_records_nothing(make_ctx):
+    ctx = make_ctx()
+    with pytest.raises(PastDateError, match="use a file source"):
+        fetch_headlines(ctx, "2025-08-03", source="rss", today=DAY)
+    assert ctx.store.count() == 0
+
+
+def test_a_recorded_rss_day_is_returned_without_touching_the_network(make_ctx, server, tmp_path):
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(f'[markets]\nwire = "{server.url("/feeds/rss1.xml")}"\nbad = "{server.url("/feeds/page.html")}"\n')
+    ctx = make_ctx(HeadlinesConfig(feeds_file=str(feeds), timeout_s=1.0, retries=0))
+    first = fetch_headlines(ctx, "2025-07-30", source="rss", today="2025-07-30")
+    assert [h.text for h in first.event.headlines] == [
+        "Bitcoin rises 2% to $118,000 as ETF inflows resume", "Copper falls 1.5% on weak China factory data"]
+    wire, bad = first.event.sources
+    assert ctx.artifacts.get(wire.payload) == (FIXTURES / "rss1.xml").read_bytes()
+    assert bad.status == "failed" and bad.payload is not None, "the bad payload is kept for the audit"
+    requests = len(server.requests)
+    replay = fetch_headlines(ctx, "2025-07-30", source="rss", today="2025-07-30")
+    assert not replay.created and replay.event == first.event
+    assert len(server.requests) == requests
+    # and on a later day the recorded day is still served from the log, never refused or re-fetched
+    assert fetch_headlines(ctx, "2025-07-30", source="rss", today="2025-08-02").event == first.event
+    assert len(server.requests) == requests
+
+
+def test_a_day_without_a_single_headline_records_nothing(make_ctx, tmp_path):
+    ctx = make_ctx()
+    broken = tmp_path / "broken.csv"
+    broken.write_text("headline\nOil rises 2%\n")
+    with pytest.raises(NoHeadlinesError, match=r"broken.csv: CSV is missing column\(s\) link") as caught:
+        fetch_headlines(ctx, DAY, source="files", paths=[broken])
+    assert caught.value.reports[0].status == "failed"
+    assert ctx.store.count() == 0
+    good = tmp_path / "good.csv"
+    good.write_text(f"text,link,published\nOil rises 2%,https://o.example.com/1,{DAY}T09:00:00Z\n")
+    recorded = fetch_headlines(ctx, DAY, source="files", paths=[broken, good])
+    assert [h.text for h in recorded.event.headlines] == ["Oil rises 2%"]
+    assert [r.status for r in recorded.event.sources] == ["failed", "ok"]
+
+
+def _cli(redis_server, tmp_path, *args):
+    base = ["--redis-url", redis_server.url, "--data-dir", str(tmp_path / "data"), "--ns", "cli"]
+    sub, *rest = args
+    result = CliRunner().invoke(headlines, [sub, *base, *rest], env={"VARRO_CONFIG": None, "REDIS_URL": None, "COLUMNS": "220"},
+                                catch_exceptions=False)
+    return result
+
+
+def test_cli_fetch_show_and_import(redis_server, redis_client, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fetched = _cli(redis_server, tmp_path, "fetch", "--source", "sample", "--date", DAY)
+    assert fetched.exit_code == 0, fetched.output
+    assert "headlines recorded" in fetched.output and "dropped by filter" in fetched.output
+    assert f"sample/{DAY}.jsonl" in fetched.output
+    again = _cli(redis_server, tmp_path, "fetch", "--source", "sample", "--date", DAY)
+    assert again.exit_code == 0 and "already recorded" in again.output
+    shown = _cli(redis_server, tmp_path, "show", "--date", DAY, "--jsonl")
+    lines = [json.loads(line) for line in shown.output.splitlines()]
+    assert 32 <= len(lines) <= 40 and {"id", "text", "source", "url", "published", "category"} <= set(lines[0])
+    past = _cli(redis_server, tmp_path, "fetch", "--source", "rss", "--date", "2020-01-01")
+    assert past.exit_code == 2 and "cannot be fetched for 2020-01-01" in past.output
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps({"text": f"Gold rises {n}%", "link": f"https://g.example.com/{n}",
+                                           "published": f"2024-03-0{n}T10:00:00Z"}) + "\n" for n in (1, 2)))
+    imported = _cli(redis_server, tmp_path, "import", str(history))
+    assert imported.exit_code == 0, imported.output
+    assert "2024-03-01: 1 headlines recorded" in imported.output and "2024-03-02: 1 headlines recorded" in imported.output
+    missing = _cli(redis_server, tmp_path, "show", "--date", "2024-03-05")
+    assert missing.exit_code == 1 and "no headlines recorded for 2024-03-05" in missing.output

@@ -1,0 +1,160 @@
+"""`varro headlines fetch|import|show`: record a day's headlines and look at them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from events.ids import validate_date
+from events.schema import HeadlinesFetched, SourceReport
+from varro.cli.common import config_options
+from varro.config import VarroConfig
+from varro.headlines.collect import SOURCE_KINDS, NoHeadlinesError, PastDateError, file_dates
+from varro.headlines.feeds import FeedListError, load_feeds
+from varro.headlines.items import SourceRead
+
+console = Console()
+
+
+def _date(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return validate_date(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+def _context(cfg: VarroConfig):
+    from events.connection import connect
+    from events.store import EventStore
+    from jobs.context import JobContext
+    from varro.artifacts import ArtifactStore
+
+    redis = connect(cfg.redis_url, cfg.data_path)
+    return JobContext(cfg=cfg, store=EventStore(redis, cfg.ns), artifacts=ArtifactStore(cfg.data_path), models=None)
+
+
+@click.group("headlines")
+def headlines() -> None:
+    """Fetch, import and show a day's headlines (the `HeadlinesFetched` events)."""
+
+
+@headlines.command("fetch")
+@config_options
+@click.option("--date", callback=_date, help="Logical day YYYY-MM-DD. Default: today (UTC).")
+@click.option("--source", type=click.Choice(SOURCE_KINDS),
+              help="Where headlines come from. Default: files when --file is given, else rss.")
+@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A JSON/JSONL/CSV headline file (repeatable); implies --source files.")
+@click.option("--force", is_flag=True, help="Fetch again even if the day is recorded (a new, marked event).")
+def fetch_cmd(cfg: VarroConfig, date: str | None, source: str | None, files: tuple[Path, ...], force: bool) -> None:
+    """Record one day's headlines, with progress per source and a summary table."""
+    source = source or ("files" if files else "rss")
+    if files and source != "files":
+        raise click.UsageError("--file is only used with --source files")
+    if source == "files" and not files:
+        raise click.UsageError("--source files needs at least one --file PATH")
+    _fetch_day(cfg, date or _today(), source, files, force)
+
+
+@headlines.command("import")
+@config_options
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--date", callback=_date, help="Record only this day. Default: every day the files hold.")
+@click.option("--force", is_flag=True, help="Record again days that are already recorded (new, marked events).")
+def import_cmd(cfg: VarroConfig, paths: tuple[Path, ...], date: str | None, force: bool) -> None:
+    """Record headlines from JSON/JSONL/CSV files (offline days and backfills)."""
+    try:
+        dates = [date] if date else file_dates(paths)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not dates:
+        raise click.ClickException("the files hold no dated headlines: pass --date")
+    for day in dates:
+        _fetch_day(cfg, day, "files", paths, force)
+
+
+@headlines.command("show")
+@config_options
+@click.option("--date", callback=_date, required=True, help="Logical day YYYY-MM-DD.")
+@click.option("--jsonl", is_flag=True, help="Print one JSON headline per line instead of a table.")
+def show_cmd(cfg: VarroConfig, date: str, jsonl: bool) -> None:
+    """Print the headlines recorded for a day (the latest event when a day was re-fetched)."""
+    store = _context(cfg).store
+    event = store.latest("HeadlinesFetched", date)
+    if event is None:
+        raise click.ClickException(f"no headlines recorded for {date} in namespace {cfg.ns!r}")
+    if jsonl:
+        for headline in event.headlines:
+            click.echo(json.dumps(msgspec.to_builtins(headline), ensure_ascii=False))
+        return
+    versions = len(store.all_for("HeadlinesFetched", date))
+    table = Table("#", "source", "published", "category", "headline",
+                  title=f"{date} · {len(event.headlines)} headlines · {event.source_kind}"
+                        f"{' · forced' if event.forced else ''} · event {event.event_id}"
+                        f"{f' (latest of {versions})' if versions > 1 else ''}")
+    for n, headline in enumerate(event.headlines, 1):
+        table.add_row(str(n), headline.source, (headline.published or "")[11:16], headline.category, headline.text)
+    console.print(table)
+
+
+def _fetch_day(cfg: VarroConfig, date: str, source: str, files: tuple[Path, ...], force: bool) -> None:
+    from jobs.fetch import fetch_headlines
+
+    try:
+        total = len(load_feeds(cfg.headlines.feeds_file)) if source == "rss" else (len(files) or 1)
+    except FeedListError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx = _context(cfg)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(f"{source} {date}", total=total)
+
+        def on_source(read: SourceRead) -> None:
+            mark = {"ok": "[green]ok[/]", "not_modified": "[cyan]not modified[/]"}.get(read.status, "[red]failed[/]")
+            detail = f" — {read.error}" if read.error else f" — {len(read.items)} items"
+            progress.console.print(f"  {read.name}: {mark}{detail}", highlight=False)
+            progress.advance(task)
+
+        try:
+            appended = fetch_headlines(ctx, date, source=source, paths=files, force=force, on_source=on_source)
+        except PastDateError as exc:
+            raise click.UsageError(str(exc)) from None
+        except NoHeadlinesError as exc:
+            console.print(summary_table(exc.reports, f"{date}: nothing recorded"))
+            raise click.ClickException(str(exc)) from None
+        except (FeedListError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    event: HeadlinesFetched = appended.event
+    if appended.created:
+        console.print(summary_table(event.sources, f"{date}: {len(event.headlines)} headlines recorded"
+                                                   f"{' (forced)' if event.forced else ''}"))
+    else:
+        console.print(f"{date} is already recorded ({len(event.headlines)} headlines, event {event.event_id}); "
+                      "nothing fetched. Use --force to fetch again.")
+
+
+def summary_table(reports: list[SourceReport], title: str) -> Table:
+    """Per source: fetched / kept / dropped by the filter / duplicates / skipped / error."""
+    table = Table("source", "status", "fetched", "kept", "dropped by filter", "duplicates", "skipped", "error",
+                  title=title)
+    for r in reports:
+        skipped = ", ".join(f"{reason} ×{n}" for reason, n in r.skipped.items())
+        table.add_row(r.source, r.status, str(r.fetched), str(r.kept), str(r.dropped_by_filter),
+                      str(r.duplicates), skipped, r.error or "")
+    totals = [sum(getattr(r, f) for r in reports) for f in ("fetched", "kept", "dropped_by_filter", "duplicates")]
+    table.add_row("[b]total[/]", f"{sum(r.status == 'failed' for r in reports)} failed", *map(str, totals),
+                  str(sum(sum(r.skipped.values()) for r in reports)), "")
+    return table

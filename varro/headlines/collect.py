@@ -1,0 +1,242 @@
+"""One day's headlines from one kind of source: read, normalise, dedupe, filter, cap.
+
+The result is data only (headlines, a report per source, the raw bytes of each
+source); recording it is the fetch job's business. Every choice is a function
+of the inputs and the date, never of arrival order or the wall clock, so the
+same payloads always give the same day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from events.ids import sha256_hex, shift_date, validate_date
+from events.schema import Headline, SourceReport
+from varro.config import HeadlinesConfig
+from varro.headlines.feeds import Feed, FeedState, fetch_feed, load_feeds
+from varro.headlines.files import read_file
+from varro.headlines.finance import finance_match
+from varro.headlines.items import SourceRead
+from varro.headlines.normalize import canonical_url, clean_text, headline_id, source_name, to_utc_iso
+
+SourceKind = Literal["sample", "files", "rss"]
+SOURCE_KINDS: tuple[str, ...] = ("sample", "files", "rss")
+_MAX_PARALLEL_FEEDS = 8
+
+
+class PastDateError(ValueError):
+    """Live feeds only carry today's news, so they cannot stand in for another day."""
+
+
+class NoHeadlinesError(RuntimeError):
+    """No source yielded a single headline for the day; nothing should be recorded."""
+
+    def __init__(self, message: str, reports: list[SourceReport]):
+        super().__init__(message)
+        self.reports = reports
+
+
+@dataclass(frozen=True)
+class DayHeadlines:
+    headlines: list[Headline]
+    reports: list[SourceReport]
+    payloads: dict[str, bytes]
+
+
+def collect(
+    kind: SourceKind,
+    date: str,
+    cfg: HeadlinesConfig,
+    *,
+    paths: Sequence[Path] = (),
+    today: str | None = None,
+    client: httpx.Client | None = None,
+    state_path: Path | None = None,
+    recall: Callable[[str], bytes | None] | None = None,
+    on_source: Callable[[SourceRead], None] | None = None,
+) -> DayHeadlines:
+    """Read day `date` from `kind`.
+
+    `today` defaults to the UTC date; RSS for any other date raises
+    PastDateError. `state_path` keeps the feeds' conditional-GET validators and
+    `recall` returns earlier payload bytes by sha256, so a 304 still yields the
+    feed's items. `on_source` is called as each source finishes (progress).
+    """
+    validate_date(date)
+    report = on_source or (lambda read: None)
+    if kind == "sample":
+        reads = [read_sample(date)]
+        report(reads[0])
+    elif kind == "files":
+        if not paths:
+            raise ValueError("the files source needs at least one file path")
+        reads = []
+        for path in paths:
+            reads.append(read_file(Path(path)))
+            report(reads[-1])
+    elif kind == "rss":
+        today = today or dt.datetime.now(dt.timezone.utc).date().isoformat()
+        if date != today:
+            raise PastDateError(
+                f"live RSS feeds carry today's news ({today}), so they cannot be fetched for {date}: "
+                "use a file source (--source files --file PATH) or replay a recorded day"
+            )
+        feeds = load_feeds(cfg.feeds_file)
+        reads = fetch_all(feeds, cfg, client=client, state_path=state_path, recall=recall, on_source=report)
+    else:
+        raise ValueError(f"unknown headline source {kind!r}: use one of {', '.join(SOURCE_KINDS)}")
+    # A feed read this morning rightly carries last night's stories; a file day is exactly its day.
+    earliest, latest = (shift_date(date, -1), None) if kind == "rss" else (date, date)
+    return assemble(reads, date, cfg, earliest=earliest, latest=latest)
+
+
+def fetch_all(
+    feeds: Sequence[Feed],
+    cfg: HeadlinesConfig,
+    *,
+    client: httpx.Client | None = None,
+    state_path: Path | None = None,
+    recall: Callable[[str], bytes | None] | None = None,
+    on_source: Callable[[SourceRead], None] = lambda read: None,
+) -> list[SourceRead]:
+    """Fetch feeds concurrently; results come back in feed order whatever finishes first."""
+    state = FeedState(state_path) if state_path is not None else None
+    own_client = client is None
+    http = client or httpx.Client(headers={"User-Agent": cfg.user_agent})
+
+    def one(feed: Feed) -> SourceRead:
+        try:
+            read = fetch_feed(http, feed, cfg, state=state, recall=recall)
+        except Exception as exc:  # isolation boundary: one feed's surprise must not sink the day
+            read = SourceRead.failed(feed.name, feed.category, f"unexpected {type(exc).__name__}: {exc}")
+        on_source(read)
+        return read
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(_MAX_PARALLEL_FEEDS, len(feeds)))) as pool:
+            reads = list(pool.map(one, feeds))
+    finally:
+        if own_client:
+            http.close()
+    if state is not None:
+        state.save()
+    return reads
+
+
+def assemble(
+    reads: Sequence[SourceRead], date: str, cfg: HeadlinesConfig, *, earliest: str, latest: str | None
+) -> DayHeadlines:
+    """Normalise, filter general news, dedupe (text and URL), then cap the day.
+
+    Only items published within [earliest, latest] count for `date`. Undated
+    items take their file's date (YYYY-MM-DD in its name) or else `date`.
+    """
+    seen_ids: set[str] = set()
+    seen_urls: set[str] = set()
+    chosen: list[tuple[int, Headline]] = []
+    rows: list[dict] = []
+    payloads: dict[str, bytes] = {}
+    names: Counter[str] = Counter()
+    for index, read in enumerate(reads):
+        names[read.name] += 1
+        name = read.name if names[read.name] == 1 else f"{read.name} ({names[read.name]})"
+        if read.payload is not None:
+            payloads[name] = read.payload
+        row = {"source": name, "status": read.status, "fetched": len(read.items) + sum(read.skipped.values()),
+               "kept": 0, "dropped_by_filter": 0, "duplicates": 0, "skipped": Counter(read.skipped),
+               "error": read.error}
+        rows.append(row)
+        for item in read.items:
+            text = clean_text(item.title, source_title=item.source_title) if isinstance(item.title, str) else ""
+            if not text:
+                row["skipped"]["no title"] += 1
+                continue
+            url = canonical_url(item.link if isinstance(item.link, str) else None)
+            if url is None:
+                row["skipped"]["no link" if not item.link else "link is not an http(s) URL"] += 1
+                continue
+            published = to_utc_iso(item.published)
+            day = published[:10] if published else (read.date_hint or date)
+            if day < earliest:
+                row["skipped"][f"published before {earliest}"] += 1
+                continue
+            if latest is not None and day > latest:
+                row["skipped"][f"published after {latest}"] += 1
+                continue
+            category = item.category or read.category
+            if category == "general" and finance_match(text, cfg.filter) is None:
+                row["dropped_by_filter"] += 1
+                continue
+            hid = headline_id(text)
+            if hid in seen_ids or url in seen_urls:
+                row["duplicates"] += 1
+                continue
+            seen_ids.add(hid)
+            seen_urls.add(url)
+            source = item.source or read.default_source or source_name(url) or read.name
+            chosen.append((index, Headline(id=hid, text=text, source=source, url=url,
+                                           published=published, category=category)))
+            row["kept"] += 1
+    chosen = _cap(chosen, date, cfg.cap_per_day, rows)
+    reports = [
+        SourceReport(
+            source=r["source"], status=r["status"], fetched=r["fetched"], kept=r["kept"],
+            dropped_by_filter=r["dropped_by_filter"], duplicates=r["duplicates"],
+            skipped=dict(sorted(r["skipped"].items())), error=r["error"],
+        )
+        for r in rows
+    ]
+    return DayHeadlines(headlines=[h for _, h in chosen], reports=reports, payloads=payloads)
+
+
+def _cap(chosen: list[tuple[int, Headline]], date: str, cap: int, rows: list[dict]) -> list[tuple[int, Headline]]:
+    """Keep `cap` headlines picked by a hash of (date, id): fair to every source, independent of order."""
+    if cap <= 0 or len(chosen) <= cap:
+        return chosen
+    ranked = sorted(chosen, key=lambda pair: sha256_hex(f"{date}\x1f{pair[1].id}".encode()))
+    keep = {pair[1].id for pair in ranked[:cap]}
+    for index, headline in chosen:
+        if headline.id not in keep:
+            rows[index]["kept"] -= 1
+            rows[index]["skipped"]["over the daily cap"] += 1
+    return [pair for pair in chosen if pair[1].id in keep]
+
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample_headlines"
+
+
+def sample_dates() -> list[str]:
+    """The bundled sample days, in order."""
+    return sorted(p.stem for p in SAMPLE_DIR.glob("*.jsonl"))
+
+
+def read_sample(date: str) -> SourceRead:
+    days = sample_dates()
+    if date not in days:
+        raise ValueError(f"no bundled sample headlines for {date}: the sample covers {days[0]} .. {days[-1]}")
+    read = read_file(SAMPLE_DIR / f"{date}.jsonl")
+    read.name = f"sample/{date}.jsonl"
+    return read
+
+
+def file_dates(paths: Sequence[Path]) -> list[str]:
+    """Days the files hold headlines for (by `published`, else the date in the file name)."""
+    dates: set[str] = set()
+    for path in paths:
+        read = read_file(Path(path))
+        if read.status == "failed":
+            raise ValueError(f"{path}: {read.error}")
+        for item in read.items:
+            published = to_utc_iso(item.published)
+            day = published[:10] if published else read.date_hint
+            if day:
+                dates.add(day)
+    return sorted(dates)

@@ -1,0 +1,45 @@
+"""What a source hands to `collect`: raw items as read, plus how the read went."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+Category = Literal["general", "markets"]
+CATEGORIES: tuple[str, ...] = ("general", "markets")
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One entry as its source gave it; nothing is trusted or normalised yet."""
+
+    title: str | None
+    link: str | None
+    published: object = None
+    source: str | None = None
+    source_title: str | None = None
+    category: str | None = None
+
+
+@dataclass
+class SourceRead:
+    """One feed or file: its items, or why it failed, and the raw bytes it came as.
+
+    `default_source` names items that do not name their publisher; `date_hint`
+    (a file named YYYY-MM-DD.*) dates items that carry no timestamp.
+    """
+
+    name: str
+    category: Category
+    status: Literal["ok", "failed", "not_modified"] = "ok"
+    items: list[RawItem] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+    payload: bytes | None = None
+    default_source: str | None = None
+    date_hint: str | None = None
+
+    @classmethod
+    def failed(cls, name: str, category: Category, error: str, payload: bytes | None = None) -> "SourceRead":
+        return cls(name=name, category=category, status="failed", error=error, payload=payload)

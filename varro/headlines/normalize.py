@@ -1,0 +1,171 @@
+"""Normal forms of a headline: its text, identity, canonical URL, source name and time.
+
+Two items are the same headline when their normalised texts or canonical URLs
+are equal, so the day's list has no duplicates even when several feeds carry
+one story under tracking links or aggregator redirects. The id is a hash of the
+normalised text (never a text prefix, which collides for "Fed ..." stories).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import html
+import re
+import time
+import unicodedata
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from events.ids import sha256_hex
+
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s%$.&+-]")
+_TRANSLATE = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "−": "-"})
+
+# Query parameters that only say who sent the reader, never which page it is.
+_TRACKING = {
+    "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid", "mc_cid", "mc_eid",
+    "_hsenc", "_hsmi", "mkt_tok", "ref", "ref_src", "cmpid", "ncid", "sr_share", "guccounter",
+    "guce_referrer", "guce_referrer_sig", "soc_src", "soc_trk", "__source", "taid", "yptr", "ocid",
+    "smid", "cid", "oref",
+}
+_TRACKING_PREFIXES = ("utm_", "__twitter", "_ga", "mtm_", "pk_")
+
+# Parameters in which aggregators and link shorteners carry the real target.
+_REDIRECT_PARAMS = ("url", "u", "q", "target", "dest", "destination", "redirect", "redirect_url", "link")
+
+# Two-label public suffixes, so "feeds.bbci.co.uk" is named "bbci.co.uk", not "co.uk".
+_SECOND_LEVEL = {
+    "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "co.nz", "co.jp", "co.in", "co.za",
+    "com.br", "com.cn", "com.hk", "com.sg", "co.kr", "com.mx", "com.tr",
+}
+
+
+def clean_text(raw: str, *, source_title: str | None = None) -> str:
+    """Display text: entities decoded, tags removed, whitespace collapsed.
+
+    Aggregators append the publisher (" - Reuters"); that suffix is dropped when
+    the item names the same publisher, so the story dedupes against the original.
+    """
+    text = html.unescape(_TAG.sub(" ", html.unescape(raw)))
+    text = _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    if source_title:
+        for sep in (" - ", " | ", " – ", " — "):
+            suffix = f"{sep}{source_title.strip()}"
+            if text.endswith(suffix) and len(text) > len(suffix):
+                text = text[: -len(suffix)].rstrip()
+    return text
+
+
+def text_key(text: str) -> str:
+    """The form two texts must share to count as one headline."""
+    folded = unicodedata.normalize("NFKC", text).translate(_TRANSLATE).casefold()
+    return _SPACE.sub(" ", _PUNCT.sub(" ", folded)).strip(" .-")
+
+
+def headline_id(text: str) -> str:
+    return sha256_hex(text_key(text).encode())[:16]
+
+
+def canonical_url(url: str | None) -> str | None:
+    """The URL a headline points at, without tracking parameters or redirect wrappers.
+
+    Returns None for anything that is not an absolute http(s) URL.
+    """
+    if not url:
+        return None
+    candidate = url.strip()
+    for _ in range(3):
+        target = _redirect_target(candidate)
+        if target is None:
+            break
+        candidate = target
+    try:
+        parts = urlsplit(candidate)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower().rstrip(".")
+    if port and not (scheme == "http" and port == 80 or scheme == "https" and port == 443):
+        host = f"{host}:{port}"
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in _TRACKING and not k.lower().startswith(_TRACKING_PREFIXES)
+    ]
+    return urlunsplit((scheme, host, parts.path or "/", urlencode(query, doseq=True), ""))
+
+
+def _redirect_target(url: str) -> str | None:
+    try:
+        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    except ValueError:
+        return None
+    for name in _REDIRECT_PARAMS:
+        value = unquote(query.get(name, "")).strip()
+        if value.lower().startswith(("http://", "https://")) and urlsplit(value).hostname:
+            return value
+    return None
+
+
+def source_name(url: str | None) -> str | None:
+    """A publisher's registrable domain: feeds.bbci.co.uk -> bbci.co.uk, search.cnbc.com -> cnbc.com."""
+    if not url:
+        return None
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    host = host.lower().rstrip(".")
+    if ":" in host or host.replace(".", "").isdigit():
+        return host
+    labels = host.split(".")
+    if len(labels) >= 3 and ".".join(labels[-2:]) in _SECOND_LEVEL:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def to_utc_iso(value: object) -> str | None:
+    """A timestamp as ISO-8601 UTC (``2025-08-04T13:30:00Z``), or None when unreadable.
+
+    Accepts datetimes, `time.struct_time` (feedparser's, already UTC), epoch
+    seconds, ISO-8601 and RFC-2822 strings; a time without a zone is taken as UTC.
+    """
+    when: dt.datetime | None
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, time.struct_time):
+        when = dt.datetime(*value[:6], tzinfo=dt.timezone.utc)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            when = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    elif isinstance(value, str):
+        when = _parse_time_text(value.strip())
+    else:
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time_text(text: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
