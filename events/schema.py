@@ -120,6 +120,10 @@ class JudgeRound(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RankedGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """One headline's ranking. `ranks[i]`, `rewards[i]` (scaled, [0, 1]) and
+    `raw_scores[i]` (the judge's unscaled signal) belong to the i-th roll-out of
+    the `RolloutGroup`; rounds name roll-outs by that position too."""
+
     headline_id: str
     ranks: list[int]
     rewards: list[float]
@@ -128,6 +132,9 @@ class RankedGroup(msgspec.Struct, frozen=True, kw_only=True):
     retries: int = 0
     judge: str = ""
     fallback_reason: str | None = None
+    # The primary judge's rounds before it gave up (its last round has pick None);
+    # empty unless the group was ranked again by the fallback judge.
+    failed_rounds: list[JudgeRound] = []
 
 
 class RankStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,6 +148,9 @@ class RankStats(msgspec.Struct, frozen=True, kw_only=True):
     negatives: int
     primary_share: float
     position_pick_rate: list[float] = []
+    # What position_pick_rate would be without position bias: mean 1/m over the
+    # rounds that showed each position (m = candidates shown in that round).
+    position_chance: list[float] = []
     agreement: float | None = None
     agreement_groups: int = 0
 
@@ -173,6 +183,8 @@ class EpochMetrics(msgspec.Struct, frozen=True, kw_only=True):
     wall_s: float
     peak_memory_mb: float
     improvement: float
+    avg_reward_unscaled_kind: str = "raw_score"
+    peak_rss_mb: float = 0.0
 
 
 # ------------------------------------------------------------------- events
@@ -204,7 +216,8 @@ class DailyRunRequested(Event, frozen=True, kw_only=True):
     trigger: str
     seed: int
     source: str
-    force: bool = False
+    config: ArtifactRef | None = None
+    forced: bool = False
 
 
 class HeadlinesFetched(Event, frozen=True, kw_only=True):

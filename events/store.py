@@ -1,0 +1,421 @@
+"""The event log of one namespace on a Redis stream.
+
+Every append runs one server-side script that, atomically: returns the
+existing entry when the event id is already recorded (re-running an action is
+a no-op), refuses an event whose predecessor (`events.schema.PRECONDITIONS`)
+is missing, extends the hash chain only if its tip is still the one the client
+linked to, XADDs the entry and updates the indexes. All keys of a namespace
+share the `{ns}` hash tag, so the script stays valid on a Redis Cluster.
+
+Keys (``varro:{ns}:...``): ``stream`` (the log; field ``e`` holds the encoded
+event, ``id``/``type``/``date``/``h`` are for humans and cheap filtering),
+``ids`` (event id -> entry id), ``idx:<type>:<date>`` (event ids in append
+order), ``dates:<type>`` (dates having that type) and ``tip`` (hash of the
+last entry).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import msgspec
+import redis
+import varro
+from events import codec
+from events.errors import ChainConflict, EventDecodeError, EventError, NamespaceNotEmpty, PreconditionError
+from events.ids import validate_date, validate_ns
+from events.schema import GENESIS_HASH, PRECONDITIONS, AnyEvent, Event
+
+_PAGE = 1000
+_MAX_ATTEMPTS = 200
+
+
+def key(ns: str, *parts: str) -> str:
+    return ":".join((f"varro:{{{ns}}}", *parts))
+
+
+def stream_key(ns: str) -> str:
+    return key(ns, "stream")
+
+
+def ids_key(ns: str) -> str:
+    return key(ns, "ids")
+
+
+def tip_key(ns: str) -> str:
+    return key(ns, "tip")
+
+
+def index_key(ns: str, event_type: str, date: str) -> str:
+    return key(ns, "idx", event_type, date)
+
+
+def dates_key(ns: str, event_type: str) -> str:
+    return key(ns, "dates", event_type)
+
+
+_NS_FROM_STREAM = re.compile(rb"^varro:\{([^}]+)\}:stream$")
+
+# KEYS: stream, ids, tip, index(type,date), dates(type), predecessor indexes...
+# ARGV: event id, encoded, expected tip, new tip, type, date, entry id ('*'), genesis
+_APPEND_LUA = """
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then return {'dup', existing} end
+for i = 6, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return {'missing', tostring(i - 5)} end
+end
+local tip = redis.call('GET', KEYS[3]) or ARGV[8]
+if tip ~= ARGV[3] then return {'conflict', tip} end
+local entry = redis.call('XADD', KEYS[1], ARGV[7], 'e', ARGV[2], 'id', ARGV[1],
+  'type', ARGV[5], 'date', ARGV[6], 'h', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], entry)
+redis.call('RPUSH', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[5], 0, ARGV[6])
+redis.call('SET', KEYS[3], ARGV[4])
+return {'ok', entry}
+"""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    entry_id: str
+    event: AnyEvent
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    entry_id: str
+    event: AnyEvent
+    created: bool  # False: the event id was already recorded; this is that entry
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    checked: int
+    first_broken: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    keys: list[str]
+    args: list[Any]
+    event: Event
+    event_type: str
+    date: str
+    predecessors: tuple[tuple[str, str], ...]
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+class EventStore:
+    """Append, read and check the log of namespace `ns`."""
+
+    def __init__(self, redis: redis.Redis, ns: str, *, code_version: str = varro.__version__):
+        self.redis = redis
+        self.ns = validate_ns(ns)
+        self.code_version = code_version
+        self._tip: str | None = None
+        self._append_script = redis.register_script(_APPEND_LUA)
+
+    @property
+    def stream(self) -> str:
+        return stream_key(self.ns)
+
+    # ------------------------------------------------------------- writing
+
+    def append(self, event: Event) -> Appended:
+        """Record `event` once; a second append of the same id returns the first entry."""
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Iterable[Event]) -> list[Appended]:
+        """Append several events in one round trip per attempt, chained locally.
+
+        Each script still checks the tip it was linked to, so a concurrent writer
+        only makes the rest of the batch retry from the tip the script reports.
+        """
+        pending = [self._stamp(e) for e in events]
+        results: list[Appended] = []
+        # The last tip this store saw is a hint that saves a round trip; the script corrects it.
+        tip = self._tip or _s(self.redis.get(tip_key(self.ns)) or GENESIS_HASH)
+        for _ in range(_MAX_ATTEMPTS):
+            if not pending:
+                return results
+            prepared = []
+            link = tip
+            for event in pending:
+                item = self._prepare(msgspec.structs.replace(event, prev_hash=link))
+                prepared.append(item)
+                link = item.args[3]
+            pipe = self.redis.pipeline(transaction=False)
+            for item in prepared:
+                self._append_script(keys=item.keys, args=item.args, client=pipe)
+            done = 0
+            for item, (status, value) in zip(prepared, pipe.execute()):
+                status, value = _s(status), _s(value)
+                if status == "ok":
+                    results.append(Appended(value, item.event, True))
+                    tip = item.args[3]
+                elif status == "dup":
+                    results.append(Appended(value, self._entry(value).event, False))
+                elif status == "missing":
+                    self._tip = tip
+                    pre_type, field = item.predecessors[int(value) - 1]
+                    raise PreconditionError(
+                        f"{item.event_type} for {item.date} in namespace {self.ns!r} needs "
+                        f"{pre_type} for {getattr(item.event, field)} (field {field!r}), "
+                        "which is not recorded"
+                    )
+                else:
+                    tip = value
+                    break
+                done += 1
+            self._tip = tip
+            pending = pending[done:]
+        raise ChainConflict(f"namespace {self.ns!r}: chain tip kept moving for {_MAX_ATTEMPTS} attempts")
+
+    def _stamp(self, event: Event) -> Event:
+        if not isinstance(event, Event):
+            raise EventError(f"not an event: {type(event).__name__}")
+        if event.ns != self.ns:
+            raise EventError(f"event {event.event_id} belongs to namespace {event.ns!r}, not {self.ns!r}")
+        try:
+            validate_date(event.date)
+        except ValueError as exc:
+            raise EventError(f"event {event.event_id}: {exc}") from None
+        return msgspec.structs.replace(event, recorded_at=utc_now(), code_version=self.code_version)
+
+    def _prepare(self, event: Event) -> _Prepared:
+        event_type = type(event).__name__
+        predecessors = PRECONDITIONS.get(event_type, ())
+        encoded = codec.encode(event)
+        return self._prepared_from(event, event_type, event.date, event.event_id, event.prev_hash,
+                                   encoded, predecessors,
+                                   [getattr(event, field) for _, field in predecessors], "*")
+
+    def _prepared_from(self, event: Any, event_type: str, date: str, event_id: str, prev_hash: str,
+                       encoded: bytes, predecessors: tuple[tuple[str, str], ...],
+                       predecessor_dates: list[str], entry_id: str) -> _Prepared:
+        keys = [self.stream, ids_key(self.ns), tip_key(self.ns),
+                index_key(self.ns, event_type, date), dates_key(self.ns, event_type)]
+        keys += [index_key(self.ns, t, d) for (t, _), d in zip(predecessors, predecessor_dates)]
+        args = [event_id, encoded, prev_hash, codec.entry_hash(encoded), event_type, date, entry_id,
+                GENESIS_HASH]
+        return _Prepared(keys, args, event, event_type, date, predecessors)
+
+    # ------------------------------------------------------------- reading
+
+    def _entry(self, entry_id: str) -> StoredEvent:
+        rows = self.redis.xrange(self.stream, entry_id, entry_id)
+        if not rows:
+            raise EventError(f"namespace {self.ns!r}: index names entry {entry_id}, which is not in the stream")
+        return self._stored(*rows[0])
+
+    def _stored(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEvent:
+        entry = _s(entry_id)
+        raw = fields.get(b"e")
+        if raw is None:
+            raise EventDecodeError(f"entry {entry} of namespace {self.ns!r} has no event payload ('e' field)")
+        try:
+            return StoredEvent(entry, codec.decode(raw), raw)
+        except EventDecodeError as exc:
+            raise EventDecodeError(f"entry {entry} of namespace {self.ns!r}: {exc}") from None
+
+    def get(self, event_id: str) -> AnyEvent | None:
+        entry = self.redis.hget(ids_key(self.ns), event_id)
+        return None if entry is None else self._entry(_s(entry)).event
+
+    def entry_id(self, event_id: str) -> str | None:
+        entry = self.redis.hget(ids_key(self.ns), event_id)
+        return None if entry is None else _s(entry)
+
+    def latest(self, event_type: str, date: str) -> AnyEvent | None:
+        """The most recently appended event of that type and date (a forced re-run wins)."""
+        event_id = self.redis.lindex(index_key(self.ns, event_type, date), -1)
+        return None if event_id is None else self.get(_s(event_id))
+
+    def all_for(self, event_type: str, date: str) -> list[AnyEvent]:
+        event_ids = self.redis.lrange(index_key(self.ns, event_type, date), 0, -1)
+        if not event_ids:
+            return []
+        entries = self.redis.hmget(ids_key(self.ns), event_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xrange(self.stream, entry, entry)
+        return [self._stored(*rows[0]).event for rows in pipe.execute()]
+
+    def read(self, *, start: str = "-", end: str = "+", types: Iterable[str] | None = None,
+             dates: Iterable[str] | None = None) -> Iterator[StoredEvent]:
+        """Entries from `start` to `end` (inclusive stream ids) in append order, paged."""
+        want_types = None if types is None else {t.encode() for t in types}
+        want_dates = None if dates is None else {d.encode() for d in dates}
+        for entry_id, fields in self.raw_entries(start, end):
+            if want_types is not None and fields.get(b"type") not in want_types:
+                continue
+            if want_dates is not None and fields.get(b"date") not in want_dates:
+                continue
+            yield self._stored(entry_id, fields)
+
+    def raw_entries(self, start: str = "-", end: str = "+") -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        """Stream entries as stored, undecoded: for export, verify and benchmarks."""
+        cursor = start
+        while True:
+            rows = self.redis.xrange(self.stream, cursor, end, count=_PAGE)
+            yield from rows
+            if len(rows) < _PAGE:
+                return
+            cursor = "(" + _s(rows[-1][0])
+
+    def dates(self, event_type: str) -> list[str]:
+        return [_s(d) for d in self.redis.zrange(dates_key(self.ns, event_type), 0, -1)]
+
+    def count(self) -> int:
+        return int(self.redis.xlen(self.stream))
+
+    def last(self, n: int, *, end: str = "+") -> list[StoredEvent]:
+        """The `n` newest entries up to `end`, oldest first."""
+        rows = self.redis.xrevrange(self.stream, end, "-", count=n) if n > 0 else []
+        return [self._stored(entry_id, fields) for entry_id, fields in reversed(rows)]
+
+    def last_entry_id(self) -> str | None:
+        rows = self.redis.xrevrange(self.stream, count=1)
+        return _s(rows[0][0]) if rows else None
+
+    def follow(self, *, last_id: str = "$", block_ms: int = 1000,
+               stop: Callable[[], bool] | None = None) -> Iterator[StoredEvent]:
+        """Entries appended after `last_id` ("$" = after this call), as they arrive;
+        `stop` is checked at least every `block_ms`."""
+        cursor = (self.last_entry_id() or "0-0") if last_id == "$" else last_id
+
+        def entries(cursor: str) -> Iterator[StoredEvent]:
+            while stop is None or not stop():
+                reply = self.redis.xread({self.stream: cursor}, count=_PAGE, block=block_ms)
+                for _, rows in reply or ():
+                    for entry_id, fields in rows:
+                        cursor = _s(entry_id)
+                        yield self._stored(entry_id, fields)
+
+        return entries(cursor)
+
+    # ------------------------------------------------------------- checking
+
+    def verify(self) -> VerifyReport:
+        """Walk the chain: every entry's bytes hash to its recorded link, every
+        `prev_hash` names the entry before, and the tip names the last one."""
+        expected_prev = GENESIS_HASH
+        checked = 0
+        last = None
+        for entry_id, fields in self.raw_entries():
+            entry = _s(entry_id)
+            raw = fields.get(b"e")
+            if raw is None:
+                return VerifyReport(False, checked, entry, "entry has no event payload ('e' field)")
+            actual = codec.entry_hash(raw)
+            recorded = _s(fields.get(b"h", b""))
+            if recorded != actual:
+                return VerifyReport(False, checked, entry,
+                                    f"content hashes to {actual[:16]}, but the entry records {recorded[:16]}: "
+                                    "its bytes were altered")
+            try:
+                event = codec.decode(raw)
+            except EventDecodeError as exc:
+                return VerifyReport(False, checked, entry, f"undecodable: {exc}")
+            if event.prev_hash != expected_prev:
+                return VerifyReport(False, checked, entry,
+                                    f"prev_hash {event.prev_hash[:16]} does not match the previous entry "
+                                    f"({last or 'genesis'}) which hashes to {expected_prev[:16]}")
+            expected_prev = actual
+            last = entry
+            checked += 1
+        tip = _s(self.redis.get(tip_key(self.ns)) or GENESIS_HASH)
+        if tip != expected_prev:
+            return VerifyReport(False, checked, last,
+                                f"recorded chain tip {tip[:16]} does not match the last entry's hash "
+                                f"{expected_prev[:16]}")
+        return VerifyReport(True, checked)
+
+    # ------------------------------------------------------------- backup
+
+    def export_jsonl(self, fh: TextIO) -> int:
+        """One JSON object per entry: entry id, chain hash and the event exactly as
+        written (not upcast), so import can restore the identical bytes."""
+        n = 0
+        for entry_id, fields in self.raw_entries():
+            raw = fields.get(b"e")
+            if raw is None:
+                raise EventDecodeError(f"entry {_s(entry_id)} of namespace {self.ns!r} has no event payload")
+            line = {"entry_id": _s(entry_id), "hash": codec.entry_hash(raw), "event": codec.decode_builtins(raw)}
+            fh.write(msgspec.json.encode(line).decode() + "\n")
+            n += 1
+        return n
+
+    def import_jsonl(self, fh: TextIO) -> int:
+        """Restore an export into this (empty) namespace with the same entry ids and bytes.
+
+        Events keep their original `ns` field and ids, so the chain verifies and an
+        export of the restored namespace equals the original export. The whole file
+        is checked (decodes, hashes, links) before anything is written.
+        """
+        if self.redis.exists(self.stream, tip_key(self.ns), ids_key(self.ns)):
+            raise NamespaceNotEmpty(f"namespace {self.ns!r} already has events; import needs an empty one")
+        items = []
+        link = GENESIS_HASH
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                item = self._imported(lineno, line, link)
+                items.append((lineno, item))
+                link = item.args[3]
+        for lineno, item in items:
+            status, reply = (_s(x) for x in self._append_script(keys=item.keys, args=item.args))
+            if status == "missing":
+                pre_type, field = item.predecessors[int(reply) - 1]
+                raise PreconditionError(f"line {lineno}: {item.event_type} for {item.date} needs {pre_type} "
+                                        f"for {item.event[field]}, which comes later or not at all")
+            if status == "dup":
+                raise EventError(f"line {lineno}: event {item.event['event_id']} appears twice")
+            if status != "ok":
+                raise EventError(f"line {lineno}: namespace {self.ns!r} changed during the import ({status})")
+        return len(items)
+
+    def _imported(self, lineno: int, line: str, link: str) -> _Prepared:
+        try:
+            record = msgspec.json.decode(line)
+            entry_id, expected, value = record["entry_id"], record["hash"], record["event"]
+            if not isinstance(value, dict):
+                raise TypeError("'event' is not an object")
+            codec.from_builtins(dict(value))
+        except (msgspec.DecodeError, KeyError, TypeError, EventDecodeError) as exc:
+            raise EventDecodeError(f"line {lineno}: not an exported event ({exc})") from None
+        encoded = codec.encode_builtins(value)
+        if codec.entry_hash(encoded) != expected:
+            raise EventDecodeError(
+                f"line {lineno} (entry {entry_id}): re-encoded bytes do not hash to the exported "
+                f"{expected[:16]}; the line was edited or holds a value JSON cannot carry (NaN)"
+            )
+        if value.get("prev_hash") != link:
+            raise EventError(f"line {lineno} (entry {entry_id}): prev_hash does not link to the line before; "
+                             "the export is out of order or its chain was already broken")
+        predecessors = PRECONDITIONS.get(value["type"], ())
+        return self._prepared_from(value, value["type"], value["date"], value["event_id"], link,
+                                   encoded, predecessors, [value[field] for _, field in predecessors], entry_id)
+
+    @staticmethod
+    def namespaces(redis: redis.Redis) -> list[str]:
+        found = set()
+        for name in redis.scan_iter(match="varro:{*}:stream", count=1000):
+            m = _NS_FROM_STREAM.match(name if isinstance(name, bytes) else name.encode())
+            if m:
+                found.add(m.group(1).decode())
+        return sorted(found)

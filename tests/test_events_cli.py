@@ -1,0 +1,136 @@
+"""`varro events|server|doctor` through click, against the real test server."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+
+from events.store import stream_key
+from varro.cli import main
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def cli(redis_server, monkeypatch, tmp_path):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("VARRO_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+
+    def invoke(*args: str, **kwargs):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return invoke
+
+
+@pytest.fixture
+def filled(event_store, sample_events):
+    store = event_store("prod")
+    events = sample_events("prod")
+    for name in ("DailyRunRequested", "HeadlinesFetched", "HeadlinesFetched:outcome", "RolloutsGenerated",
+                 "Ranked", "EpochTrained"):
+        store.append(events[name])
+    return store, events
+
+
+def test_every_subcommand_has_help(cli):
+    for args in (["events"], ["events", "tail"], ["events", "show"], ["events", "verify"], ["events", "export"],
+                 ["events", "import"], ["server"], ["server", "start"], ["server", "stop"], ["server", "status"],
+                 ["doctor"]):
+        result = cli(*args, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output, args
+
+
+def test_tail_lists_latest_events_with_filters(cli, redis_server, filled):
+    result = cli("events", "tail", "--ns", "prod", "--redis-url", redis_server.url)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 0 and len(lines) == 6
+    assert "DailyRunRequested" in lines[0] and "EpochTrained" in lines[-1]
+    result = cli("events", "tail", "--ns", "prod", "--redis-url", redis_server.url, "--type", "HeadlinesFetched",
+                 "-n", "1")
+    (only,) = result.output.strip().splitlines()
+    assert "2025-01-03" in only and "headlines=1" in only
+
+
+def test_show_prints_the_event_as_json(cli, redis_server, filled):
+    _, events = filled
+    ranked = events["Ranked"]
+    result = cli("events", "show", ranked.event_id, "--ns", "prod", "--redis-url", redis_server.url)
+    assert result.exit_code == 0
+    shown = json.loads(result.output)
+    assert shown["type"] == "Ranked" and shown["outcome_date"] == "2025-01-03"
+    by_date = cli("events", "show", "--type", "Ranked", "--date", "2025-01-02", "--ns", "prod", "--redis-url",
+                  redis_server.url)
+    assert json.loads(by_date.output)["event_id"] == ranked.event_id
+    missing = cli("events", "show", "nope", "--ns", "prod", "--redis-url", redis_server.url)
+    assert missing.exit_code == 1 and "no event nope" in missing.output
+
+
+def test_verify_exits_1_and_names_the_broken_entry(cli, redis_server, redis_client, filled):
+    ok = cli("events", "verify", "--ns", "prod", "--redis-url", redis_server.url)
+    assert ok.exit_code == 0 and "6 entries, chain intact" in ok.output
+    rows = redis_client.xrange(stream_key("prod"))
+    redis_client.delete(stream_key("prod"))
+    for i, (entry_id, fields) in enumerate(rows):
+        if i == 1:
+            fields = {**fields, b"e": fields[b"e"].replace(b"Fed holds", b"Fed hikes")}
+        redis_client.xadd(stream_key("prod"), fields, id=entry_id)
+    broken = cli("events", "verify", "--ns", "prod", "--redis-url", redis_server.url)
+    assert broken.exit_code == 1
+    assert f"BROKEN: namespace 'prod' at entry {rows[1][0].decode()}" in broken.output
+
+
+def test_export_then_import_into_a_new_namespace(cli, redis_server, filled, tmp_path):
+    out = tmp_path / "backup" / "prod.jsonl"
+    exported = cli("events", "export", "--ns", "prod", "--redis-url", redis_server.url, "-o", out)
+    assert exported.exit_code == 0
+    assert len(out.read_text().splitlines()) == 6
+    assert all(msgspec.json.decode(line)["event"]["type"] for line in out.read_text().splitlines())
+    imported = cli("events", "import", out, "--ns", "restored", "--redis-url", redis_server.url)
+    assert imported.exit_code == 0 and "imported 6 events" in imported.output
+    again = cli("events", "import", out, "--ns", "restored", "--redis-url", redis_server.url)
+    assert again.exit_code == 1 and "NamespaceNotEmpty" in again.output
+    stdout = cli("events", "export", "--ns", "restored", "--redis-url", redis_server.url)
+    assert stdout.stdout == out.read_text()
+
+
+def test_bad_namespace_is_a_clean_error(cli, redis_server):
+    result = cli("events", "tail", "--ns", "bad ns!", "--redis-url", redis_server.url)
+    assert result.exit_code == 2 and "invalid namespace" in result.output
+
+
+def test_server_start_status_stop(cli, tmp_path):
+    data = tmp_path / "srv"
+    started = cli("server", "start", "--data-dir", data)
+    assert started.exit_code == 0 and started.output.strip().startswith("unix://")
+    try:
+        status = cli("server", "status", "--data-dir", data)
+        assert status.exit_code == 0 and "appendfsync=always" in status.output
+    finally:
+        stopped = cli("server", "stop", "--data-dir", data)
+    assert stopped.output.strip() == "stopped"
+    assert cli("server", "status", "--data-dir", data).exit_code == 1
+
+
+def test_doctor_reports_the_installation(cli, redis_server, tmp_path):
+    result = cli("doctor", "--redis-url", redis_server.url, "--data-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    for key in ("python", "varro", "mlx", "mlx-lm", "rq", "redis-py", "redis url", "redis reachable",
+                "data dir", "mlx device", "blas preload", "blas sgemm"):
+        assert any(line.startswith(key + " ") for line in result.output.splitlines()), key
+    assert "external" in result.output and "valkey 9" in result.output
+
+
+def test_doctor_fails_on_unreachable_redis(cli, tmp_path):
+    result = cli("doctor", "--redis-url", f"unix://{tmp_path}/nothing.sock", "--data-dir", tmp_path)
+    assert result.exit_code == 1 and "NO:" in result.output
+
+
+def test_import_refuses_an_invalid_target_namespace(cli, redis_server, tmp_path):
+    dump = tmp_path / "x.jsonl"
+    dump.write_text("")
+    result = cli("events", "import", dump, "--ns", "no/slashes", "--redis-url", redis_server.url)
+    assert result.exit_code == 2 and "invalid namespace" in result.output

@@ -1,0 +1,275 @@
+"""The event store on a real embedded Valkey: idempotence, preconditions, the hash
+chain, backup/restore and concurrent writers."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import threading
+
+import msgspec
+import pytest
+import redis as redis_py
+
+from events import codec
+from events.errors import EventError, NamespaceNotEmpty, PreconditionError
+from events.ids import derive_event_id
+from events.schema import DailyRunRequested
+from events.store import EventStore, stream_key
+
+pytestmark = pytest.mark.timeout(120)
+
+LINEAGE = ("DailyRunRequested", "HeadlinesFetched", "HeadlinesFetched:outcome", "RolloutsGenerated", "Ranked",
+           "EpochTrained")
+
+
+def run_event(ns: str, date: str, n: int) -> DailyRunRequested:
+    return DailyRunRequested(event_id=derive_event_id(ns, "DailyRunRequested", date, [str(n)]), ns=ns, date=date,
+                             correlation_id=f"c{n}", trigger="test", seed=n, source="feeds")
+
+
+def fill(store: EventStore, sample_events, date: str = "2025-01-02") -> dict:
+    events = sample_events(store.ns, date)
+    for name in LINEAGE:
+        store.append(events[name])
+    return events
+
+
+def rewrite_stream(client, ns: str, change) -> None:
+    """Tamper as an attacker with write access would: rebuild the stream with the
+    same entry ids, passing each entry's fields through `change(index, fields)`."""
+    key = stream_key(ns)
+    rows = client.xrange(key)
+    client.delete(key)
+    for i, (entry_id, fields) in enumerate(rows):
+        client.xadd(key, change(i, dict(fields)), id=entry_id)
+
+
+def test_append_is_idempotent_by_event_id(event_store, sample_events):
+    store = event_store()
+    event = sample_events("test")["DailyRunRequested"]
+    first = store.append(event)
+    again = store.append(event)
+    assert first.created and not again.created
+    assert again.entry_id == first.entry_id
+    assert again.event == first.event  # the recorded event (its recorded_at), not the new attempt
+    assert store.count() == 1
+    assert store.get(event.event_id) == first.event
+
+
+def test_append_stamps_envelope_and_links_the_chain(event_store, sample_events):
+    store = event_store(code_version="9.9.9")
+    fill(store, sample_events)
+    entries = list(store.read())
+    assert entries[0].event.prev_hash == "0" * 64
+    for before, after in zip(entries, entries[1:]):
+        assert after.event.prev_hash == codec.entry_hash(before.raw)
+    assert all(e.event.code_version == "9.9.9" and e.event.recorded_at.endswith("+00:00") for e in entries)
+
+
+def test_missing_predecessor_is_refused_with_its_name(event_store, sample_events):
+    store = event_store()
+    events = sample_events("test", "2025-01-02")
+    store.append(events["HeadlinesFetched"])
+    store.append(events["RolloutsGenerated"])
+    with pytest.raises(PreconditionError, match=r"needs HeadlinesFetched for 2025-01-03"):
+        store.append(events["Ranked"])
+    assert store.count() == 2
+    assert store.verify().ok
+
+
+def test_event_of_another_namespace_is_refused(event_store, sample_events):
+    with pytest.raises(EventError, match="belongs to namespace 'other'"):
+        event_store("test").append(sample_events("other")["DailyRunRequested"])
+
+
+def test_lookups_by_type_and_date(event_store, sample_events):
+    store = event_store()
+    events = fill(store, sample_events)
+    fill(store, sample_events, "2025-01-05")
+    rerun = msgspec.structs.replace(events["HeadlinesFetched"], event_id="forced-1", forced=True)
+    store.append(rerun)
+    assert [e.event_id for e in store.all_for("HeadlinesFetched", "2025-01-02")] == [
+        events["HeadlinesFetched"].event_id, "forced-1"]
+    assert store.latest("HeadlinesFetched", "2025-01-02").event_id == "forced-1"
+    assert store.latest("Ranked", "2025-01-04") is None
+    assert store.all_for("Ranked", "2025-01-04") == []
+    assert store.dates("HeadlinesFetched") == ["2025-01-02", "2025-01-03", "2025-01-05", "2025-01-06"]
+    ranked = list(store.read(types=["Ranked"], dates=["2025-01-05"]))
+    assert [s.event.date for s in ranked] == ["2025-01-05"]
+    assert store.get("no-such-event") is None
+    assert EventStore.namespaces(store.redis) == ["test"]
+
+
+def test_read_pages_through_long_streams(event_store):
+    store = event_store()
+    store.append_many(run_event("test", "2025-01-01", i) for i in range(2500))
+    seeds = [s.event.seed for s in store.read()]
+    assert seeds == list(range(2500))
+    middle = list(store.read(start=store.entry_id(run_event("test", "2025-01-01", 1000).event_id)))
+    assert middle[0].event.seed == 1000 and len(middle) == 1500
+
+
+def test_append_many_skips_recorded_events_and_keeps_the_chain(event_store):
+    store = event_store()
+    events = [run_event("test", "2025-01-01", i) for i in range(10)]
+    store.append_many(events[:4])
+    results = store.append_many(events)
+    assert [r.created for r in results] == [False] * 4 + [True] * 6
+    assert store.count() == 10
+    assert store.verify().ok
+
+
+def test_follow_yields_new_entries(event_store):
+    store = event_store()
+    store.append(run_event("test", "2025-01-01", 0))
+    seen = []
+
+    def later():
+        for i in range(1, 4):
+            store.append(run_event("test", "2025-01-01", i))
+
+    writer = threading.Thread(target=later)
+    stream = store.follow(block_ms=100, stop=lambda: len(seen) >= 3)
+    writer.start()
+    seen.extend(s.event.seed for s in stream)
+    writer.join()
+    assert seen == [1, 2, 3]
+
+
+def test_verify_accepts_an_intact_chain(event_store, sample_events):
+    store = event_store()
+    fill(store, sample_events)
+    report = store.verify()
+    assert report.ok and report.checked == len(LINEAGE)
+
+
+def test_verify_finds_an_altered_entry(event_store, redis_client, sample_events):
+    store = event_store()
+    fill(store, sample_events)
+    entries = list(store.read())
+    evil = codec.encode(msgspec.structs.replace(entries[2].event, correlation_id="forged"))
+    rewrite_stream(redis_client, "test", lambda i, f: {**f, b"e": evil} if i == 2 else f)
+    report = store.verify()
+    assert not report.ok
+    assert report.first_broken == entries[2].entry_id
+    assert "altered" in report.reason
+
+
+def test_verify_finds_a_forged_hash_at_the_next_link(event_store, redis_client, sample_events):
+    store = event_store()
+    fill(store, sample_events)
+    entries = list(store.read())
+    evil = codec.encode(msgspec.structs.replace(entries[2].event, correlation_id="forged"))
+    rewrite_stream(redis_client, "test",
+                   lambda i, f: {**f, b"e": evil, b"h": codec.entry_hash(evil).encode()} if i == 2 else f)
+    report = store.verify()
+    assert not report.ok
+    assert report.first_broken == entries[3].entry_id
+    assert "prev_hash" in report.reason
+
+
+def test_verify_finds_a_forged_last_entry_by_the_tip(event_store, redis_client, sample_events):
+    store = event_store()
+    fill(store, sample_events)
+    entries = list(store.read())
+    last = len(entries) - 1
+    evil = codec.encode(msgspec.structs.replace(entries[last].event, seed=99))
+    rewrite_stream(redis_client, "test",
+                   lambda i, f: {**f, b"e": evil, b"h": codec.entry_hash(evil).encode()} if i == last else f)
+    report = store.verify()
+    assert not report.ok and "tip" in report.reason
+
+
+def test_export_import_round_trip(event_store, sample_events, tmp_path):
+    source = event_store("prod")
+    fill(source, sample_events)
+    path = tmp_path / "prod.jsonl"
+    with path.open("w") as fh:
+        assert source.export_jsonl(fh) == len(LINEAGE)
+    first = path.read_text()
+    assert all(msgspec.json.decode(line)["event"]["ns"] == "prod" for line in first.splitlines())
+
+    restored = event_store("restored")
+    with path.open() as fh:
+        assert restored.import_jsonl(fh) == len(LINEAGE)
+    assert restored.verify().ok
+    again = io.StringIO()
+    restored.export_jsonl(again)
+    assert again.getvalue() == first
+    assert [s.event for s in restored.read()] == [s.event for s in source.read()]
+    ranked = source.latest("Ranked", "2025-01-02")
+    assert restored.latest("Ranked", "2025-01-02") == ranked
+
+
+def test_import_refuses_a_non_empty_namespace(event_store, sample_events):
+    source = event_store("prod")
+    fill(source, sample_events)
+    dump = io.StringIO()
+    source.export_jsonl(dump)
+    dump.seek(0)
+    with pytest.raises(NamespaceNotEmpty):
+        source.import_jsonl(dump)
+
+
+def test_import_refuses_an_edited_line(event_store, sample_events):
+    source = event_store("prod")
+    fill(source, sample_events)
+    dump = io.StringIO()
+    source.export_jsonl(dump)
+    edited = dump.getvalue().replace('"seed":1234', '"seed":4321', 1)
+    with pytest.raises(EventError, match="line 1 .*do not hash"):
+        event_store("copy").import_jsonl(io.StringIO(edited))
+
+
+def test_concurrent_appends_from_threads_keep_one_valid_chain(event_store):
+    store = event_store()
+
+    def writer(w: int) -> None:
+        for i in range(40):
+            store.append(run_event("test", "2025-01-01", w * 1000 + i))
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count() == 120
+    assert store.verify().ok
+
+
+def _process_writer(url: str, worker: int, n: int) -> None:
+    store = EventStore(redis_py.Redis.from_url(url), "test")
+    for i in range(n):
+        store.append(run_event("test", "2025-01-01", worker * 1000 + i))
+        # every other writer also re-appends a shared event: exactly one copy may survive
+        store.append(run_event("test", "2025-01-01", 999_999))
+
+
+def test_concurrent_appends_from_processes_keep_one_valid_chain(event_store, redis_server):
+    store = event_store()
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_process_writer, args=(redis_server.url, w, 60)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert store.count() == 121
+    assert store.verify().ok
+    assert len(store.all_for("DailyRunRequested", "2025-01-01")) == 121
+
+
+def test_import_checks_the_whole_file_before_writing(event_store, sample_events):
+    source = event_store("prod")
+    fill(source, sample_events)
+    dump = io.StringIO()
+    source.export_jsonl(dump)
+    lines = dump.getvalue().splitlines(keepends=True)
+    swapped = "".join([lines[0], lines[2], lines[1], *lines[3:]])
+    target = event_store("copy")
+    with pytest.raises(EventError, match="line 2 .*does not link"):
+        target.import_jsonl(io.StringIO(swapped))
+    with pytest.raises(EventError, match="line 1: not an exported event"):
+        target.import_jsonl(io.StringIO('{"entry_id": "1-0", "hash": "x", "event": {"type": "Nope"}}\n'))
+    assert target.count() == 0

@@ -1,0 +1,3 @@
+from varro.cli import main
+
+main()

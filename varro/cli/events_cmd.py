@@ -1,0 +1,198 @@
+"""`varro events`: read, check, back up and restore a namespace's event log."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+import redis
+
+from events.connection import connect
+from events.errors import EventError
+from events.schema import EVENT_TYPES, AnyEvent
+from events.store import EventStore, StoredEvent
+from varro.cli.common import config_options
+from varro.config import ConfigError, VarroConfig, load_config
+
+
+def open_redis(cfg: VarroConfig) -> redis.Redis:
+    try:
+        client = connect(cfg.redis_url, cfg.data_path)
+        client.ping()
+        return client
+    except (redis.RedisError, EventError, OSError) as exc:
+        raise click.ClickException(f"cannot reach Redis ({cfg.redis_url or 'embedded'}): {exc}") from None
+
+
+def open_store(cfg: VarroConfig) -> EventStore:
+    return EventStore(open_redis(cfg), cfg.ns)
+
+
+def event_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Typed event-log errors become one-line CLI errors, not tracebacks."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EventError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+def summary(event: AnyEvent) -> str:
+    """A few words that tell one event from its neighbours in a listing."""
+    kind = type(event).__name__
+    parts = []
+    if kind == "DailyRunRequested":
+        parts = [f"trigger={event.trigger}", f"seed={event.seed}"]
+    elif kind == "HeadlinesFetched":
+        parts = [f"headlines={len(event.headlines)}", f"sources={len(event.sources)}"]
+    elif kind == "RolloutsGenerated":
+        parts = [f"groups={len(event.groups)}", f"checkpoint={event.checkpoint.sha256[:12]}"]
+    elif kind == "Ranked":
+        parts = [f"groups={len(event.groups)}", f"outcome={event.outcome_date}", f"avg_reward={event.stats.avg:.3f}"]
+    elif kind == "EpochTrained":
+        parts = [f"steps={event.metrics.steps}", f"loss={event.metrics.loss:.4g}",
+                 f"checkpoint={event.checkpoint.sha256[:12]}"]
+    if getattr(event, "forced", False):
+        parts.append("forced")
+    return " ".join(parts)
+
+
+def line(stored: StoredEvent) -> str:
+    e = stored.event
+    return f"{stored.entry_id:<16} {e.date}  {type(e).__name__:<18} {e.event_id}  {summary(e)}".rstrip()
+
+
+def pretty(event: AnyEvent) -> str:
+    return msgspec.json.format(msgspec.json.encode(event), indent=2).decode()
+
+
+@click.group()
+def events() -> None:
+    """Read, verify, export and import a namespace's event log."""
+
+
+@events.command()
+@config_options
+@click.option("--type", "event_type", type=click.Choice(sorted(EVENT_TYPES)), default=None, help="Only this type.")
+@click.option("--date", default=None, help="Only this logical date (YYYY-MM-DD).")
+@click.option("-n", "--lines", "n", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many of the latest matching events to show.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended.")
+@event_errors
+def tail(cfg, event_type, date, n, follow) -> None:
+    """Show the latest events, oldest first (one line each)."""
+    store = open_store(cfg)
+    types = None if event_type is None else [event_type]
+    dates = None if date is None else [date]
+    until = store.last_entry_id() or "0-0"  # follow resumes exactly after what is listed
+    if types is None and dates is None:
+        latest = store.last(n, end=until)
+    else:
+        latest = collections.deque(store.read(end=until, types=types, dates=dates), maxlen=n) if n else ()
+    for stored in latest:
+        click.echo(line(stored))
+    if not follow:
+        return
+    try:
+        for stored in store.follow(last_id=until, block_ms=1000):
+            if (types is None or type(stored.event).__name__ in types) and (dates is None or stored.event.date in dates):
+                click.echo(line(stored))
+    except KeyboardInterrupt:
+        pass
+
+
+@events.command()
+@click.argument("event_id", required=False)
+@config_options
+@click.option("--type", "event_type", type=click.Choice(sorted(EVENT_TYPES)), default=None)
+@click.option("--date", default=None, help="With --type: every event of that type and date.")
+@event_errors
+def show(event_id, cfg, event_type, date) -> None:
+    """Print one event (by EVENT_ID) or all events of --type on --date as JSON."""
+    if (event_id is None) == (event_type is None or date is None):
+        raise click.UsageError("give either EVENT_ID or both --type and --date")
+    store = open_store(cfg)
+    if event_id is not None:
+        event = store.get(event_id)
+        if event is None:
+            raise click.ClickException(f"no event {event_id} in namespace {store.ns!r}")
+        found = [event]
+    else:
+        found = store.all_for(event_type, date)
+        if not found:
+            raise click.ClickException(f"no {event_type} for {date} in namespace {store.ns!r}")
+    for event in found:
+        click.echo(pretty(event))
+
+
+@events.command()
+@config_options
+@event_errors
+def verify(cfg) -> None:
+    """Walk the hash chain; exit 1 and name the first broken link if it is broken."""
+    store = open_store(cfg)
+    report = store.verify()
+    if report.ok:
+        click.echo(f"ok: namespace {store.ns!r}, {report.checked} entries, chain intact")
+        return
+    click.echo(f"BROKEN: namespace {store.ns!r} at entry {report.first_broken} "
+               f"(after {report.checked} good entries): {report.reason}")
+    sys.exit(1)
+
+
+@events.command(name="export")
+@config_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: standard output).")
+@event_errors
+def export_cmd(cfg, output) -> None:
+    """Write the namespace as JSONL (one entry per line): a readable, diffable backup."""
+    store = open_store(cfg)
+    if output is None:
+        n = store.export_jsonl(sys.stdout)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                n = store.export_jsonl(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, output)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    click.echo(f"exported {n} events from namespace {store.ns!r}", err=True)
+
+
+@events.command(name="import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--ns", required=True, help="The EMPTY namespace to restore into.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--data-dir", help="Data directory. Default: config `data_dir` (~/.varro).")
+@click.option("--redis-url", help="Redis/Valkey URL. Default: $REDIS_URL, else the embedded server.")
+@event_errors
+def import_cmd(file, ns, config_path, data_dir, redis_url) -> None:
+    """Restore a JSONL export into an empty namespace; the chain verifies afterwards."""
+    try:
+        cfg = load_config(config_path, overrides={"ns": ns, "data_dir": data_dir, "redis_url": redis_url})
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    store = open_store(cfg)
+    n = store.import_jsonl(file)
+    report = store.verify()
+    if not report.ok:
+        raise click.ClickException(f"imported {n} events but the chain does not verify: {report.reason}")
+    click.echo(f"imported {n} events into namespace {store.ns!r}; chain verified")
