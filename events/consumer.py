@@ -74,7 +74,7 @@ class Consumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read(self, count: int = 10, block_ms: int = 1000) -> list[Delivery]:
+    def read(self, count: int = 10, block_ms: int | None = 1000) -> list[Delivery]:
         """Reclaimed stale entries first, then new ones; blocks only when there is nothing to reclaim."""
         try:
             rows = self._reclaim(count)

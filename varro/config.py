@@ -81,8 +81,12 @@ class JudgeConfig(Base, frozen=True):
     http_model: str = "default"
     http_api_key_env: str = "VARRO_JUDGE_API_KEY"
     http_timeout_s: float = 30.0
+    http_backoff_s: float = 0.5
     retries: int = 3
     agreement_sample: int = 4
+    batch_size: int = 32
+    max_outcomes: int = 64
+    candidate_chars: int = 1200
 
 
 class TrainConfig(Base, frozen=True):
@@ -104,6 +108,8 @@ class TrainConfig(Base, frozen=True):
     lora: bool = False
     lora_rank: int = 8
     lora_layers: int = 4
+    lora_scale: float = 20.0
+    compile: bool = False
     logprob_chunk: int = 256
     reset_optimizer: bool = False
 
@@ -113,6 +119,7 @@ class WorkerConfig(Base, frozen=True):
     retries: int = 2
     max_deliveries: int = 5
     cron: str = "30 6 * * *"
+    daily_source: str = "rss"
 
 
 class VarroConfig(Base, frozen=True):
@@ -221,3 +228,28 @@ def _keyed(message: str) -> str:
         text, _, key = message.rpartition(" - at `$.")
         return f"{key.rstrip('`')}: {text}"
     return message
+
+
+# Settings that belong to the machine a run happens on, not to the experiment:
+# they are left out of the recorded config so a replay elsewhere still works.
+_MACHINE_KEYS = ("ns", "data_dir", "redis_url")
+
+
+def recorded_config_bytes(cfg: VarroConfig) -> bytes:
+    """Canonical JSON of the experiment settings, stored with each run request."""
+    data = msgspec.to_builtins(cfg)
+    for key in _MACHINE_KEYS:
+        data.pop(key, None)
+    return msgspec.json.encode(data, order="sorted")
+
+
+def config_from_recorded(data: bytes, *, machine: VarroConfig, ns: str | None = None) -> VarroConfig:
+    """The recorded experiment settings with this machine's data dir, Redis and namespace."""
+    try:
+        recorded = msgspec.json.decode(data)
+        recorded.update(
+            ns=ns or machine.ns, data_dir=machine.data_dir, redis_url=machine.redis_url
+        )
+        return msgspec.convert(recorded, VarroConfig)
+    except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
+        raise ConfigError(f"recorded config cannot be read: {_keyed(str(exc))}") from None

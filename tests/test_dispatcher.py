@@ -1,0 +1,107 @@
+"""The dispatcher's chain decisions and its at-least-once handling, on a real server.
+
+These use only the fetch stage (no model), so they are fast; the full chain
+through the model stages is in test_pipeline_e2e.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from rq import Queue
+
+from events.ids import shift_date
+from jobs.context import JobContext
+from jobs.daily import request_day
+from varro.artifacts import ArtifactStore
+from varro.config import load_config
+from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, plan
+from workers.inprocess import unfinished_stages
+from workers.runtime import Runtime, set_runtime
+
+DAY = "2025-08-05"
+
+
+@pytest.fixture
+def runtime(tmp_path, redis_client):
+    cfg = load_config(overrides={"ns": "disp", "data_dir": str(tmp_path), "workers": {"retries": 0}}, environ={})
+    rt = Runtime(cfg=cfg, redis=redis_client, artifacts=ArtifactStore(tmp_path), models=None)
+    set_runtime(rt)
+    yield rt
+    set_runtime(None)
+
+
+def specs(rt, event):
+    return [(s.stage, s.date, s.kwargs) for s in plan(event, rt.store("disp"))]
+
+
+def ctx_of(rt) -> JobContext:
+    return JobContext(cfg=rt.cfg, store=rt.store("disp"), artifacts=rt.artifacts, models=None)
+
+
+def test_request_plans_fetch_and_fetch_plans_generate_without_earlier_rollouts(runtime):
+    request = request_day(ctx_of(runtime), DAY, trigger="manual", source="sample").event
+    assert specs(runtime, request) == [("fetch", DAY, {"source": "sample", "force": False})]
+
+    from jobs.fetch import fetch_headlines
+
+    fetched = fetch_headlines(ctx_of(runtime), DAY, source="sample").event
+    assert specs(runtime, fetched) == [("generate", DAY, {})]
+
+
+def test_fetch_plans_rank_of_yesterday_when_yesterday_has_rollouts(runtime, sample_events):
+    store = runtime.store("disp")
+    yesterday = shift_date(DAY, -1)
+    events = sample_events("disp", yesterday)
+    for event in events.values():
+        if event.date == yesterday and type(event).__name__ in (
+            "DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated"
+        ):
+            store.append(event)
+    from jobs.fetch import fetch_headlines
+
+    fetched = fetch_headlines(ctx_of(runtime), DAY, source="sample").event
+    assert specs(runtime, fetched) == [("rank", yesterday, {"outcome_date": DAY})]
+    assert unfinished_stages(store, DAY) == [f"rank {yesterday}", f"generate {DAY}"]
+
+
+def test_dispatcher_enqueues_unique_job_and_acks_after_enqueue(runtime, redis_client):
+    request_day(ctx_of(runtime), DAY, trigger="manual", source="sample")
+    dispatcher = Dispatcher(redis_client, runtime.cfg, name="d1")
+    assert dispatcher.step("disp") == 1
+    fetch_queue = Queue(FETCH_QUEUE, connection=redis_client)
+    assert fetch_queue.count == 1
+    assert dispatcher.consumer("disp").pending() == 0
+    # a second plan of the same event yields the same job id, which RQ refuses
+    spec = plan(runtime.store("disp").latest("DailyRunRequested", DAY), runtime.store("disp"))[0]
+    assert dispatcher.enqueue(spec) is False
+    assert fetch_queue.count == 1
+
+
+def test_killed_dispatcher_is_recovered_without_a_duplicate_event(runtime, redis_client):
+    request_day(ctx_of(runtime), DAY, trigger="manual", source="sample")
+    crashed = Dispatcher(redis_client, runtime.cfg, name="crashed", min_idle_ms=0)
+    for delivery in crashed.consumer("disp").read(count=10, block_ms=None):
+        for spec in plan(delivery.event, runtime.store("disp")):
+            crashed.enqueue(spec)
+    # it dies before acking; the fetch job even runs before recovery
+    assert crashed.consumer("disp").pending() == 1
+    from workers.model_worker import ModelWorker
+
+    ModelWorker([Queue(FETCH_QUEUE, connection=redis_client)], connection=redis_client).work(burst=True)
+    recovered = Dispatcher(redis_client, runtime.cfg, name="recovered", min_idle_ms=0)
+    assert recovered.step("disp") == 2  # the reclaimed request and the new HeadlinesFetched
+    assert recovered.consumer("disp").pending() == 0
+    assert Queue(FETCH_QUEUE, connection=redis_client).count == 0  # the re-planned fetch was refused
+    assert len(runtime.store("disp").all_for("HeadlinesFetched", DAY)) == 1
+    model_queue = Queue(MODEL_QUEUE, connection=redis_client)
+    assert [job.meta["stage"] for job in model_queue.jobs] == ["generate"]
+
+
+def test_same_day_requested_by_cron_and_by_hand_is_one_run(runtime):
+    first = request_day(ctx_of(runtime), DAY, trigger="cron", source="sample")
+    second = request_day(ctx_of(runtime), DAY, trigger="manual", source="sample", seed=7)
+    assert first.created and not second.created
+    assert second.event == first.event
+    forced = request_day(ctx_of(runtime), DAY, trigger="manual", source="sample", force=True)
+    assert forced.created and forced.event.forced
+    assert len(runtime.store("disp").all_for("DailyRunRequested", DAY)) == 2

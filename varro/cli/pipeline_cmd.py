@@ -1,0 +1,459 @@
+"""Pipeline commands: run, daily, backfill, override, replay, verify, rebuild,
+status, lineage, and the long-running processes (worker, dispatcher, scheduler,
+dashboard) that the Procfile starts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from events.ids import date_range, validate_date
+from varro.cli.common import config_options, runtime_for
+from varro.config import VarroConfig
+
+console = Console()
+STAGES = ("fetch", "generate", "rank", "train")
+
+
+def _date(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return validate_date(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _today() -> str:
+    """The wall clock picks *which* day a trigger asks for; nothing downstream reads it."""
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+def _source_spec(source: str, files: tuple[str, ...]) -> str:
+    if source == "files":
+        if not files:
+            raise click.UsageError("--source files needs at least one --file PATH")
+        missing = [f for f in files if not Path(f).exists()]
+        if missing:
+            raise click.UsageError(f"file source not found: {', '.join(missing)}")
+        return "files:" + ",".join(str(Path(f).resolve()) for f in files)
+    if files:
+        raise click.UsageError("--file is only used with --source files")
+    return source
+
+
+def _source_dates(source: str, files: tuple[str, ...]) -> list[str]:
+    from varro.headlines.collect import file_dates, sample_dates
+
+    if source == "sample":
+        return sample_dates()
+    if source == "files":
+        return file_dates([Path(f) for f in files])
+    return [_today()]
+
+
+def _events(rt, ns: str) -> list:
+    return [stored.event for stored in rt.store(ns).read()]
+
+
+def _project(rt, ns: str) -> int:
+    from varro.projections import project, write_projections
+
+    files = project(_events(rt, ns), ns)
+    write_projections(files, rt.cfg.data_path, ns)
+    return len(files)
+
+
+def _print_report(rt, ns: str) -> None:
+    from varro.report import day_rows, render_table
+
+    console.print(render_table(day_rows(_events(rt, ns))))
+
+
+def _run_in_process(rt, ns: str, dates: list[str], **kwargs) -> None:
+    from workers.inprocess import RunFailed, run_days
+
+    started = time.perf_counter()
+    with console.status(f"[bold]{ns}[/]: starting") as status:
+        done: list[str] = []
+
+        def on_day(date: str) -> None:
+            done.append(date)
+            console.print(f"  [green]✓[/] {date} done ({len(done)}/{len(dates)}, "
+                          f"{time.perf_counter() - started:.0f}s)")
+            status.update(f"[bold]{ns}[/]: {len(done)}/{len(dates)} days")
+
+        try:
+            run_days(rt, ns, dates, on_day=on_day, **kwargs)
+        except RunFailed as exc:
+            console.print(f"[red]run stopped:[/] {exc}")
+            _project(rt, ns)
+            _print_report(rt, ns)
+            sys.exit(1)
+    _project(rt, ns)
+    _print_report(rt, ns)
+    console.print(f"{len(dates)} day(s) in namespace [bold]{ns}[/] in {time.perf_counter() - started:.1f}s; "
+                  f"files under {rt.cfg.data_path}")
+
+
+@click.command("run")
+@config_options
+@click.option("--from", "start", callback=_date, help="First day (YYYY-MM-DD). Default: the source's first day.")
+@click.option("--to", "end", callback=_date, help="Last day. Default: the source's last day.")
+@click.option("--source", type=click.Choice(["sample", "files", "rss"]), default="sample", show_default=True)
+@click.option("--file", "files", multiple=True, help="Headline file (JSON, JSONL, CSV) for --source files.")
+@click.option("--seed", type=int, help="Base seed for every day. Default: derived from config seed and namespace.")
+def run_cmd(cfg: VarroConfig, start, end, source, files, seed) -> None:
+    """Run the whole daily loop over a date range in this process (embedded server, burst workers)."""
+    spec = _source_spec(source, files)
+    available = _source_dates(source, files)
+    if not available:
+        raise click.UsageError(f"the {source} source has no days")
+    dates = date_range(start or available[0], end or available[-1])
+    rt = runtime_for(cfg)
+    console.print(f"Varro run: namespace [bold]{cfg.ns}[/], {len(dates)} day(s) {dates[0]} .. {dates[-1]}, "
+                  f"source {source}, model {cfg.model.base}, judge {cfg.judge.kind}")
+    _run_in_process(rt, cfg.ns, dates, source=spec, seed=seed)
+
+
+@click.command("daily")
+@config_options
+@click.option("--date", callback=_date, help="The day to run. Default: today (UTC).")
+@click.option("--seed", type=int, help="Base seed. Default: derived from config seed and namespace.")
+@click.option("--source", help="sample | rss | files:PATH[,PATH]. Default: config workers.daily_source.")
+@click.option("--force", is_flag=True, help="Request the day again as a new, marked run.")
+def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
+    """Request the daily update for a day; the dispatcher and workers carry it out."""
+    from jobs.daily import request_day
+
+    rt = runtime_for(cfg)
+    appended = request_day(rt.context(cfg.ns), date or _today(), trigger="manual",
+                           source=source or cfg.workers.daily_source, seed=seed, force=force)
+    state = "requested" if appended.created else "already requested"
+    console.print(f"{appended.event.date} {state} in {cfg.ns}: event {appended.event.event_id} "
+                  f"(seed {appended.event.seed}, source {appended.event.source})")
+
+
+def _grid(rt, ns: str) -> dict[str, dict[str, str]]:
+    from varro.lineage import day_grid
+    from workers.inprocess import failed_jobs
+
+    grid = day_grid(_events(rt, ns))
+    overlay = [(f.stage, f.date, "failed") for f in failed_jobs(rt, ns)]
+    overlay += [(stage, date, "running") for stage, date in _running(rt, ns)]
+    for stage, date, state in overlay:
+        row = grid.setdefault(date, {s: "missing" for s in STAGES})
+        if row.get(stage) != "done":
+            row[stage] = state
+    return grid
+
+
+def _running(rt, ns: str) -> list[tuple[str, str]]:
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE
+
+    out = []
+    for name in (FETCH_QUEUE, MODEL_QUEUE):
+        queue = Queue(name, connection=rt.redis)
+        job_ids = StartedJobRegistry(name, connection=rt.redis).get_job_ids() + queue.get_job_ids()
+        for job_id in job_ids:
+            job = queue.fetch_job(job_id)
+            if job is not None and (job.meta or {}).get("ns") == ns:
+                out.append((job.meta["stage"], job.meta["date"]))
+    return out
+
+
+@click.command("backfill")
+@config_options
+@click.option("--from", "start", callback=_date, required=True)
+@click.option("--to", "end", callback=_date, required=True)
+@click.option("--into", help="Fork into this new namespace instead of filling --ns in place.")
+@click.option("--reprocess", type=click.Choice(["missing", "failed", "all"]), default="missing", show_default=True)
+@click.option("--source", type=click.Choice(["sample", "files"]), default="sample", show_default=True,
+              help="Where headlines of days never fetched come from (never live RSS for a past day).")
+@click.option("--file", "files", multiple=True)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, dry_run) -> None:
+    """Fill missing or failed days of a namespace, or fork a date range into a new one."""
+    rt = runtime_for(cfg)
+    dates = date_range(start, end)
+    if reprocess == "all" and not into:
+        raise click.UsageError("--reprocess all rewrites recorded days: give --into NEW to fork instead")
+    grid = _grid(rt, cfg.ns)
+    complete = {"fetch", "generate"}
+
+    def state(date: str) -> str:
+        row = grid.get(date)
+        if row is None or row.get("fetch") == "missing":
+            return "missing"
+        if "failed" in row.values():
+            return "failed"
+        return "done" if all(row.get(s) == "done" for s in complete) else "incomplete"
+
+    if reprocess == "all":
+        todo = dates
+    elif reprocess == "failed":
+        todo = [d for d in dates if state(d) == "failed"]
+    else:
+        todo = [d for d in dates if state(d) in ("missing", "incomplete")]
+    target = into or cfg.ns
+    table = Table("date", "state in " + cfg.ns, "action")
+    for date in dates:
+        table.add_row(date, state(date), f"run into {target}" if date in todo else "keep")
+    console.print(table)
+    if dry_run or not todo:
+        console.print("dry run: nothing changed" if dry_run else "nothing to do")
+        return
+    if into:
+        _fork(rt, cfg.ns, into, todo, source, files)
+    else:
+        from workers.inprocess import requeue_failed
+
+        requeue_failed(rt, cfg.ns, todo)
+        _run_in_process(rt, cfg.ns, todo, source=_source_spec(source, files))
+
+
+def _fork(rt, source_ns: str, into: str, dates: list[str], source: str, files) -> None:
+    """Fork days into `into`: recorded headlines are replayed, unrecorded days are read from files."""
+    from events.store import EventStore
+
+    if EventStore(rt.redis, into).count():
+        raise click.UsageError(f"namespace {into!r} is not empty; forks go into a new namespace")
+    recorded = set(rt.store(source_ns).dates("HeadlinesFetched"))
+    spec = _source_spec(source, files)
+    _run_in_process(
+        rt, into, dates,
+        source=lambda d: f"replay:{source_ns}" if d in recorded else spec,
+        seed=lambda d: _recorded_seed(rt, source_ns, d),
+        config_for=lambda d: _recorded_config(rt, source_ns, into, d),
+        trigger="backfill",
+    )
+
+
+def _recorded_seed(rt, ns: str, date: str) -> int | None:
+    request = rt.store(ns).latest("DailyRunRequested", date)
+    return None if request is None else request.seed
+
+
+def _recorded_config(rt, ns: str, into: str, date: str) -> VarroConfig:
+    from varro.config import config_from_recorded
+
+    request = rt.store(ns).latest("DailyRunRequested", date)
+    if request is None or request.config is None:
+        return rt.context(into).cfg
+    return config_from_recorded(rt.artifacts.get(request.config), machine=rt.cfg, ns=into)
+
+
+@click.command("override")
+@config_options
+@click.option("--prediction-date", callback=_date, required=True, help="Day D whose roll-outs are ranked.")
+@click.option("--headlines-date", callback=_date, required=True, help="Day H whose headlines are the outcomes.")
+@click.option("--force", is_flag=True, help="Rank again even if D is already ranked (a new, marked event).")
+def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> None:
+    """Rank day D against the headlines of day H, then continue the chain (train, generate H)."""
+    from workers.dispatcher import Dispatcher, JobSpec
+    from workers.inprocess import drain, failed_jobs
+
+    rt = runtime_for(cfg)
+    dispatcher = Dispatcher(rt.redis, cfg, name=f"override-{cfg.ns}")
+    spec = JobSpec("rank", cfg.ns, prediction_date, cause=f"override:{headlines_date}:{int(force)}",
+                   correlation_id=f"override:{prediction_date}:{headlines_date}",
+                   kwargs={"outcome_date": headlines_date, "force": force})
+    dispatcher.enqueue(spec)
+    drain(rt, dispatcher, [cfg.ns])
+    failures = [f for f in failed_jobs(rt, cfg.ns) if f.date in (prediction_date, headlines_date)]
+    _project(rt, cfg.ns)
+    _print_report(rt, cfg.ns)
+    if failures:
+        console.print(f"[red]override failed:[/] {failures[0].stage} {failures[0].date}: {failures[0].error}")
+        sys.exit(1)
+
+
+@click.command("replay")
+@config_options
+@click.option("--from", "start", callback=_date)
+@click.option("--to", "end", callback=_date)
+@click.option("--into", required=True, help="New namespace to re-execute into.")
+def replay_cmd(cfg: VarroConfig, start, end, into) -> None:
+    """Re-execute --ns from its recorded inputs (headlines, seeds, config, base checkpoint) into a new namespace."""
+    rt = runtime_for(cfg)
+    recorded = rt.store(cfg.ns).dates("HeadlinesFetched")
+    dates = [d for d in recorded if (start is None or d >= start) and (end is None or d <= end)]
+    if not dates:
+        raise click.UsageError(f"namespace {cfg.ns!r} has no recorded days in that range")
+    dates = date_range(dates[0], dates[-1])
+    missing = [d for d in dates if d not in recorded]
+    if missing:
+        raise click.UsageError(f"namespace {cfg.ns!r} has gaps (no headlines for {', '.join(missing)}); "
+                               "replay a contiguous range")
+    _fork(rt, cfg.ns, into, dates, "sample", ())
+
+
+@click.command("verify")
+@config_options
+@click.option("--against", required=True, help="The namespace to compare with --ns.")
+def verify_cmd(cfg: VarroConfig, against) -> None:
+    """Compare every output hash of --ns with --against, day by day and stage by stage."""
+    from varro.outputs import output_hashes
+
+    rt = runtime_for(cfg)
+    mine, theirs = output_hashes(_events(rt, cfg.ns)), output_hashes(_events(rt, against))
+    if not mine:
+        raise click.UsageError(f"namespace {cfg.ns!r} has no events")
+    table = Table("date", "stage", cfg.ns, against, "")
+    first = None
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key), theirs.get(key)
+        same = a == b
+        if not same and first is None:
+            first = key
+        table.add_row(key[0], key[1], (a or "-")[:16], (b or "-")[:16], "=" if same else "[red]DIFF[/]")
+    console.print(table)
+    if first is None:
+        console.print(f"[green]identical[/]: {len(mine)} outputs")
+        return
+    console.print(f"[red]different[/]: first difference at {first[0]} {first[1]}")
+    sys.exit(1)
+
+
+@click.command("rebuild")
+@config_options
+def rebuild_cmd(cfg: VarroConfig) -> None:
+    """Rebuild every projection file of --ns from the event log alone."""
+    from events.ids import sha256_hex
+    from varro.projections import project, write_projections
+
+    rt = runtime_for(cfg)
+    files = project(_events(rt, cfg.ns), cfg.ns)
+    write_projections(files, cfg.data_path, cfg.ns)
+    digest = sha256_hex(b"".join(name.encode() + b"\0" + files[name] for name in sorted(files)))
+    console.print(f"rebuilt {len(files)} files for {cfg.ns} under {cfg.data_path} (content hash {digest[:16]})")
+
+
+@click.command("status")
+@config_options
+def status_cmd(cfg: VarroConfig) -> None:
+    """Days x stages grid, queue depths, workers and dead letters."""
+    from rq import Queue, Worker
+
+    from events.consumer import Consumer
+    from workers.dispatcher import FETCH_QUEUE, GROUP, MODEL_QUEUE
+
+    rt = runtime_for(cfg)
+    grid = _grid(rt, cfg.ns)
+    marks = {"done": "[green]done[/]", "missing": "[dim]missing[/]", "failed": "[red]failed[/]",
+             "running": "[yellow]running[/]"}
+    table = Table("date", "fetch", "generate", "rank", "train", title=f"namespace {cfg.ns}")
+    for date in sorted(grid):
+        row = grid[date]
+        table.add_row(date, *(marks.get(row.get(s, "missing"), row.get(s, "")) for s in STAGES))
+    console.print(table)
+    for name in (FETCH_QUEUE, MODEL_QUEUE):
+        console.print(f"queue {name}: {Queue(name, connection=rt.redis).count} waiting")
+    workers = Worker.all(connection=rt.redis)
+    console.print(f"workers: {len(workers)}" + "".join(f"\n  {w.name} ({w.get_state()})" for w in workers))
+    dead = Consumer(rt.redis, cfg.ns, GROUP, "status").dead_letters()
+    console.print(f"dead letters: {len(dead)}" + "".join(f"\n  {d.entry_id}: {d.reason}" for d in dead))
+    failed = _failed_lines(rt, cfg.ns)
+    if failed:
+        console.print("failed jobs (RQ failed registry):" + "".join(f"\n  {line}" for line in failed))
+
+
+def _failed_lines(rt, ns: str) -> list[str]:
+    from workers.inprocess import failed_jobs
+
+    return [f"{f.stage} {f.date} ({f.job_id}): {f.error}" for f in failed_jobs(rt, ns)]
+
+
+@click.command("lineage")
+@config_options
+@click.argument("checkpoint")
+def lineage_cmd(cfg: VarroConfig, checkpoint) -> None:
+    """The chain of parent checkpoints of CHECKPOINT (a sha256 or prefix) and the data each was trained on."""
+    from varro.lineage import LineageError, lineage
+
+    rt = runtime_for(cfg)
+    try:
+        steps = lineage(_events(rt, cfg.ns), checkpoint)
+    except LineageError as exc:
+        raise click.UsageError(str(exc)) from None
+    table = Table("trained on", "checkpoint", "parent", "ranked event", "roll-outs event", "variant")
+    for step in steps:
+        table.add_row(step.date, step.checkpoint[:16], step.parent[:16], step.ranked_event_id[:16],
+                      step.rollouts_event_id[:16], step.variant)
+    console.print(table)
+
+
+@click.command("worker")
+@config_options
+@click.argument("role", type=click.Choice(["model", "fetch"]))
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+def worker_cmd(cfg: VarroConfig, role, burst) -> None:
+    """Run a stage worker: `model` (generate/rank/train, holds the model) or `fetch` (light, forking)."""
+    from rq import Queue
+
+    from events.connection import connect
+    from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE
+    from workers.model_worker import FetchWorker, ModelWorker
+
+    if role == "model":
+        rt = runtime_for(cfg)  # the model worker keeps this runtime (and its model) across jobs
+        worker = ModelWorker([Queue(MODEL_QUEUE, connection=rt.redis)], connection=rt.redis)
+    else:
+        redis = connect(cfg.redis_url, cfg.data_path)  # no runtime here: the forked horse builds its own
+        worker = FetchWorker([Queue(FETCH_QUEUE, connection=redis)], connection=redis)
+    worker.work(burst=burst, with_scheduler=True)
+
+
+@click.command("dispatcher")
+@config_options
+@click.option("--all-ns", is_flag=True, help="Dispatch every namespace, not only --ns.")
+def dispatcher_cmd(cfg: VarroConfig, all_ns) -> None:
+    """Consume the event streams and enqueue each next job."""
+    import socket
+
+    from events.connection import connect
+    from workers.dispatcher import Dispatcher
+
+    redis = connect(cfg.redis_url, cfg.data_path)
+    Dispatcher(redis, cfg, name=f"{socket.gethostname()}-{id(redis):x}").run(None if all_ns else [cfg.ns])
+
+
+@click.command("scheduler")
+@config_options
+def scheduler_cmd(cfg: VarroConfig) -> None:
+    """Run RQ's cron scheduler with workers/schedule.py (config workers.cron)."""
+    import workers.schedule as schedule
+    from rq.cron import CronScheduler
+
+    from events.connection import connect
+
+    scheduler = CronScheduler(connection=connect(cfg.redis_url, cfg.data_path))
+    scheduler.load_config_from_file(schedule.__file__)
+    scheduler.start()
+
+
+@click.command("dashboard")
+@config_options
+@click.option("--port", type=int, default=9181, show_default=True)
+def dashboard_cmd(cfg: VarroConfig, port) -> None:
+    """Serve rq-dashboard for the Redis in use."""
+    import subprocess
+
+    from events.connection import connect
+
+    connection = connect(cfg.redis_url, cfg.data_path)
+    url = cfg.redis_url or f"unix://{connection.connection_pool.connection_kwargs['path']}"
+    sys.exit(subprocess.call([sys.executable, "-m", "rq_dashboard", "--redis-url", url, "--port", str(port)]))
+
+
+commands = [run_cmd, daily_cmd, backfill_cmd, override_cmd, replay_cmd, verify_cmd, rebuild_cmd,
+            status_cmd, lineage_cmd, worker_cmd, dispatcher_cmd, scheduler_cmd, dashboard_cmd]

@@ -1,0 +1,194 @@
+"""The dispatcher: turns each recorded event into the next job of the daily chain.
+
+The chain for day T (arrows are events, boxes are jobs)::
+
+    DailyRunRequested(T) -> [fetch T] -> HeadlinesFetched(T)
+        -> [rank T-1 against T]  -> Ranked(T-1)      (only if T-1 has roll-outs)
+        -> [train T-1]           -> EpochTrained(T-1)
+        -> [generate T]          -> RolloutsGenerated(T)
+
+With no roll-outs for T-1, `HeadlinesFetched(T)` leads straight to generating T
+with the current checkpoint. Planning (`plan`) is a pure decision over the event
+and what the namespace already holds; the consumer loop around it acks an event
+only after its jobs are enqueued, and enqueues with a unique job id derived from
+the causing event, so a dispatcher killed between enqueue and ack re-plans the
+same job id after recovery (RQ refuses the duplicate while the job is known, and
+the job's own deterministic event id makes any second run a no-op).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis as redis_lib
+import structlog
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+
+from events.consumer import Consumer
+from events.ids import sha256_hex, shift_date
+from events.schema import (
+    DailyRunRequested,
+    EpochTrained,
+    Event,
+    HeadlinesFetched,
+    Ranked,
+    RolloutsGenerated,
+)
+from events.store import EventStore
+from varro.config import VarroConfig
+
+FETCH_QUEUE = "varro-fetch"
+MODEL_QUEUE = "varro-model"
+GROUP = "dispatcher"
+
+log = structlog.get_logger("varro.dispatcher")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    stage: str
+    ns: str
+    date: str
+    cause: str
+    correlation_id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def job_id(self) -> str:
+        """Unique per (namespace, stage, day, causing event); RQ allows only [A-Za-z0-9_-]."""
+        return f"varro_{self.stage}_{self.date}_{sha256_hex(f'{self.ns}/{self.cause}'.encode())[:24]}"
+
+    @property
+    def queue(self) -> str:
+        return FETCH_QUEUE if self.stage == "fetch" else MODEL_QUEUE
+
+    @property
+    def func(self) -> str:
+        return f"workers.tasks.{self.stage}"
+
+
+def plan(event: Event, store: EventStore) -> list[JobSpec]:
+    """The jobs that `event` makes due, given what the namespace already holds."""
+    ns, corr = event.ns, event.correlation_id
+
+    def spec(stage: str, date: str, **kwargs: Any) -> JobSpec:
+        return JobSpec(stage, ns, date, event.event_id, corr, kwargs)
+
+    def has(kind: str, date: str) -> bool:
+        return store.latest(kind, date) is not None
+
+    if isinstance(event, DailyRunRequested):
+        return [spec("fetch", event.date, source=event.source, force=event.forced)]
+
+    if isinstance(event, HeadlinesFetched):
+        today, yesterday = event.date, shift_date(event.date, -1)
+        if has("RolloutsGenerated", yesterday) and not has("Ranked", yesterday):
+            return [spec("rank", yesterday, outcome_date=today)]
+        if has("RolloutsGenerated", today):
+            return []
+        if has("RolloutsGenerated", yesterday) and not has("EpochTrained", yesterday):
+            return []  # yesterday's training is still due; its EpochTrained generates today
+        return [spec("generate", today)]
+
+    if isinstance(event, Ranked):
+        return [] if has("EpochTrained", event.date) else [spec("train", event.date)]
+
+    if isinstance(event, EpochTrained):
+        ranked = store.get(event.ranked_event_id)
+        next_day = ranked.outcome_date if isinstance(ranked, Ranked) else shift_date(event.date, 1)
+        if has("HeadlinesFetched", next_day) and not has("RolloutsGenerated", next_day):
+            return [spec("generate", next_day)]
+        return []
+
+    if isinstance(event, RolloutsGenerated):
+        tomorrow = shift_date(event.date, 1)
+        if has("HeadlinesFetched", tomorrow) and not has("Ranked", event.date):
+            return [spec("rank", event.date, outcome_date=tomorrow)]
+        return []
+
+    return []
+
+
+class Dispatcher:
+    """Consumes namespace streams through a consumer group and enqueues jobs on RQ."""
+
+    def __init__(
+        self,
+        redis: redis_lib.Redis,
+        cfg: VarroConfig,
+        *,
+        name: str = "dispatcher",
+        min_idle_ms: int = 60_000,
+    ):
+        self.redis = redis
+        self.cfg = cfg
+        self.name = name
+        self.min_idle_ms = min_idle_ms
+        self._consumers: dict[str, Consumer] = {}
+        self.queues = {q: Queue(q, connection=redis) for q in (FETCH_QUEUE, MODEL_QUEUE)}
+
+    def consumer(self, ns: str) -> Consumer:
+        if ns not in self._consumers:
+            consumer = Consumer(
+                self.redis,
+                ns,
+                GROUP,
+                self.name,
+                max_deliveries=self.cfg.workers.max_deliveries,
+                min_idle_ms=self.min_idle_ms,
+            )
+            consumer.ensure_group("0")
+            self._consumers[ns] = consumer
+        return self._consumers[ns]
+
+    def enqueue(self, spec: JobSpec) -> bool:
+        """Enqueue one job; False when a job with its id is already known to RQ."""
+        retry = Retry(max=self.cfg.workers.retries) if self.cfg.workers.retries > 0 else None
+        try:
+            self.queues[spec.queue].enqueue_call(
+                spec.func,
+                kwargs={
+                    "ns": spec.ns,
+                    "date": spec.date,
+                    "cause": spec.cause,
+                    "correlation_id": spec.correlation_id,
+                    **spec.kwargs,
+                },
+                job_id=spec.job_id,
+                unique=True,
+                timeout=self.cfg.workers.job_timeout_s,
+                retry=retry,
+                meta={"ns": spec.ns, "date": spec.date, "stage": spec.stage, "cause": spec.cause},
+                description=f"{spec.stage} {spec.ns} {spec.date}",
+            )
+        except DuplicateJobError:
+            return False
+        log.info("enqueued", stage=spec.stage, ns=spec.ns, date=spec.date, job_id=spec.job_id)
+        return True
+
+    def step(self, ns: str, *, block_ms: int | None = None, count: int = 32) -> int:
+        """Handle the deliveries available now for `ns`; returns how many were handled."""
+        consumer = self.consumer(ns)
+        store = EventStore(self.redis, ns)
+        deliveries = consumer.read(count=count, block_ms=block_ms)
+        for delivery in deliveries:
+            try:
+                for spec in plan(delivery.event, store):
+                    self.enqueue(spec)
+            except Exception as exc:  # a planning failure must not lose the event
+                log.exception("dispatch failed", entry_id=delivery.entry_id)
+                consumer.fail(delivery, f"{type(exc).__name__}: {exc}")
+                continue
+            consumer.ack(delivery.entry_id)
+        return len(deliveries)
+
+    def run(self, namespaces: list[str] | None = None, *, poll_s: float = 1.0, stop=None) -> None:
+        """Dispatch forever (or until `stop()`), over given or all known namespaces."""
+        while stop is None or not stop():
+            names = namespaces or EventStore.namespaces(self.redis)
+            handled = sum(self.step(ns) for ns in names)
+            if not handled:
+                time.sleep(poll_s)

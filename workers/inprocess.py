@@ -1,0 +1,130 @@
+"""The whole loop in one process: dispatcher plus burst workers, day after day.
+
+`varro run`, `varro replay` and `varro backfill` use this. It is the same path
+as a deployment (events -> dispatcher -> RQ queues -> worker -> job -> event),
+only with the dispatcher and an RQ SimpleWorker taking turns in one process
+until nothing is left to do, so the model stays loaded across all the days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rq import Queue
+from rq.registry import FailedJobRegistry
+
+from events.ids import shift_date
+from jobs.daily import request_day
+from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher
+from workers.model_worker import ModelWorker
+from varro.config import VarroConfig
+from workers.runtime import Runtime, set_runtime
+
+
+class RunFailed(RuntimeError):
+    """A stage of a day failed after its retries; the message names the job and error."""
+
+
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    job_id: str
+    stage: str
+    date: str
+    error: str
+
+
+def failed_jobs(rt: Runtime, ns: str) -> list[FailedJob]:
+    """The namespace's jobs in RQ's failed registries, with their last error line."""
+    out = []
+    for name in (FETCH_QUEUE, MODEL_QUEUE):
+        registry = FailedJobRegistry(name, connection=rt.redis)
+        for job_id in registry.get_job_ids():
+            job = Queue(name, connection=rt.redis).fetch_job(job_id)
+            if job is None or (job.meta or {}).get("ns") != ns:
+                continue
+            result = job.latest_result()
+            error = (result.exc_string or "").strip().splitlines()[-1:] if result else []
+            out.append(FailedJob(job_id, job.meta.get("stage", ""), job.meta.get("date", ""),
+                                 error[0] if error else "unknown error"))
+    return out
+
+
+def requeue_failed(rt: Runtime, ns: str, dates: list[str]) -> int:
+    """Put the namespace's failed jobs for these days back on their queues."""
+    count = 0
+    for name in (FETCH_QUEUE, MODEL_QUEUE):
+        registry = FailedJobRegistry(name, connection=rt.redis)
+        for job_id in registry.get_job_ids():
+            job = Queue(name, connection=rt.redis).fetch_job(job_id)
+            if job is not None and (job.meta or {}).get("ns") == ns and job.meta.get("date") in dates:
+                registry.requeue(job_id)
+                count += 1
+    return count
+
+
+def drain(rt: Runtime, dispatcher: Dispatcher, namespaces: list[str]) -> None:
+    """Alternate dispatching and working until no event or job is left."""
+    queues = [Queue(name, connection=rt.redis) for name in (FETCH_QUEUE, MODEL_QUEUE)]
+    while True:
+        handled = sum(dispatcher.step(ns) for ns in namespaces)
+        worked = False
+        if any(q.count for q in queues):
+            worker = ModelWorker(queues, connection=rt.redis)
+            worked = worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+        if not handled and not worked:
+            return
+
+
+def run_days(
+    rt: Runtime,
+    ns: str,
+    dates: list[str],
+    *,
+    source: str | Callable[[str], str],
+    seed: int | Callable[[str], int] | None = None,
+    trigger: str = "run",
+    config_for: Callable[[str], VarroConfig] | None = None,
+    on_day: Callable[[str], None] | None = None,
+) -> None:
+    """Request each day in order and run its chain to completion before the next.
+
+    `config_for(date)` gives the config a day is requested with (a replay passes
+    the source namespace's recorded one); by default the runtime's own.
+    """
+    set_runtime(rt)
+    dispatcher = Dispatcher(rt.redis, rt.cfg, name=f"inprocess-{ns}")
+    for date in dates:
+        ctx = rt.context(ns)
+        if config_for is not None:
+            ctx.cfg = config_for(date)
+        day_source = source(date) if callable(source) else source
+        day_seed = seed(date) if callable(seed) else seed
+        request_day(ctx, date, trigger=trigger, source=day_source, seed=day_seed)
+        drain(rt, dispatcher, [ns])
+        missing = unfinished_stages(ctx.store, date)
+        if missing:
+            errors = [f"{f.stage} {f.date} ({f.job_id}): {f.error}" for f in failed_jobs(rt, ns)
+                      if f.date in (date, shift_date(date, -1))]
+            raise RunFailed(f"day {date}: {', '.join(missing)} did not complete"
+                            + (f" ({'; '.join(errors)})" if errors else ""))
+        if on_day is not None:
+            on_day(date)
+
+
+def unfinished_stages(store, date: str) -> list[str]:
+    """The stages of day `date`'s chain that have no event yet."""
+    yesterday = shift_date(date, -1)
+    missing = []
+    if store.latest("HeadlinesFetched", date) is None:
+        missing.append(f"fetch {date}")
+    if store.latest("RolloutsGenerated", yesterday) is not None:
+        if store.latest("Ranked", yesterday) is None:
+            missing.append(f"rank {yesterday}")
+        elif store.latest("EpochTrained", yesterday) is None:
+            missing.append(f"train {yesterday}")
+    if store.latest("RolloutsGenerated", date) is None:
+        missing.append(f"generate {date}")
+    return missing

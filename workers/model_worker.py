@@ -1,0 +1,34 @@
+"""Worker classes.
+
+`ModelWorker` runs generate/rank/train jobs in its own process (RQ's
+SimpleWorker: no fork per job), so the checkpoint loaded by the process
+runtime stays in memory from one job to the next. Its jobs always carry a
+finite timeout: a SimpleWorker sends no heartbeat while a job runs, and one
+with an infinite timeout is declared abandoned after about seven minutes.
+
+`FetchWorker` is RQ's ordinary forking worker: fetching is light, and a feed
+that crashes its parser takes down only the work horse. Its parent process
+never imports mlx, so nothing accelerator-related is ever forked.
+
+Both bind the job id and the job's (ns, date, stage) to every log line the job
+writes, RQ's own lines included.
+"""
+
+from __future__ import annotations
+
+import structlog
+from rq import SimpleWorker, Worker
+
+
+class _BoundLogs:
+    def perform_job(self, job, queue, *args, **kwargs):
+        with structlog.contextvars.bound_contextvars(job_id=job.id, **(job.meta or {})):
+            return super().perform_job(job, queue, *args, **kwargs)
+
+
+class ModelWorker(_BoundLogs, SimpleWorker):
+    """Holds the model between jobs; see the module docstring."""
+
+
+class FetchWorker(_BoundLogs, Worker):
+    """Forks a work horse per fetch job."""

@@ -1,0 +1,96 @@
+"""The functions RQ runs: one per pipeline stage, each a thin shell around a job.
+
+They take only plain values (namespace, date, ids), so a job is readable in
+RQ's registries and dashboard, and build the job's context from the process
+runtime (which keeps the loaded model between jobs in a model worker). Each
+returns the id of the event its job recorded.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from events.ids import derive_event_id
+from jobs import daily
+from jobs.context import JobContext, derive_seed
+from workers.runtime import get_runtime
+
+
+@contextmanager
+def _job_context(ns: str, date: str, correlation_id: str, stage: str):
+    ctx = get_runtime().context(ns, date, correlation_id=correlation_id)
+    with structlog.contextvars.bound_contextvars(ns=ns, date=date, stage=stage):
+        yield ctx
+
+
+def _result(appended) -> str | None:
+    return None if appended is None else appended.event.event_id
+
+
+def fetch(ns: str, date: str, cause: str, correlation_id: str, source: str, force: bool = False) -> str | None:
+    from jobs.fetch import fetch_headlines
+
+    with _job_context(ns, date, correlation_id, "fetch") as ctx:
+        if source.startswith("replay:"):
+            return _result(copy_recorded_headlines(ctx, date, source.split(":", 1)[1]))
+        kind, _, paths = source.partition(":")
+        file_paths = [Path(p) for p in paths.split(",") if p] if paths else []
+        return _result(fetch_headlines(ctx, date, source=kind, paths=file_paths, force=force))
+
+
+def generate(ns: str, date: str, cause: str, correlation_id: str, force: bool = False) -> str | None:
+    from jobs.generate import generate_rollouts_job
+
+    with _job_context(ns, date, correlation_id, "generate") as ctx:
+        seed = daily.run_seed(ctx, date)
+        return _result(generate_rollouts_job(ctx, date, base_seed=seed, force=force))
+
+
+def rank(
+    ns: str, date: str, cause: str, correlation_id: str, outcome_date: str | None = None, force: bool = False
+) -> str | None:
+    from jobs.rank import rank_job
+
+    with _job_context(ns, date, correlation_id, "rank") as ctx:
+        seed = derive_seed(daily.run_seed(ctx, date), "rank")
+        return _result(rank_job(ctx, date, outcome_date=outcome_date, seed=seed, force=force))
+
+
+def train(ns: str, date: str, cause: str, correlation_id: str, force: bool = False) -> str | None:
+    from jobs.train import train_job
+
+    with _job_context(ns, date, correlation_id, "train") as ctx:
+        seed = derive_seed(daily.run_seed(ctx, date), "train")
+        return _result(train_job(ctx, date, seed=seed, force=force))
+
+
+def request_daily(ns: str, source: str = "rss") -> str:
+    """What the cron schedule runs: request today's run (idempotent per day)."""
+    import datetime as dt
+
+    rt = get_runtime()
+    ctx = rt.context(ns)
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    return daily.request_day(ctx, today, trigger="cron", source=source).event.event_id
+
+
+def copy_recorded_headlines(ctx: JobContext, date: str, source_ns: str):
+    """Replay's fetch: re-record exactly what `source_ns` fetched that day; never the network."""
+    recorded = get_runtime().store(source_ns).latest("HeadlinesFetched", date)
+    if recorded is None:
+        raise LookupError(f"namespace {source_ns!r} has no HeadlinesFetched for {date} to replay")
+    event_id = derive_event_id(ctx.ns, "HeadlinesFetched", date, [f"replay:{recorded.event_id}"])
+    copy = msgspec.structs.replace(
+        recorded,
+        event_id=event_id,
+        ns=ctx.ns,
+        correlation_id=ctx.correlation_id or event_id,
+        causation_id=recorded.event_id,
+        prev_hash="",
+        recorded_at="",
+    )
+    return ctx.store.append(copy)
