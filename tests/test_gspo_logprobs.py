@@ -1,0 +1,81 @@
+"""Chunked fp32 log-probs over right-padded batches."""
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from gspo_fixtures import VOCAB, make_groups, tiny_model
+from varro.gspo.batch import collate
+from varro.gspo.logprobs import UnsupportedModelError, token_logprobs
+
+
+def reference_logprobs(model, tokens):
+    """Unchunked: the full log-softmax over the whole sequence at once."""
+    logits = model(mx.array([tokens])).astype(mx.float32)[0, :-1]
+    lp = nn.log_softmax(logits, axis=-1)
+    return np.array(mx.take_along_axis(lp, mx.array(tokens[1:])[:, None], axis=-1)[:, 0])
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(1)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16, 1000])
+def test_chunked_equals_full_log_softmax(model, chunk):
+    tokens = np.random.default_rng(0).integers(0, VOCAB, (2, 23)).astype(np.int32)
+    got = np.array(token_logprobs(model, mx.array(tokens), chunk=chunk, start=4))
+    assert got.dtype == np.float32 and got.shape == (2, 18)
+    for b in range(2):
+        np.testing.assert_allclose(got[b], reference_logprobs(model, tokens[b].tolist())[4:], atol=2e-5)
+
+
+def test_batched_right_padded_equals_each_sequence_alone(model):
+    seqs = [s for g in make_groups(2, 4, seed=3) for s in g]
+    batch = collate(seqs, loss_on="full")
+    got = np.array(token_logprobs(model, mx.array(batch.tokens), chunk=5))
+    for b, s in enumerate(seqs):
+        alone = reference_logprobs(model, list(s.prompt_ids + s.response_ids))
+        np.testing.assert_allclose(got[b, : s.length - 1], alone, atol=2e-5)
+
+
+def test_padding_id_and_width_do_not_change_real_positions(model):
+    seqs = [s for g in make_groups(1, 5, seed=4) for s in g]
+    a = collate(seqs, loss_on="response", pad_id=0)
+    b = collate(seqs, loss_on="response", pad_id=VOCAB - 1)
+    wide = np.concatenate([b.tokens, np.full((len(seqs), 32), 5, np.int32)], axis=1)
+    la = np.array(token_logprobs(model, mx.array(a.tokens), chunk=7, start=a.start))
+    lb = np.array(token_logprobs(model, mx.array(wide), chunk=7, start=b.start))
+    mask = a.loss_mask > 0
+    np.testing.assert_allclose(la[mask], lb[:, : la.shape[1]][mask], atol=2e-6)
+
+
+def test_chunked_gradient_equals_unchunked(model):
+    tokens = mx.array(np.random.default_rng(1).integers(0, VOCAB, (3, 17)).astype(np.int32))
+
+    def chunked(params):
+        model.update(params)
+        return token_logprobs(model, tokens, chunk=4).sum()
+
+    def full(params):
+        model.update(params)
+        lp = nn.log_softmax(model(tokens).astype(mx.float32)[:, :-1], axis=-1)
+        return mx.take_along_axis(lp, tokens[:, 1:, None], axis=-1).sum()
+
+    params = model.trainable_parameters()
+    g1 = dict(tree_flatten(mx.grad(chunked)(params)))
+    g2 = dict(tree_flatten(mx.grad(full)(params)))
+    model.update(params)
+    for k in g2:
+        np.testing.assert_allclose(np.array(g1[k]), np.array(g2[k]), atol=1e-4, rtol=1e-4)
+
+
+def test_unsupported_models_and_inputs_are_refused(model):
+    with pytest.raises(ValueError, match="logprob_chunk"):
+        token_logprobs(model, mx.zeros((1, 4), dtype=mx.int32), chunk=0)
+    with pytest.raises(ValueError, match="length"):
+        token_logprobs(model, mx.zeros((1, 1), dtype=mx.int32), chunk=4)
+    with pytest.raises(UnsupportedModelError):
+        token_logprobs(nn.Linear(2, 2), mx.zeros((1, 4), dtype=mx.int32), chunk=4)

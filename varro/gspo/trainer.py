@@ -1,0 +1,384 @@
+"""One day's GSPO epoch: π_old pass, shuffled minibatch updates, after-epoch measurement.
+
+The loop, in the order it runs:
+
+1. The policy is prepared for training: cast to float32 master weights (a bf16
+   weight cannot absorb an update smaller than its spacing, which at lr ~1e-6
+   is nearly every update), or wrapped with LoRA adapters (the base frozen).
+   LoRA adapters (mlx_lm.tuner, last `lora_layers` blocks) are fused into the
+   weights at the end of the epoch, so the checkpoint is a plain model that
+   stock mlx_lm.load reads; each day therefore starts a new adapter, whose
+   AdamW state starts fresh (recorded as optimizer_state = "fresh").
+2. π_old pass: log-probs of every sequence under the weights as they are
+   before any update (the parent checkpoint), in float32, no gradient.
+   - `pi_old = "recompute"` (default): these are π_old. The first minibatch is
+     then exactly on-policy (s_i = 1), later ones see the ratio move.
+   - `pi_old = "behaviour"`: the roll-outs were sampled by the generating
+     checkpoint (possibly older, and at the sampling temperature), whose
+     log-probs μ were recorded. The clip stays anchored at the recomputed π_old
+     (a trust region around the weights being updated), and the gap between μ
+     and π_old is corrected by a truncated, length-normalised sequence weight
+     multiplying the objective (decoupled PPO, Hilton et al. 2022):
+        w_i = min( exp( mean_{t∈response} [log π_old − log μ] ), is_cap ).
+     Trade-off: "recompute" ignores that the data came from another policy
+     (biased when the generator differs, no extra variance); "behaviour"
+     removes that bias up to the truncation, at the cost of variance from w and
+     of trusting the recorded μ (top-p/top-k truncation at sampling is not in μ).
+   With β > 0 the frozen reference's log-probs are computed in the same pass;
+   with β = 0 no reference is needed or loaded.
+3. Advantages per headline group (`varro.gspo.advantages`).
+4. The day's sequences are shuffled with the recorded seed into
+   `minibatches` parts; each part is one optimizer step, accumulated over
+   micro-batches of `microbatch_size` whose losses are each divided by the
+   part's sequence count, so k micro-batches give exactly the part's gradient.
+   Gradients are clipped to `grad_clip` (global norm), then AdamW (with bias
+   correction, as in PyTorch) updates the trainable weights.
+5. After the epoch, one more pass measures the new policy against π_old.
+
+Metrics (every value is for this epoch alone):
+- steps: optimizer updates; sequences; tokens: prompt+response tokens of the
+  day's sequences (what the forward/backward passes process).
+- avg_reward: mean reward in [0, 1] (rank-derived, what the loss uses);
+  avg_reward_unscaled: mean of the judge's raw scores where it gave them
+  (`avg_reward_unscaled_kind = "raw_score"`), else the mean rank ("rank").
+- mean_abs_advantage: mean |Â_i| over sequences.
+- loss: mean over steps of the minibatch loss.
+- kl_old_*: after the epoch, KL of the new policy to π_old on the day's loss
+  tokens: k3 = exp(old − new) − (old − new) − 1 and the plain log-ratio
+  new − old, each a token mean per sequence, then a mean over sequences.
+- kl_ref_*: the same two estimates against the reference, as seen by the loss
+  during the epoch (None when β = 0).
+- clip_frac_low/high: share of clip units (sequences for GSPO, tokens for
+  GSPO-token and GRPO) where the clip bound, over all micro-batches.
+- abs_log_ratio_q50/q90/max: quantiles of |log s_i| at the time each
+  sequence's minibatch was taken (0 for the first minibatch under "recompute").
+- grad_norm: mean pre-clip global gradient norm over steps.
+- tokens_per_s: tokens / seconds spent in the update loop; wall_s: the whole
+  epoch including both measurement passes.
+- peak_memory_mb: MLX's peak allocation during the epoch; peak_rss_mb: the
+  process's resident-set high-water mark (lifetime of the process).
+- improvement: with g_i = mean_{t∈T_i} [log π_new(y_t) − log π_old(y_t)] after the
+  epoch, improvement = mean_{i: r_i > mean_group(r)} g_i − mean_{i: r_i < mean_group(r)} g_i:
+  how much more the epoch raised the (per-token) likelihood of the roll-outs
+  the judge preferred than of those it did not; 0 if no group had a spread.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx_lm.tuner.lora import LoRALinear
+from mlx_lm.tuner.utils import linear_to_lora_layers
+
+from events.schema import EpochMetrics
+from varro.config import TrainConfig
+from varro.gspo.advantages import compute_advantages
+from varro.gspo.batch import Batch, TrainingSequence, collate, microbatches, plan_minibatches
+from varro.gspo.logprobs import token_logprobs
+from varro.gspo.objective import ClipRange, k3, policy_loss
+
+
+class OptimizerStateError(ValueError):
+    """The saved optimizer state does not fit the parameters being trained."""
+
+
+@dataclass(frozen=True)
+class PriorState:
+    """What the parent checkpoint hands to the next epoch."""
+
+    optimizer: dict[str, mx.array] | None = None
+    step: int = 0
+    ema_baseline: float | None = None
+
+
+@dataclass
+class EpochResult:
+    model: nn.Module
+    """The trained policy: float32, LoRA adapters fused into the weights."""
+    optimizer_state: dict[str, mx.array]
+    """Flattened AdamW state to save beside the checkpoint (empty for LoRA)."""
+    optimizer_origin: str
+    """'resumed', 'reset' (on purpose, train.reset_optimizer) or 'fresh'."""
+    step: int
+    """Optimizer steps in this lineage so far, including this epoch's."""
+    ema_baseline: float | None
+    metrics: EpochMetrics
+
+
+def prepare_policy(model: nn.Module, cfg: TrainConfig, seed: int) -> nn.Module:
+    """float32 master weights, and LoRA adapters (seeded) when configured."""
+    if any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for m in model.modules()):
+        raise TypeError("cannot train a quantized model: start from a float checkpoint")
+    model.set_dtype(mx.float32)
+    if cfg.lora:
+        mx.random.seed(seed)
+        model.freeze()
+        linear_to_lora_layers(
+            model, cfg.lora_layers, {"rank": cfg.lora_rank, "scale": cfg.lora_scale, "dropout": 0.0}
+        )
+    model.train()
+    return model
+
+
+def fuse_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRA adapter into its base weight so stock mlx_lm.load reads the result."""
+    fused = [(name, m.fuse()) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+    if fused:
+        model.update_modules(tree_unflatten(fused))
+    model.unfreeze()
+    return model
+
+
+def sequence_logprobs(
+    model: nn.Module, seqs: Sequence[TrainingSequence], *, loss_on: str, chunk: int, batch_size: int
+) -> list[np.ndarray]:
+    """float32 log-probs of each sequence's loss positions (see `loss_span`), no gradient."""
+    out: list[np.ndarray] = []
+    for i in range(0, len(seqs), batch_size):
+        part = seqs[i : i + batch_size]
+        batch = collate(part, loss_on=loss_on)
+        lp = np.array(token_logprobs(model, mx.array(batch.tokens), chunk=chunk, start=batch.start))
+        for b, s in enumerate(part):
+            first, n = loss_span(s, loss_on)
+            out.append(lp[b, first - batch.start : first - batch.start + n].copy())
+    return out
+
+
+def loss_span(seq: TrainingSequence, loss_on: str) -> tuple[int, int]:
+    """(first column, number of columns) of a sequence's loss positions."""
+    p = len(seq.prompt_ids)
+    if loss_on == "full":
+        return 0, seq.length - 1
+    return p - 1, len(seq.response_ids)
+
+
+def align(batch: Batch, seqs: Sequence[TrainingSequence], values: Sequence[np.ndarray], loss_on: str) -> np.ndarray:
+    """Place per-sequence loss-position values into a batch's columns (0 elsewhere)."""
+    out = np.zeros(batch.loss_mask.shape, dtype=np.float32)
+    for b, (s, v) in enumerate(zip(seqs, values)):
+        first, n = loss_span(s, loss_on)
+        out[b, first - batch.start : first - batch.start + n] = v
+    return out
+
+
+def behaviour_weights(seqs: Sequence[TrainingSequence], old: Sequence[np.ndarray], *, cap: float) -> np.ndarray:
+    """w_i = min(exp(mean_{t∈response}[log π_old − log μ]), cap), μ = the recorded behaviour log-probs."""
+    out = np.empty(len(seqs), dtype=np.float32)
+    for i, s in enumerate(seqs):
+        recomputed = old[i][-len(s.response_ids) :].astype(np.float64)
+        gap = float(np.mean(recomputed - np.asarray(s.behaviour_logprobs, dtype=np.float64)))
+        out[i] = cap if gap >= np.log(cap) else np.exp(gap)
+    return out
+
+
+@dataclass(frozen=True)
+class EpochData:
+    """The day's sequences with everything fixed before the first update (per sequence)."""
+
+    seqs: Sequence[TrainingSequence]
+    old: Sequence[np.ndarray]
+    ref: Sequence[np.ndarray] | None
+    advantages: np.ndarray
+    weights: np.ndarray
+
+
+def make_loss_and_grad(model: nn.Module, cfg: TrainConfig):
+    """The micro-batch loss and its gradient w.r.t. the trainable parameters (compiled if configured)."""
+    clip = ClipRange(cfg.eps_low, cfg.eps_high)
+
+    def micro_loss(tokens, mask, old_lp, adv, w, ref_lp, denom, start):
+        logp = token_logprobs(model, tokens, chunk=cfg.logprob_chunk, start=start)
+        return policy_loss(
+            logp, old_lp, mask, adv, variant=cfg.variant, clip=clip, denom=denom, weights=w, ref=ref_lp, beta=cfg.beta
+        )
+
+    loss_and_grad = nn.value_and_grad(model, micro_loss)
+    if cfg.compile:
+        loss_and_grad = mx.compile(loss_and_grad, inputs=model.state, outputs=model.state)
+    return loss_and_grad
+
+
+def minibatch_gradient(loss_and_grad, data: EpochData, part: np.ndarray, cfg: TrainConfig):
+    """The loss and gradient of one minibatch, accumulated over micro-batches.
+
+    Each micro-batch's loss is divided by the minibatch's sequence count, so the
+    sum over micro-batches is exactly the loss (and gradient) of the minibatch
+    taken as one batch. Returns (loss, grads, per-micro-batch numpy stats).
+    """
+    denom = mx.array(float(len(part)))
+    grads, total, stats = None, 0.0, []
+    for idx in microbatches(part, cfg.microbatch_size):
+        seqs = [data.seqs[i] for i in idx]
+        batch = collate(seqs, loss_on=cfg.loss_on)
+        ref = (
+            mx.array(align(batch, seqs, [data.ref[i] for i in idx], cfg.loss_on)) if data.ref is not None else None
+        )
+        (loss, st), g = loss_and_grad(
+            mx.array(batch.tokens),
+            mx.array(batch.loss_mask),
+            mx.array(align(batch, seqs, [data.old[i] for i in idx], cfg.loss_on)),
+            mx.array(data.advantages[idx]),
+            mx.array(data.weights[idx]),
+            ref,
+            denom,
+            batch.start,
+        )
+        grads = g if grads is None else tree_map(mx.add, grads, g)
+        mx.eval(loss, st, grads)
+        total += loss.item()
+        stats.append({k: np.array(v) for k, v in st.items()})
+    return total, grads, stats
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, prior: PriorState) -> tuple[optim.AdamW, str]:
+    opt = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, bias_correction=True)
+    opt.init(model.trainable_parameters())
+    saved = prior.optimizer
+    if cfg.lora or not saved:
+        return opt, "fresh"
+    if cfg.reset_optimizer:
+        return opt, "reset"
+    expected = {k: v.shape for k, v in tree_flatten(opt.state) if k != "learning_rate"}
+    found = {k: v.shape for k, v in saved.items() if k != "learning_rate"}
+    if expected != found:
+        missing = sorted(set(expected) ^ set(found))[:3]
+        raise OptimizerStateError(
+            "the parent checkpoint's optimizer state does not match the trainable parameters "
+            f"(e.g. {missing or 'shapes differ'}); set train.reset_optimizer = true to start it afresh"
+        )
+    opt.state = tree_unflatten(list(saved.items()))
+    opt.learning_rate = cfg.learning_rate
+    return opt, "resumed"
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def train_epoch(
+    model: nn.Module,
+    groups: Sequence[Sequence[TrainingSequence]],
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    prior: PriorState = PriorState(),
+    reference: nn.Module | None = None,
+) -> EpochResult:
+    """Run one epoch on the day's groups; `model` is trained in place (pass a private copy)."""
+    if cfg.beta > 0 and reference is None:
+        raise ValueError("train.beta > 0 needs a reference model")
+    if cfg.pi_old == "behaviour" and cfg.is_cap <= 0:
+        raise ValueError(f"train.is_cap must be > 0, got {cfg.is_cap}")
+    if cfg.grad_clip <= 0 or cfg.learning_rate <= 0:
+        raise ValueError(f"train.grad_clip and train.learning_rate must be > 0, got {cfg.grad_clip}, {cfg.learning_rate}")
+    started = time.perf_counter()
+    mx.reset_peak_memory()
+    mx.random.seed(seed)
+    model = prepare_policy(model, cfg, seed)
+    seqs = [s for g in groups for s in g]
+    chunk, loss_on, size = cfg.logprob_chunk, cfg.loss_on, cfg.microbatch_size
+
+    adv = compute_advantages(
+        [[s.reward for s in g] for g in groups],
+        ddof=cfg.adv_ddof,
+        eps=cfg.adv_eps,
+        ema_decay=cfg.ema_baseline,
+        previous_ema=prior.ema_baseline,
+    )
+    advantages = np.concatenate(adv.values).astype(np.float32)
+    above = np.concatenate([np.asarray([s.reward for s in g]) > np.mean([s.reward for s in g]) for g in groups])
+    below = np.concatenate([np.asarray([s.reward for s in g]) < np.mean([s.reward for s in g]) for g in groups])
+
+    old = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size)
+    ref = (
+        sequence_logprobs(reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size)
+        if cfg.beta > 0
+        else None
+    )
+    weights = (
+        behaviour_weights(seqs, old, cap=cfg.is_cap)
+        if cfg.pi_old == "behaviour"
+        else np.ones(len(seqs), dtype=np.float32)
+    )
+
+    opt, origin = _optimizer(model, cfg, prior)
+    loss_and_grad = make_loss_and_grad(model, cfg)
+    data = EpochData(seqs=seqs, old=old, ref=ref, advantages=advantages, weights=weights)
+
+    log_ratios: list[np.ndarray] = []
+    kl_ref_k3: list[np.ndarray] = []
+    kl_ref_lr: list[np.ndarray] = []
+    losses, norms = [], []
+    clip_low = clip_high = clip_units = 0.0
+    loop_started = time.perf_counter()
+    for part in plan_minibatches(len(seqs), cfg.minibatches, seed):
+        loss, grads, stats = minibatch_gradient(loss_and_grad, data, part, cfg)
+        for st in stats:
+            log_ratios.append(st["log_ratio"])
+            clip_low += float(st["clip_low"])
+            clip_high += float(st["clip_high"])
+            clip_units += float(st["clip_units"])
+            if ref is not None:
+                kl_ref_k3.append(st["kl_ref_k3"])
+                kl_ref_lr.append(st["kl_ref_logratio"])
+        grads, norm = optim.clip_grad_norm(grads, cfg.grad_clip)
+        opt.update(model, grads)
+        mx.eval(model.parameters(), opt.state)
+        losses.append(loss)
+        norms.append(norm.item())
+    loop_s = time.perf_counter() - loop_started
+
+    new = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size)
+    gains = np.array([float(np.mean(n.astype(np.float64) - o)) for n, o in zip(new, old)])
+    kl_k3 = np.array([float(np.mean(np.array(k3(mx.array(n), mx.array(o))))) for n, o in zip(new, old)])
+    improvement = (
+        float(gains[above].mean() - gains[below].mean()) if above.any() and below.any() else 0.0
+    )
+    model = fuse_lora(model) if cfg.lora else model
+    abs_log_s = np.abs(np.concatenate(log_ratios))
+    raw = [s.raw_score for s in seqs if s.raw_score is not None]
+    tokens = sum(s.length for s in seqs)
+    metrics = EpochMetrics(
+        steps=len(losses),
+        sequences=len(seqs),
+        tokens=tokens,
+        avg_reward=float(np.mean([s.reward for s in seqs])),
+        avg_reward_unscaled=float(np.mean(raw)) if raw else float(np.mean([s.rank for s in seqs])),
+        avg_reward_unscaled_kind="raw_score" if raw else "rank",
+        mean_abs_advantage=float(np.mean(np.abs(advantages))),
+        loss=float(np.mean(losses)),
+        kl_old_k3=float(kl_k3.mean()),
+        kl_old_logratio=float(gains.mean()),
+        kl_ref_k3=float(np.concatenate(kl_ref_k3).mean()) if kl_ref_k3 else None,
+        kl_ref_logratio=float(np.concatenate(kl_ref_lr).mean()) if kl_ref_lr else None,
+        clip_frac_low=clip_low / clip_units,
+        clip_frac_high=clip_high / clip_units,
+        abs_log_ratio_q50=float(np.quantile(abs_log_s, 0.5)),
+        abs_log_ratio_q90=float(np.quantile(abs_log_s, 0.9)),
+        abs_log_ratio_max=float(abs_log_s.max()),
+        grad_norm=float(np.mean(norms)),
+        learning_rate=cfg.learning_rate,
+        tokens_per_s=tokens / loop_s if loop_s > 0 else 0.0,
+        wall_s=time.perf_counter() - started,
+        peak_memory_mb=mx.get_peak_memory() / 2**20,
+        peak_rss_mb=_peak_rss_mb(),
+        improvement=improvement,
+    )
+    return EpochResult(
+        model=model,
+        optimizer_state={} if cfg.lora else dict(tree_flatten(opt.state)),
+        optimizer_origin=origin,
+        step=prior.step + len(losses),
+        ema_baseline=adv.ema_baseline,
+        metrics=metrics,
+    )
