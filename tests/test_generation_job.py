@@ -1,0 +1,87 @@
+"""The generate job on a real event store and the tiny model: once, a no-op after, shards merge identically."""
+
+import msgspec
+import pytest
+
+from events.ids import derive_event_id
+from events.schema import Headline, HeadlinesFetched, RolloutsGenerated, SamplerSpec
+from jobs.context import JobContext, derive_seed
+from jobs.generate import GenerateInputError, choose_headlines, generate_rollouts_job, generate_shard, merge_shards
+from varro import rollouts
+from varro.artifacts import ArtifactStore
+from varro.config import GenerationConfig, VarroConfig
+from varro.model.cache import ModelCache
+
+D = "2025-03-03"
+HEADLINES = [
+    Headline(id="h1", text="Oil falls as OPEC signals higher output", source="Reuters"),
+    Headline(id="h2", text="Fed holds rates and signals cuts", source="CNBC"),
+    Headline(id="h3", text="Nvidia beats estimates on data center sales", source="Bloomberg"),
+]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_path, tmp_path_factory):
+    """One ModelCache for the module, as the model-holding worker keeps one across jobs."""
+    return ModelCache(VarroConfig(data_dir=str(tmp_path_factory.mktemp("models"))))
+
+
+@pytest.fixture
+def ctx(event_store, tmp_path, models):
+    store = event_store("gentest")
+    store.append(HeadlinesFetched(
+        event_id=derive_event_id(store.ns, "HeadlinesFetched", D, ["files"]), ns=store.ns, date=D,
+        correlation_id="run-1", headlines=HEADLINES, sources=[], source_kind="file",
+    ))
+    profiles = {"short": SamplerSpec(name="short", temperature=0.8, top_p=0.95, top_k=50, max_tokens=48)}
+    cfg = VarroConfig(ns=store.ns, data_dir=str(tmp_path),
+                      generation=GenerationConfig(group_size=4, batch_size=8, sampler="short", profiles=profiles))
+    return JobContext(cfg=cfg, store=store, artifacts=ArtifactStore(tmp_path), models=models, correlation_id="c1")
+
+
+def test_generates_once_and_is_a_noop_the_second_time(ctx):
+    first = generate_rollouts_job(ctx, D, base_seed=11)
+    event = first.event
+    assert first.created and isinstance(event, RolloutsGenerated)
+    assert [g.headline_id for g in event.groups] == ["h1", "h2", "h3"]
+    assert event.group_size == 4 and all(len(g.rollouts) == 4 for g in event.groups)
+    assert event.checkpoint == ctx.models.base_ref() and event.base_seed == 11
+    assert event.causation_id == event.headlines_event_id
+    artifact = rollouts.decode(ctx.artifacts.get(event.artifact))
+    assert artifact.checkpoint_sha256 == event.checkpoint.sha256
+    for group in event.groups:
+        for summary in group.rollouts:
+            assert summary.seed == derive_seed(11, D, group.headline_id, summary.index)
+    recorded = {(r.headline_id, r.index): r for r in artifact.rollouts}
+    assert all(recorded[(g.headline_id, s.index)].text == s.text for g in event.groups for s in g.rollouts)
+    assert event.stats.rollouts == 12 and event.stats.generated_tokens == sum(len(r.response_ids) for r in artifact.rollouts)
+
+    again = generate_rollouts_job(ctx, D, base_seed=11)
+    assert not again.created and again.event.event_id == event.event_id
+    assert len(ctx.store.all_for("RolloutsGenerated", D)) == 1
+
+    forced = generate_rollouts_job(ctx, D, base_seed=11, force=True)
+    assert forced.created and forced.event.forced and forced.event.event_id != event.event_id
+    assert forced.event.artifact == event.artifact  # same inputs, same bytes
+
+
+def test_sharded_generation_merges_into_the_same_artifact(ctx):
+    refs = [generate_shard(ctx, D, shard, 2, base_seed=5) for shard in (1, 0)]
+    merged = merge_shards(ctx, D, refs, base_seed=5)
+    whole = generate_rollouts_job(ctx, D, base_seed=5)
+    assert merged.created and not whole.created  # the unsharded job finds the merged event
+    assert merged.event.artifact == whole.event.artifact
+    with pytest.raises(GenerateInputError, match="missing"):
+        merge_shards(ctx, D, refs[:1], base_seed=6)
+
+
+def test_missing_headlines_and_capped_days(ctx):
+    with pytest.raises(GenerateInputError, match="fetch the day first"):
+        generate_rollouts_job(ctx, "2025-03-04")
+    picked = choose_headlines(HEADLINES, 2, D)
+    assert len(picked) == 2 and picked == [h for h in HEADLINES if h in picked]
+    assert choose_headlines(HEADLINES, 2, D) == picked and choose_headlines(HEADLINES, None, D) == HEADLINES
+    capped = msgspec.structs.replace(ctx.cfg, generation=msgspec.structs.replace(ctx.cfg.generation, max_headlines=1))
+    ctx.cfg = capped
+    event = generate_rollouts_job(ctx, D, base_seed=3).event
+    assert len(event.groups) == 1

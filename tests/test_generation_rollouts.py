@@ -1,0 +1,172 @@
+"""Batched roll-outs: EOS kept, exact behaviour log-probs, per-roll-out reproducibility."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from events.schema import Headline, SamplerSpec
+from varro.config import VarroConfig
+from varro.generation import (
+    GenerationError,
+    generate_rollouts,
+    sample_responses,
+    sample_token,
+    sequence_logprobs,
+)
+from varro.model.cache import ModelCache
+from varro.prompts import prompt_ids
+
+HEADLINES = [
+    Headline(id="h-oil", text="Oil falls as OPEC signals higher output", source="Reuters"),
+    Headline(id="h-fed", text="Fed cuts rates by half a point", source="CNBC"),
+    Headline(id="h-gold", text="Gold slides as the dollar firms", source="Bloomberg"),
+]
+SAMPLER = SamplerSpec(name="test", temperature=0.8, top_p=0.95, top_k=50, max_tokens=160)
+G = 4
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_path, tmp_path_factory):
+    cache = ModelCache(VarroConfig(data_dir=str(tmp_path_factory.mktemp("data"))))
+    return cache.load(cache.base_ref())
+
+
+@pytest.fixture(scope="module")
+def prompts(loaded):
+    cfg = VarroConfig()
+    return [(h.id, prompt_ids(cfg, loaded.tokenizer, h, "2025-03-04")) for h in HEADLINES]
+
+
+def seeds_for(prompts, offset=0):
+    return {(hid, i): 1000 * n + i + offset for n, (hid, _) in enumerate(prompts) for i in range(G)}
+
+
+def run(loaded, prompts, sampler=SAMPLER, seeds=None, batch_size=64):
+    return generate_rollouts(
+        loaded, prompts, group_size=G, sampler=sampler, seeds=seeds or seeds_for(prompts),
+        batch_size=batch_size, eos_token_ids=loaded.tokenizer.eos_token_ids,
+    )
+
+
+@pytest.fixture(scope="module")
+def records(loaded, prompts):
+    return run(loaded, prompts)
+
+
+def test_records_come_in_prompt_then_index_order_with_text_and_score(records):
+    assert [(r.headline_id, r.index) for r in records] == [(h.id, i) for h in HEADLINES for i in range(G)]
+    assert all(0.0 <= r.structure_score <= 1.0 for r in records)
+    assert np.mean([r.structure_score for r in records]) > 0.3  # the tiny model writes the format
+    assert len({tuple(r.response_ids) for r in records}) > len(records) // 2  # samples vary
+
+
+def test_token_ids_end_with_eos_where_generation_stopped(loaded, records):
+    eos = set(loaded.tokenizer.eos_token_ids)
+    stopped = [r for r in records if not r.truncated]
+    assert stopped, "the tiny model should finish some predictions within 160 tokens"
+    for r in stopped:
+        assert r.response_ids[-1] in eos and not eos & set(r.response_ids[:-1])
+        assert loaded.tokenizer.decode(r.response_ids[:-1]) == r.text
+    short = run(loaded, prompts_subset(loaded), sampler=SamplerSpec(name="s", max_tokens=12))
+    for r in short:
+        assert len(r.response_ids) <= 12
+        assert r.truncated == (r.response_ids[-1] not in eos)
+    assert any(r.truncated for r in short)
+
+
+def prompts_subset(loaded):
+    return [(HEADLINES[0].id, prompt_ids(VarroConfig(), loaded.tokenizer, HEADLINES[0], "2025-03-04"))]
+
+
+def plain_logprobs(model, prompt, response, temperature):
+    """An independent recomputation: one unpadded, uncached fp32 forward pass."""
+    logits = model(mx.array([prompt + response[:-1]]))[0, len(prompt) - 1 :].astype(mx.float32) / temperature
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    return np.array(mx.take_along_axis(logprobs, mx.array(response)[:, None], axis=-1).squeeze(-1))
+
+
+def test_recorded_logprobs_equal_a_fresh_teacher_forced_pass(loaded, prompts, records):
+    prompt_of = dict(prompts)
+    for r in records[:: G - 1]:
+        fresh = plain_logprobs(loaded.model, prompt_of[r.headline_id], r.response_ids, SAMPLER.temperature)
+        assert len(r.logprobs) == len(r.response_ids)
+        np.testing.assert_allclose(r.logprobs, fresh, atol=2e-5)
+    again = sequence_logprobs(
+        loaded.model, [prompt_of[r.headline_id] for r in records], [r.response_ids for r in records],
+        temperature=SAMPLER.temperature,
+    )
+    assert all(np.array_equal(np.float32(r.logprobs), a) for r, a in zip(records, again))
+
+
+def test_untruncated_t1_logprobs_are_the_ones_the_sampler_used(loaded, prompts):
+    wide = SamplerSpec(name="wide", temperature=1.0, top_p=1.0, top_k=0, max_tokens=40)
+    seeds = seeds_for(prompts)
+    engine = sample_responses(loaded, prompts, group_size=G, sampler=wide, seeds=seeds, batch_size=64,
+                              eos_token_ids=loaded.tokenizer.eos_token_ids)
+    recorded = run(loaded, prompts, sampler=wide, seeds=seeds)
+    for e, r in zip(engine, recorded):
+        assert e.response_ids == r.response_ids
+        np.testing.assert_allclose(r.logprobs, e.engine_logprobs, atol=2e-5)
+
+
+def test_same_seed_same_tokens(loaded, prompts, records):
+    assert [r.response_ids for r in run(loaded, prompts)] == [r.response_ids for r in records]
+    reseeded = run(loaded, prompts, seeds=seeds_for(prompts, offset=7))
+    assert [r.response_ids for r in reseeded] != [r.response_ids for r in records]
+
+
+def test_passes_fix_the_batch_composition(loaded, prompts, records):
+    """One headline per pass gives each headline exactly what it gets when generated alone."""
+    per_headline = run(loaded, prompts, batch_size=G)
+    alone = run(loaded, prompts[1:2], seeds=seeds_for(prompts), batch_size=G)
+    assert [r.response_ids for r in alone] == [r.response_ids for r in per_headline if r.headline_id == "h-fed"]
+
+
+def test_keys_are_per_rollout_even_where_batch_numerics_differ(loaded, prompts, records):
+    """Another batch composition changes logits only in their last bits (the engine does not
+    bit-match across batches); with per-roll-out keys the draws still agree, at least for a long prefix."""
+    alone = run(loaded, prompts[1:2], seeds=seeds_for(prompts), batch_size=G)
+    together = [r for r in records if r.headline_id == "h-fed"]
+    for a, b in zip(alone, together):
+        agree = next((i for i, (x, y) in enumerate(zip(a.response_ids, b.response_ids)) if x != y),
+                     min(len(a.response_ids), len(b.response_ids)))
+        assert agree >= 32
+
+
+def test_greedy_ignores_seeds(loaded, prompts):
+    greedy = SamplerSpec(name="greedy", temperature=0.0, top_p=1.0, top_k=0, max_tokens=24)
+    out = run(loaded, prompts[:1], sampler=greedy)
+    assert len({tuple(r.response_ids) for r in out}) == 1
+
+
+def test_sample_token_respects_top_k_top_p_and_the_distribution():
+    logprobs = mx.log(mx.array([[0.5, 0.3, 0.15, 0.05]]))
+    keys = mx.random.split(mx.random.key(0), 1500)
+    def draws(spec):
+        return np.array([sample_token(logprobs, keys[i], spec).item() for i in range(1500)])
+    full = draws(SamplerSpec(temperature=1.0, top_p=1.0, top_k=0))
+    np.testing.assert_allclose(np.bincount(full, minlength=4) / 1500, [0.5, 0.3, 0.15, 0.05], atol=0.04)
+    assert set(draws(SamplerSpec(temperature=1.0, top_p=1.0, top_k=2))) == {0, 1}
+    assert set(draws(SamplerSpec(temperature=1.0, top_p=0.7, top_k=0))) == {0, 1}
+    assert set(draws(SamplerSpec(temperature=1.0, top_p=0.1, top_k=3))) == {0}
+    assert sample_token(logprobs, keys[0], SamplerSpec(temperature=0.0)).item() == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sampler=SamplerSpec(temperature=-1.0)), "temperature"),
+        (dict(sampler=SamplerSpec(top_p=0.0)), "top_p"),
+        (dict(sampler=SamplerSpec(max_tokens=0)), "max_tokens"),
+        (dict(seeds={}), "no seed"),
+        (dict(eos_token_ids=[]), "EOS"),
+    ],
+)
+def test_bad_inputs_fail_with_a_named_problem(loaded, prompts, kwargs, message):
+    args = dict(group_size=G, sampler=SAMPLER, seeds=seeds_for(prompts), batch_size=8,
+                eos_token_ids=loaded.tokenizer.eos_token_ids)
+    with pytest.raises(GenerationError, match="only once"):
+        generate_rollouts(loaded, prompts + prompts[:1], **args)
+    args.update(kwargs)
+    with pytest.raises(GenerationError, match=message):
+        generate_rollouts(loaded, prompts, **args)

@@ -1,0 +1,374 @@
+"""Batched, reproducible roll-outs with the behaviour policy's exact log-probs.
+
+All roll-outs of many headlines run through one mlx_lm `BatchGenerator`. Each
+headline's prompt is prefilled once and its KV cache handed to all G siblings
+(`BatchGenerator.insert(caches=...)` copies it into the batch), so the prefill
+is shared rather than repeated G times.
+
+Reproducibility: every roll-out samples with its own key stream,
+``split(key(seed), max_tokens)[step]``, one uniform per step drawn against the
+CDF of the candidates that survive temperature, top-k and top-p. A roll-out's tokens are
+therefore a function of its seed and of the logits it sees, never of the
+global RNG or of which other roll-outs share the batch. The logits themselves
+are *not* bitwise independent of the batch on MLX's CPU backend: the amount of
+left padding (set by the longest prompt in the batch, and shifted as rows
+finish) changes the rounding of the attention (differences of about 1e-6 in
+the log-probs). Such a difference flips a draw only when the uniform lands
+that close to a CDF step, so in practice tokens agree (64 of 64 roll-outs of
+160 tokens matched between headlines generated alone and together), but that
+is not a guarantee. `generate_rollouts` therefore fixes the batch composition
+canonically: headlines run in consecutive passes of
+``batch_size // group_size``, one `BatchGenerator` pass each, so a roll-out
+depends only on its seed, its pass and the checkpoint, and a job split by
+passes (see jobs.generate) reproduces the unsplit job bit for bit.
+
+The recorded log-probs are not the engine's: `sequence_logprobs` recomputes
+them with an fp32 teacher-forced pass of the same checkpoint over prompt +
+response, as ``log_softmax(logits / temperature)``. Top-k / top-p truncation is
+*not* applied to them: the trainer's π_θ is the same untruncated,
+temperature-scaled distribution, so the importance ratio π_θ / π_old compares
+like with like (a truncated π_old would put -inf where π_θ has mass).
+Temperature 0 (greedy) records the untempered (T = 1) log-probs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+from mlx_lm.generate import BatchGenerator
+from mlx_lm.models.cache import make_prompt_cache
+
+from events.schema import SamplerSpec
+from varro.model.cache import LoadedModel
+from varro.rollouts import RolloutRecord
+from varro.structure import structure_score
+
+
+class GenerationError(ValueError):
+    """Bad generation input: an empty prompt, a missing seed, an invalid sampler setting."""
+
+
+@dataclass(frozen=True)
+class SampledResponse:
+    """One roll-out as the engine produced it, before the log-prob recomputation."""
+
+    headline_id: str
+    index: int
+    seed: int
+    response_ids: list[int]
+    truncated: bool
+    engine_logprobs: list[float]  # log_softmax(raw logits)[token]: the engine's view, T = 1, untruncated
+
+
+def validate_sampler(sampler: SamplerSpec) -> None:
+    if sampler.temperature < 0:
+        raise GenerationError(f"sampler {sampler.name!r}: temperature must be >= 0, got {sampler.temperature}")
+    if not 0 < sampler.top_p <= 1:
+        raise GenerationError(f"sampler {sampler.name!r}: top_p must be in (0, 1], got {sampler.top_p}")
+    if sampler.top_k < 0:
+        raise GenerationError(f"sampler {sampler.name!r}: top_k must be >= 0, got {sampler.top_k}")
+    if sampler.max_tokens < 1:
+        raise GenerationError(f"sampler {sampler.name!r}: max_tokens must be >= 1, got {sampler.max_tokens}")
+
+
+def sample_token(logprobs: mx.array, key: mx.array, sampler: SamplerSpec) -> mx.array:
+    """One token from a (1, V) row of log-probs: temperature, then top-k, then top-p, then one draw.
+
+    The draw inverts the CDF of the surviving candidates taken in token-id
+    order with one uniform from `key`. Unlike noise attached to
+    probability-sorted positions, this order does not depend on near-ties, so
+    a low-bit change in the logits can only change the draw if the uniform
+    falls within that change of a CDF step.
+    """
+    if sampler.temperature == 0:
+        return mx.argmax(logprobs, axis=-1)
+    values = logprobs.astype(mx.float32) / sampler.temperature
+    candidates = None
+    if 0 < sampler.top_k < values.shape[-1]:
+        candidates = mx.sort(mx.argpartition(-values, kth=sampler.top_k - 1, axis=-1)[:, : sampler.top_k], axis=-1)
+        values = mx.take_along_axis(values, candidates, axis=-1)
+    if sampler.top_p < 1.0:
+        order = mx.argsort(-values, axis=-1)
+        probs = mx.softmax(mx.take_along_axis(values, order, axis=-1), axis=-1)
+        keep_sorted = (mx.cumsum(probs, axis=-1) - probs) < sampler.top_p
+        keep = mx.put_along_axis(mx.zeros(values.shape, dtype=mx.bool_), order, keep_sorted, axis=-1)
+        values = mx.where(keep, values, -mx.inf)
+    cdf = mx.cumsum(mx.softmax(values, axis=-1), axis=-1)
+    u = (1.0 - mx.random.uniform(shape=(1, 1), key=key)) * cdf[:, -1:]
+    choice = mx.minimum(mx.sum(cdf < u, axis=-1, keepdims=True), values.shape[-1] - 1)
+    token = choice if candidates is None else mx.take_along_axis(candidates, choice, axis=-1)
+    return token.squeeze(-1)
+
+
+class _RowSampler:
+    """A per-roll-out sampler: call t uses key t of the roll-out's own key stream.
+
+    The engine calls each row's sampler exactly once per decoding step of that
+    row (the first call samples response token 0), so the call count is the step.
+    """
+
+    def __init__(self, seed: int, sampler: SamplerSpec):
+        self.sampler = sampler
+        self.keys = mx.random.split(mx.random.key(seed), sampler.max_tokens + 1)
+        self.step = 0
+
+    def __call__(self, logprobs: mx.array) -> mx.array:
+        token = sample_token(logprobs, self.keys[self.step], self.sampler)
+        self.step += 1
+        return token
+
+
+def sample_responses(
+    loaded: LoadedModel,
+    prompts: Sequence[tuple[str, list[int]]],
+    *,
+    group_size: int,
+    sampler: SamplerSpec,
+    seeds: dict[tuple[str, int], int],
+    batch_size: int,
+    eos_token_ids: Iterable[int],
+) -> list[SampledResponse]:
+    """Sample `group_size` responses per prompt in one continuous-batching pass."""
+    validate_sampler(sampler)
+    if group_size < 1:
+        raise GenerationError(f"group_size must be >= 1, got {group_size}")
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
+    eos = sorted({int(t) for t in eos_token_ids})
+    if not eos:
+        raise GenerationError("no EOS token ids: generation could never stop early")
+    headline_ids = [h for h, _ in prompts]
+    if len(set(headline_ids)) != len(headline_ids):
+        raise GenerationError("each headline may appear only once in a generation call")
+    model = loaded.model
+    order: list[tuple[str, int, int]] = []
+    last_tokens, caches, samplers = [], [], []
+    for headline_id, ids in prompts:
+        if not ids:
+            raise GenerationError(f"headline {headline_id}: empty prompt")
+        shared = make_prompt_cache(model)
+        if len(ids) > 1:
+            model(mx.array([ids[:-1]]), cache=shared)
+            mx.eval([c.state for c in shared])
+        for index in range(group_size):
+            try:
+                seed = seeds[(headline_id, index)]
+            except KeyError:
+                raise GenerationError(f"no seed for roll-out {index} of headline {headline_id}") from None
+            order.append((headline_id, index, seed))
+            last_tokens.append([ids[-1]])
+            caches.append(shared)
+            samplers.append(_RowSampler(seed, sampler))
+
+    generator = BatchGenerator(
+        model,
+        max_tokens=sampler.max_tokens,
+        stop_tokens=[[t] for t in eos],
+        completion_batch_size=batch_size,
+        prefill_batch_size=batch_size,
+    )
+    try:
+        uids = generator.insert(last_tokens, caches=caches, samplers=samplers)
+        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+        engine_lp: dict[int, list[float]] = {uid: [] for uid in uids}
+        finish: dict[int, str] = {}
+        while responses := generator.next_generated():
+            step_tokens = [int(r.token) for r in responses]
+            picked = mx.take_along_axis(
+                mx.stack([r.logprobs for r in responses]), mx.array(step_tokens)[:, None], axis=-1
+            ).squeeze(-1)
+            for r, token, lp in zip(responses, step_tokens, picked.tolist()):
+                tokens[r.uid].append(token)
+                engine_lp[r.uid].append(lp)
+                if r.finish_reason is not None:
+                    finish[r.uid] = r.finish_reason
+    finally:
+        generator.close()
+
+    return [
+        SampledResponse(
+            headline_id=headline_id,
+            index=index,
+            seed=seed,
+            response_ids=tokens[uid],
+            truncated=finish[uid] == "length",
+            engine_logprobs=engine_lp[uid],
+        )
+        for uid, (headline_id, index, seed) in zip(uids, order)
+    ]
+
+
+def _project(model, hidden: mx.array) -> mx.array:
+    """The model's output head applied to final hidden states (tied or separate)."""
+    if getattr(model, "lm_head", None) is not None and not getattr(model.args, "tie_word_embeddings", False):
+        return model.lm_head(hidden)
+    return model.model.embed_tokens.as_linear(hidden)
+
+
+class _Float32:
+    """Run a model in fp32 for the duration of a block, then restore its exact weights.
+
+    bf16 -> fp32 is exact, and the original arrays are kept and put back, so
+    the generating checkpoint is unchanged afterwards.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.original = None
+
+    def __enter__(self):
+        params = self.model.parameters()
+        if all(p.dtype == mx.float32 for _, p in tree_flatten(params)):
+            return self.model
+        self.original = params
+        self.model.update(tree_map(lambda p: p.astype(mx.float32) if mx.issubdtype(p.dtype, mx.floating) else p, params))
+        return self.model
+
+    def __exit__(self, *exc):
+        if self.original is not None:
+            self.model.update(self.original)
+        return False
+
+
+def sequence_logprobs(
+    model,
+    prompt_ids_list: Sequence[Sequence[int]],
+    response_ids_list: Sequence[Sequence[int]],
+    *,
+    temperature: float = 1.0,
+    chunk: int = 256,
+    batch_size: int = 16,
+) -> list[np.ndarray]:
+    """fp32 ``log_softmax(logits / temperature)`` of each response token, teacher-forced.
+
+    Consecutive sequences with the same prompt (a headline's siblings) share
+    one prefill of that prompt; their responses then run in micro-batches of
+    `batch_size`, right-padded (the forward pass has only a causal mask, so
+    padding after the real tokens cannot leak into them). Only response
+    positions reach the output head, at most `chunk` at a time, so a batch's
+    full-vocabulary log-softmax is never materialised. The grouping depends
+    only on the inputs, so the same inputs give bit-identical outputs.
+    """
+    if len(prompt_ids_list) != len(response_ids_list):
+        raise GenerationError("sequence_logprobs needs one response per prompt")
+    if temperature <= 0:
+        raise GenerationError(f"sequence_logprobs needs temperature > 0, got {temperature}")
+    if any(len(p) == 0 for p in prompt_ids_list):
+        raise GenerationError("sequence_logprobs: empty prompt")
+    out: list[np.ndarray] = []
+    with _Float32(model):
+        start = 0
+        while start < len(prompt_ids_list):
+            prompt = list(prompt_ids_list[start])
+            stop = start + 1
+            while stop < len(prompt_ids_list) and stop - start < batch_size and list(prompt_ids_list[stop]) == prompt:
+                stop += 1
+            out.extend(_group_logprobs(model, prompt, response_ids_list[start:stop], temperature, chunk))
+            start = stop
+    return out
+
+
+def _group_logprobs(model, prompt: list[int], responses, temperature: float, chunk: int) -> list[np.ndarray]:
+    """Log-probs of several responses to one prompt: prefill the prompt once, then the responses as a batch."""
+    lengths = [len(r) for r in responses]
+    if not any(lengths):
+        return [np.zeros(0, dtype=np.float32) for _ in responses]
+    cache = make_prompt_cache(model)
+    if len(prompt) > 1:
+        model.model(mx.array([prompt[:-1]]), cache=cache)
+        for c in cache:
+            keys, values, offset = c.state
+            c.state = (
+                mx.repeat(keys[..., :offset, :], len(responses), axis=0),
+                mx.repeat(values[..., :offset, :], len(responses), axis=0),
+                offset,
+            )
+    width = max(lengths)
+    inputs = np.zeros((len(responses), width), dtype=np.int32)
+    positions, targets = [], []
+    for b, response in enumerate(responses):
+        row = [prompt[-1], *response[:-1]]
+        inputs[b, : len(row)] = row
+        positions.extend(b * width + t for t in range(len(response)))
+        targets.extend(int(t) for t in response)
+    hidden = model.model(mx.array(inputs), cache=cache if len(prompt) > 1 else None)
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    pos, tgt = mx.array(positions), mx.array(targets)
+    pieces = []
+    for s in range(0, len(targets), chunk):
+        logits = _project(model, hidden[pos[s : s + chunk]]).astype(mx.float32) / temperature
+        picked = mx.take_along_axis(logits, tgt[s : s + chunk, None], axis=-1).squeeze(-1)
+        piece = picked - mx.logsumexp(logits, axis=-1)
+        mx.eval(piece)
+        pieces.append(np.array(piece, dtype=np.float32))
+    flat = np.concatenate(pieces)
+    bounds = np.cumsum([0, *lengths])
+    return [flat[bounds[i] : bounds[i + 1]] for i in range(len(responses))]
+
+
+def headlines_per_pass(batch_size: int, group_size: int) -> int:
+    """How many headlines share one generation pass: the canonical batch composition."""
+    return max(1, batch_size // max(1, group_size))
+
+
+def generate_rollouts(
+    loaded: LoadedModel,
+    prompts: Sequence[tuple[str, list[int]]],
+    *,
+    group_size: int,
+    sampler: SamplerSpec,
+    seeds: dict[tuple[str, int], int],
+    batch_size: int,
+    eos_token_ids: Iterable[int],
+) -> list[RolloutRecord]:
+    """Sample the roll-outs, then record each with its behaviour log-probs, text and structure score.
+
+    Records come back in prompt order, then roll-out index order.
+    """
+    headline_ids = [h for h, _ in prompts]
+    if len(set(headline_ids)) != len(headline_ids):
+        raise GenerationError("each headline may appear only once in a generation call")
+    per_pass = headlines_per_pass(batch_size, group_size)
+    sampled = []
+    for start in range(0, len(prompts), per_pass):
+        chunk = prompts[start : start + per_pass]
+        sampled.extend(
+            sample_responses(
+                loaded,
+                chunk,
+                group_size=group_size,
+                sampler=sampler,
+                seeds=seeds,
+                batch_size=max(batch_size, len(chunk) * group_size),
+                eos_token_ids=eos_token_ids,
+            )
+        )
+    prompt_of = dict(prompts)
+    eos = {int(t) for t in eos_token_ids}
+    logprobs = sequence_logprobs(
+        loaded.model,
+        [prompt_of[s.headline_id] for s in sampled],
+        [s.response_ids for s in sampled],
+        temperature=sampler.temperature or 1.0,
+    )
+    records = []
+    for s, lp in zip(sampled, logprobs):
+        body = s.response_ids[:-1] if s.response_ids and s.response_ids[-1] in eos else s.response_ids
+        text = loaded.tokenizer.decode(body)
+        records.append(
+            RolloutRecord(
+                headline_id=s.headline_id,
+                index=s.index,
+                seed=s.seed,
+                response_ids=s.response_ids,
+                logprobs=[float(x) for x in lp],
+                truncated=s.truncated,
+                text=text,
+                structure_score=structure_score(text),
+            )
+        )
+    return records

@@ -1,0 +1,147 @@
+"""Finding, building and holding the one model a process works with.
+
+A checkpoint is named by the sha256 of its files
+(`varro.checkpoints.checkpoint_sha256`, re-exported here), so an event that
+records a `CheckpointRef` pins exactly which weights, config and tokenizer
+produced its output. The model-holding worker keeps a `ModelCache`
+across jobs: loading is paid once per checkpoint, not once per job.
+
+The default model "varro-tiny" is built on first use into a cache shared by
+every data directory (tests and demos reuse one build), under
+``$VARRO_MODEL_CACHE`` or ``~/.cache/varro/models``, in a directory named by its
+recipe hash. The build writes into a temporary directory and renames it into
+place under a file lock, so concurrent processes never see half a model.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from events.schema import CheckpointRef
+from varro.artifacts import fsync_dir
+from varro.checkpoints import CheckpointError, checkpoint_sha256
+from varro.model import build as tiny
+
+__all__ = ["LoadedModel", "ModelCache", "ModelError", "checkpoint_sha256", "ensure_default_model"]
+
+if TYPE_CHECKING:
+    from varro.config import VarroConfig
+
+REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
+
+
+class ModelError(RuntimeError):
+    """A checkpoint is missing, incomplete, or its files do not match its recorded hash."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    ref: CheckpointRef
+    path: Path
+
+
+def model_cache_root() -> Path:
+    return Path(os.environ.get("VARRO_MODEL_CACHE") or "~/.cache/varro/models").expanduser()
+
+
+def default_model_path(root: Path | None = None) -> Path:
+    return (root or model_cache_root()) / f"{tiny.MODEL_NAME}-{tiny.recipe_hash()[:16]}"
+
+
+def ensure_default_model(
+    *, force: bool = False, root: Path | None = None, log: Callable[[str], None] = lambda _: None
+) -> Path:
+    """The built default model's directory; builds it first if it is not cached yet."""
+    target = default_model_path(root)
+    if _complete(target) and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _complete(target) and not force:
+            return target
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            tiny.build(staging / "model", log=log)
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(staging / "model", target)
+            fsync_dir(target.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _complete(path: Path) -> bool:
+    return path.is_dir() and all((path / f).is_file() for f in REQUIRED_FILES) and any(path.glob("*.safetensors"))
+
+
+class ModelCache:
+    """Holds one loaded model and hands it out while the requested checkpoint matches."""
+
+    def __init__(self, cfg: "VarroConfig"):
+        self.cfg = cfg
+        self._loaded: LoadedModel | None = None
+        self._hashes: dict[tuple[str, float], str] = {}
+
+    def base_ref(self) -> CheckpointRef:
+        """The configured base model as a checkpoint reference (building varro-tiny if needed)."""
+        base = self.cfg.model.base
+        if base == tiny.MODEL_NAME:
+            path = ensure_default_model()
+        elif Path(base).expanduser().is_dir():
+            path = Path(base).expanduser().resolve()
+        else:
+            from mlx_lm.utils import _download
+
+            path = Path(_download(base))
+        return CheckpointRef(sha256=self._sha256(path), base_model=base, path=str(path))
+
+    def resolve(self, ref: CheckpointRef) -> Path:
+        """Where a checkpoint's files are: its recorded path, else the data dir's checkpoint store."""
+        candidates = [Path(ref.path)] if ref.path else []
+        candidates.append(self.cfg.data_path / "checkpoints" / ref.sha256)
+        for path in candidates:
+            if _complete(path):
+                return path
+        raise ModelError(
+            f"checkpoint {ref.sha256[:12]} ({ref.base_model}) not found at "
+            + " or ".join(str(p) for p in candidates)
+        )
+
+    def load(self, ref: CheckpointRef) -> LoadedModel:
+        if self._loaded is not None and self._loaded.ref.sha256 == ref.sha256:
+            return self._loaded
+        path = self.resolve(ref)
+        actual = self._sha256(path)
+        if actual != ref.sha256:
+            raise ModelError(f"checkpoint at {path} hashes to {actual[:12]}, not the recorded {ref.sha256[:12]}")
+        from mlx_lm import load
+
+        self.release()
+        model, tokenizer = load(str(path))
+        self._loaded = LoadedModel(model=model, tokenizer=tokenizer, ref=ref, path=path)
+        return self._loaded
+
+    def release(self) -> None:
+        self._loaded = None
+        gc.collect()
+
+    def _sha256(self, path: Path) -> str:
+        """Hash once per directory state: hashing a 1 GB checkpoint on every job would cost seconds."""
+        key = (str(path), max(p.stat().st_mtime for p in path.iterdir()))
+        if key not in self._hashes:
+            try:
+                self._hashes[key] = checkpoint_sha256(path)
+            except CheckpointError as exc:
+                raise ModelError(str(exc)) from None
+        return self._hashes[key]
