@@ -81,7 +81,8 @@ def day_rows(events: Iterable[AnyEvent]) -> list[DayRow]:
 def render_table(rows: Iterable[DayRow], *, title: str = "Varro: per-day summary") -> Table:
     table = Table(title=title, caption=LEGEND, caption_justify="left")
     for header, _, _ in _COLUMNS:
-        table.add_column(header, justify="left" if header in ("Date", "Judged vs") else "right")
+        dated = header in ("Date", "Judged vs")
+        table.add_column(header, justify="left" if dated else "right", no_wrap=dated, min_width=10 if dated else None)
     for row in rows:
         table.add_row(*_cells(row))
     return table

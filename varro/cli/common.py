@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from events.ids import validate_date
 from varro.config import ConfigError, VarroConfig, load_config
 
 
@@ -30,6 +32,21 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(*args, cfg=cfg, **kwargs)
 
     return wrapper
+
+
+def parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a YYYY-MM-DD option, or a usage error that names it."""
+    if value is None:
+        return None
+    try:
+        return validate_date(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def today_utc() -> str:
+    """The wall clock picks *which* day a trigger asks for; nothing downstream reads it."""
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
 def runtime_for(cfg: VarroConfig):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -12,9 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from events.ids import validate_date
 from events.schema import HeadlinesFetched, SourceReport
-from varro.cli.common import config_options
+from varro.cli.common import config_options, parse_date, today_utc
 from varro.config import VarroConfig
 from varro.headlines.collect import SOURCE_KINDS, NoHeadlinesError, PastDateError, file_dates
 from varro.headlines.feeds import FeedListError, load_feeds
@@ -23,17 +21,6 @@ from varro.headlines.items import SourceRead
 console = Console()
 
 
-def _date(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return validate_date(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _today() -> str:
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
 def _context(cfg: VarroConfig):
@@ -53,7 +40,7 @@ def headlines() -> None:
 
 @headlines.command("fetch")
 @config_options
-@click.option("--date", callback=_date, help="Logical day YYYY-MM-DD. Default: today (UTC).")
+@click.option("--date", callback=parse_date, help="Logical day YYYY-MM-DD. Default: today (UTC).")
 @click.option("--source", type=click.Choice(SOURCE_KINDS),
               help="Where headlines come from. Default: files when --file is given, else rss.")
 @click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -66,13 +53,13 @@ def fetch_cmd(cfg: VarroConfig, date: str | None, source: str | None, files: tup
         raise click.UsageError("--file is only used with --source files")
     if source == "files" and not files:
         raise click.UsageError("--source files needs at least one --file PATH")
-    _fetch_day(cfg, date or _today(), source, files, force)
+    _fetch_day(cfg, date or today_utc(), source, files, force)
 
 
 @headlines.command("import")
 @config_options
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--date", callback=_date, help="Record only this day. Default: every day the files hold.")
+@click.option("--date", callback=parse_date, help="Record only this day. Default: every day the files hold.")
 @click.option("--force", is_flag=True, help="Record again days that are already recorded (new, marked events).")
 def import_cmd(cfg: VarroConfig, paths: tuple[Path, ...], date: str | None, force: bool) -> None:
     """Record headlines from JSON/JSONL/CSV files (offline days and backfills)."""
@@ -88,7 +75,7 @@ def import_cmd(cfg: VarroConfig, paths: tuple[Path, ...], date: str | None, forc
 
 @headlines.command("show")
 @config_options
-@click.option("--date", callback=_date, required=True, help="Logical day YYYY-MM-DD.")
+@click.option("--date", callback=parse_date, required=True, help="Logical day YYYY-MM-DD.")
 @click.option("--jsonl", is_flag=True, help="Print one JSON headline per line instead of a table.")
 def show_cmd(cfg: VarroConfig, date: str, jsonl: bool) -> None:
     """Print the headlines recorded for a day (the latest event when a day was re-fetched)."""

@@ -4,7 +4,6 @@ dashboard) that the Procfile starts."""
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -13,26 +12,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from events.ids import date_range, validate_date
-from varro.cli.common import config_options, runtime_for
+from events.ids import date_range
+from varro.cli.common import config_options, parse_date, runtime_for, today_utc
 from varro.config import VarroConfig
 
-console = Console()
+# Off a terminal (logs, CI) rich would wrap the per-day table at 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 STAGES = ("fetch", "generate", "rank", "train")
 
 
-def _date(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return validate_date(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _today() -> str:
-    """The wall clock picks *which* day a trigger asks for; nothing downstream reads it."""
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
 def _source_spec(source: str, files: tuple[str, ...]) -> str:
@@ -55,7 +43,7 @@ def _source_dates(source: str, files: tuple[str, ...]) -> list[str]:
         return sample_dates()
     if source == "files":
         return file_dates([Path(f) for f in files])
-    return [_today()]
+    return [today_utc()]
 
 
 def _events(rt, ns: str) -> list:
@@ -104,8 +92,8 @@ def _run_in_process(rt, ns: str, dates: list[str], **kwargs) -> None:
 
 @click.command("run")
 @config_options
-@click.option("--from", "start", callback=_date, help="First day (YYYY-MM-DD). Default: the source's first day.")
-@click.option("--to", "end", callback=_date, help="Last day. Default: the source's last day.")
+@click.option("--from", "start", callback=parse_date, help="First day (YYYY-MM-DD). Default: the source's first day.")
+@click.option("--to", "end", callback=parse_date, help="Last day. Default: the source's last day.")
 @click.option("--source", type=click.Choice(["sample", "files", "rss"]), default="sample", show_default=True)
 @click.option("--file", "files", multiple=True, help="Headline file (JSON, JSONL, CSV) for --source files.")
 @click.option("--seed", type=int, help="Base seed for every day. Default: derived from config seed and namespace.")
@@ -124,7 +112,7 @@ def run_cmd(cfg: VarroConfig, start, end, source, files, seed) -> None:
 
 @click.command("daily")
 @config_options
-@click.option("--date", callback=_date, help="The day to run. Default: today (UTC).")
+@click.option("--date", callback=parse_date, help="The day to run. Default: today (UTC).")
 @click.option("--seed", type=int, help="Base seed. Default: derived from config seed and namespace.")
 @click.option("--source", help="sample | rss | files:PATH[,PATH]. Default: config workers.daily_source.")
 @click.option("--force", is_flag=True, help="Request the day again as a new, marked run.")
@@ -133,7 +121,7 @@ def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
     from jobs.daily import request_day
 
     rt = runtime_for(cfg)
-    appended = request_day(rt.context(cfg.ns), date or _today(), trigger="manual",
+    appended = request_day(rt.context(cfg.ns), date or today_utc(), trigger="manual",
                            source=source or cfg.workers.daily_source, seed=seed, force=force)
     state = "requested" if appended.created else "already requested"
     console.print(f"{appended.event.date} {state} in {cfg.ns}: event {appended.event.event_id} "
@@ -173,8 +161,8 @@ def _running(rt, ns: str) -> list[tuple[str, str]]:
 
 @click.command("backfill")
 @config_options
-@click.option("--from", "start", callback=_date, required=True)
-@click.option("--to", "end", callback=_date, required=True)
+@click.option("--from", "start", callback=parse_date, required=True)
+@click.option("--to", "end", callback=parse_date, required=True)
 @click.option("--into", help="Fork into this new namespace instead of filling --ns in place.")
 @click.option("--reprocess", type=click.Choice(["missing", "failed", "all"]), default="missing", show_default=True)
 @click.option("--source", type=click.Choice(["sample", "files"]), default="sample", show_default=True,
@@ -254,8 +242,8 @@ def _recorded_config(rt, ns: str, into: str, date: str) -> VarroConfig:
 
 @click.command("override")
 @config_options
-@click.option("--prediction-date", callback=_date, required=True, help="Day D whose roll-outs are ranked.")
-@click.option("--headlines-date", callback=_date, required=True, help="Day H whose headlines are the outcomes.")
+@click.option("--prediction-date", callback=parse_date, required=True, help="Day D whose roll-outs are ranked.")
+@click.option("--headlines-date", callback=parse_date, required=True, help="Day H whose headlines are the outcomes.")
 @click.option("--force", is_flag=True, help="Rank again even if D is already ranked (a new, marked event).")
 def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> None:
     """Rank day D against the headlines of day H, then continue the chain (train, generate H)."""
@@ -279,8 +267,8 @@ def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> No
 
 @click.command("replay")
 @config_options
-@click.option("--from", "start", callback=_date)
-@click.option("--to", "end", callback=_date)
+@click.option("--from", "start", callback=parse_date)
+@click.option("--to", "end", callback=parse_date)
 @click.option("--into", required=True, help="New namespace to re-execute into.")
 def replay_cmd(cfg: VarroConfig, start, end, into) -> None:
     """Re-execute --ns from its recorded inputs (headlines, seeds, config, base checkpoint) into a new namespace."""

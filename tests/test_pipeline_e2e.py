@@ -1,0 +1,297 @@
+"""End-to-end: the daily chain through the real dispatcher, RQ workers, embedded
+Valkey and the project's small model, over bundled sample days."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from events.ids import date_range
+from jobs.daily import request_day
+from varro.cli import main
+from varro.config import load_config
+from varro.headlines.collect import sample_dates
+from varro.outputs import output_hashes
+from varro.projections import project
+from workers.dispatcher import Dispatcher
+from workers.inprocess import drain, run_days
+from workers.runtime import Runtime
+
+pytestmark = pytest.mark.slow
+
+DAYS = sample_dates()[:3]
+
+
+def small_config(data_dir: Path, ns: str = "e2e"):
+    """The default pipeline, shrunk so three days take well under a minute."""
+    return load_config(
+        overrides={
+            "ns": ns,
+            "data_dir": str(data_dir),
+            "generation": {
+                "max_headlines": 4,
+                "profiles": {"default": {"name": "default", "temperature": 0.8, "top_p": 0.95,
+                                         "top_k": 50, "max_tokens": 40}},
+            },
+            "train": {"minibatches": 2, "microbatch_size": 16},
+            "workers": {"retries": 0},
+        },
+        environ={},
+    )
+
+
+def events_of(rt: Runtime, ns: str) -> list:
+    return [stored.event for stored in rt.store(ns).read()]
+
+
+def count_by(events, kind: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for event in events:
+        if type(event).__name__ == kind:
+            out[event.date] = out.get(event.date, 0) + 1
+    return out
+
+
+@pytest.fixture
+def runtime(tmp_path, redis_client):
+    rt = Runtime.create(small_config(tmp_path), redis=redis_client)
+    yield rt
+    rt.models.release()
+
+
+def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_path):
+    run_days(runtime, "e2e", DAYS, source="sample")
+    events = events_of(runtime, "e2e")
+
+    assert count_by(events, "DailyRunRequested") == {d: 1 for d in DAYS}
+    assert count_by(events, "HeadlinesFetched") == {d: 1 for d in DAYS}
+    assert count_by(events, "RolloutsGenerated") == {d: 1 for d in DAYS}
+    assert count_by(events, "Ranked") == {d: 1 for d in DAYS[:2]}
+    assert count_by(events, "EpochTrained") == {d: 1 for d in DAYS[:2]}
+    assert runtime.store("e2e").verify().ok
+
+    store = runtime.store("e2e")
+    trained = [store.latest("EpochTrained", d) for d in DAYS[:2]]
+    generated = [store.latest("RolloutsGenerated", d) for d in DAYS]
+    base = generated[0].checkpoint.sha256
+    assert trained[0].parent_checkpoint.sha256 == base
+    assert trained[1].parent_checkpoint.sha256 == trained[0].checkpoint.sha256
+    assert generated[1].checkpoint.sha256 == trained[0].checkpoint.sha256
+    assert generated[2].checkpoint.sha256 == trained[1].checkpoint.sha256
+    assert len({base, trained[0].checkpoint.sha256, trained[1].checkpoint.sha256}) == 3
+
+    ranked = store.latest("Ranked", DAYS[0])
+    assert ranked.outcome_date == DAYS[1]
+    rewards = [r for group in ranked.groups for r in group.rewards]
+    assert rewards and min(rewards) >= 0.0 and max(rewards) <= 1.0 and ranked.stats.negatives == 0
+
+    # a second run of the same days records nothing new
+    before = store.count()
+    run_days(runtime, "e2e", DAYS, source="sample")
+    assert store.count() == before
+
+    files = project(events, "e2e")
+    for day in DAYS:
+        headlines = json.loads(files[f"timestamped_storage_e2e/{day}_headlines.json"])
+        assert len(headlines["headlines"]) == len(store.latest("HeadlinesFetched", day).headlines)
+        assert f"timestamped_storage_e2e/{day}_predictions.json" in files
+    for day in DAYS[:2]:
+        evaluations = json.loads(files[f"timestamped_storage_e2e/{day}_evaluations.json"])
+        assert evaluations
+        assert f"timestamped_storage_e2e/{day}_outcome_tracking.json" in files
+        assert f"training/gspo_e2e/gspo_training_{day}.json" in files
+    rolling = tmp_path / "training" / "checkpoints" / "gspo_e2e" / "final_model"
+    dated = tmp_path / "training" / "checkpoints" / "gspo_e2e" / f"final_model_{DAYS[1].replace('-', '')}"
+    assert (rolling / "config.json").exists() and (dated / "config.json").exists()
+
+
+def test_replay_into_new_namespace_is_identical_and_rebuild_is_bit_identical(runtime, tmp_path, redis_client):
+    run_days(runtime, "e2e", DAYS[:2], source="sample")
+    runner = CliRunner()
+    url = redis_client.connection_pool.connection_kwargs["path"]
+    common = ["--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+
+    result = runner.invoke(main, ["replay", "--ns", "e2e", "--into", "e2e-replay", *common])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["verify", "--ns", "e2e", "--against", "e2e-replay", *common])
+    assert result.exit_code == 0, result.output
+    assert "identical" in result.output
+    assert output_hashes(events_of(runtime, "e2e")) == output_hashes(events_of(runtime, "e2e-replay"))
+
+    first = project(events_of(runtime, "e2e"), "e2e")
+    result = runner.invoke(main, ["rebuild", "--ns", "e2e", *common])
+    assert result.exit_code == 0, result.output
+    on_disk = {name: (tmp_path / name).read_bytes() for name in first}
+    assert on_disk == first
+
+
+def test_verify_reports_first_difference(runtime, tmp_path, redis_client):
+    run_days(runtime, "a", DAYS[:1], source="sample")
+    other = small_config(tmp_path, ns="b")
+    rt_b = Runtime(cfg=other, redis=redis_client, artifacts=runtime.artifacts, models=runtime.models)
+    run_days(rt_b, "b", DAYS[:1], source="sample", seed=999)
+    url = redis_client.connection_pool.connection_kwargs["path"]
+    result = CliRunner().invoke(
+        main, ["verify", "--ns", "a", "--against", "b", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+    )
+    assert result.exit_code == 1
+    assert f"first difference at {DAYS[0]} generate" in result.output
+
+
+def test_backfill_fills_only_missing_days_and_dry_run_changes_nothing(runtime, tmp_path, redis_client):
+    run_days(runtime, "e2e", [DAYS[0]], source="sample")
+    url = redis_client.connection_pool.connection_kwargs["path"]
+    common = ["--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+    store = runtime.store("e2e")
+    before = store.count()
+
+    result = CliRunner().invoke(main, ["backfill", "--from", DAYS[0], "--to", DAYS[1], "--dry-run", *common])
+    assert result.exit_code == 0, result.output
+    assert store.count() == before
+    assert "dry run" in result.output
+
+    result = CliRunner().invoke(main, ["backfill", "--from", DAYS[0], "--to", DAYS[1], *common])
+    assert result.exit_code == 0, result.output
+    assert [e.date for e in events_of(runtime, "e2e") if type(e).__name__ == "DailyRunRequested"] == DAYS[:2]
+    assert store.latest("EpochTrained", DAYS[0]) is not None
+    assert store.latest("RolloutsGenerated", DAYS[1]) is not None
+
+    result = CliRunner().invoke(main, ["backfill", "--from", DAYS[0], "--to", DAYS[1], "--reprocess", "all", *common])
+    assert result.exit_code != 0
+    assert "--into" in result.output
+
+
+def test_override_ranks_against_chosen_day_then_continues(runtime, tmp_path, redis_client):
+    # Day 1 ran; day 2 never came; day 3 was fetched and generated with the base model.
+    first, skipped, third, fourth = sample_dates()[:4]
+    run_days(runtime, "e2e", [first, third], source="sample")
+    store = runtime.store("e2e")
+    assert store.latest("Ranked", first) is None  # no next-day headlines, so nothing ranked it
+
+    url = redis_client.connection_pool.connection_kwargs["path"]
+    result = CliRunner().invoke(main, [
+        "override", "--prediction-date", first, "--headlines-date", third,
+        "--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}",
+    ])
+    assert result.exit_code == 0, result.output
+    assert store.latest("Ranked", first).outcome_date == third
+    trained = store.latest("EpochTrained", first)
+    assert trained is not None
+
+    # the chain continues: day 4 ranks day 3 and trains it on top of the override's checkpoint
+    run_days(runtime, "e2e", [fourth], source="sample")
+    assert store.latest("EpochTrained", third).parent_checkpoint.sha256 == trained.checkpoint.sha256
+    assert store.latest("RolloutsGenerated", fourth).checkpoint.sha256 == (
+        store.latest("EpochTrained", third).checkpoint.sha256
+    )
+    assert store.latest("RolloutsGenerated", skipped) is None
+
+
+def test_concurrent_daily_requests_give_one_run(tmp_path, redis_server):
+    url = redis_server.url
+    cmd = [sys.executable, "-m", "varro.cli", "daily", "--date", DAYS[0], "--source", "sample",
+           "--ns", "race", "--data-dir", str(tmp_path), "--redis-url", url]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert sum("already requested" not in out for out in outputs) == 1
+    import redis as redis_py
+
+    from events.store import EventStore
+
+    store = EventStore(redis_py.Redis.from_url(url), "race")
+    assert len(store.all_for("DailyRunRequested", DAYS[0])) == 1
+
+
+def test_dispatcher_killed_between_enqueue_and_ack_records_no_duplicate(runtime, redis_client):
+    ctx = runtime.context("e2e")
+    request_day(ctx, DAYS[0], trigger="manual", source="sample")
+    crashed = Dispatcher(redis_client, runtime.cfg, name="crashed", min_idle_ms=0)
+    deliveries = crashed.consumer("e2e").read(count=10, block_ms=None)
+    from workers.dispatcher import plan
+
+    for delivery in deliveries:
+        for spec in plan(delivery.event, runtime.store("e2e")):
+            crashed.enqueue(spec)
+    # ... and it dies here, before acking. A new dispatcher reclaims the entry.
+    recovered = Dispatcher(redis_client, runtime.cfg, name="recovered", min_idle_ms=0)
+    drain(runtime, recovered, ["e2e"])
+    assert len(runtime.store("e2e").all_for("HeadlinesFetched", DAYS[0])) == 1
+    assert len(runtime.store("e2e").all_for("RolloutsGenerated", DAYS[0])) == 1
+    assert recovered.consumer("e2e").pending() == 0
+
+
+class SwitchableJudge:
+    """An OpenAI-compatible judge on loopback that answers 503 until it is switched on."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+        self.healthy = False
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                if owner.healthy:
+                    body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "A"}}]}).encode()
+                    self.send_response(200)
+                else:
+                    body = b"overloaded"
+                    self.send_response(503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/chat/completions"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def test_failed_day_is_rerun_by_backfill_reprocess_failed(tmp_path, redis_client):
+    judge = SwitchableJudge()
+    try:
+        cfg = small_config(tmp_path)
+        import msgspec
+
+        cfg = msgspec.structs.replace(cfg, judge=msgspec.structs.replace(
+            cfg.judge, kind="http", fallback="none", http_url=judge.url, retries=1, http_backoff_s=0.0,
+            http_timeout_s=5.0))
+        rt = Runtime.create(cfg, redis=redis_client)
+        from workers.inprocess import RunFailed
+
+        with pytest.raises(RunFailed, match=f"rank {DAYS[0]}"):
+            run_days(rt, "e2e", DAYS[:2], source="sample")
+        store = rt.store("e2e")
+        assert store.latest("Ranked", DAYS[0]) is None
+
+        url = redis_client.connection_pool.connection_kwargs["path"]
+        common = ["--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+        status = CliRunner().invoke(main, ["status", *common])
+        assert status.exit_code == 0, status.output
+        assert "failed" in status.output
+
+        judge.healthy = True
+        result = CliRunner().invoke(main, ["backfill", "--from", DAYS[0], "--to", DAYS[1],
+                                           "--reprocess", "failed", *common])
+        assert result.exit_code == 0, result.output
+        ranked = store.latest("Ranked", DAYS[0])
+        assert ranked is not None and ranked.judge.startswith("http")
+        assert store.latest("EpochTrained", DAYS[0]) is not None
+        assert store.latest("RolloutsGenerated", DAYS[1]).checkpoint.sha256 == (
+            store.latest("EpochTrained", DAYS[0]).checkpoint.sha256)
+        rt.models.release()
+    finally:
+        judge.close()
