@@ -92,6 +92,7 @@ def train_job(
         seed=seed,
         prior=PriorState(optimizer=optimizer, step=state.step, ema_baseline=state.ema_baseline),
         reference=reference,
+        temperature=generated.sampler.temperature,
     )
     checkpoint = save_checkpoint(
         result.model,

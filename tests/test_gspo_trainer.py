@@ -258,3 +258,28 @@ def test_mean_reward_of_fresh_rollouts_rises():
         prior = PriorState(optimizer=result.optimizer_state, step=result.step)
     after = mean_reward(model, mx.random.key(1001))
     assert before < 0.2 and after > before + 0.3, (before, after)
+
+
+def test_trainer_logprobs_are_taken_at_the_sampling_temperature_like_the_recorded_ones():
+    """μ is recorded at the sampling temperature; π_old/π_θ must be the same distribution,
+    or the 'behaviour' importance weight measures temperature, not staleness."""
+    from varro.generation import sequence_logprobs as recorded_logprobs
+    from varro.gspo.batch import TrainingSequence
+    from varro.gspo.trainer import behaviour_weights, sequence_logprobs
+
+    model = tiny_model(seed=4)
+    rng = np.random.default_rng(0)
+    prompts = [tuple(int(t) for t in rng.integers(1, 128, size=6)) for _ in range(3)]
+    responses = [tuple(int(t) for t in rng.integers(1, 128, size=n)) for n in (5, 9, 7)]
+    mu = recorded_logprobs(model, prompts, responses, temperature=0.8)
+    seqs = [
+        TrainingSequence(headline_id="h", index=i, prompt_ids=p, response_ids=r,
+                         behaviour_logprobs=tuple(float(x) for x in m), reward=0.5, raw_score=None, rank=1)
+        for i, (p, r, m) in enumerate(zip(prompts, responses, mu))
+    ]
+    tempered = sequence_logprobs(model, seqs, loss_on="response", chunk=4, batch_size=2, temperature=0.8)
+    for got, want in zip(tempered, mu):
+        np.testing.assert_allclose(got, want, atol=2e-5)
+    np.testing.assert_allclose(behaviour_weights(seqs, tempered, cap=2.0), 1.0, atol=1e-4)
+    untempered = sequence_logprobs(model, seqs, loss_on="response", chunk=4, batch_size=2)
+    assert not np.allclose(behaviour_weights(seqs, untempered, cap=2.0), 1.0, atol=1e-3)

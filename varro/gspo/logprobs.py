@@ -42,8 +42,8 @@ def output_weight(model: nn.Module) -> mx.array:
     return layer.weight
 
 
-def _chunk_logprobs(hidden: mx.array, weight: mx.array, targets: mx.array) -> mx.array:
-    logits = hidden.astype(mx.float32) @ weight.astype(mx.float32).T
+def _chunk_logprobs(hidden: mx.array, weight: mx.array, targets: mx.array, inv_temp: mx.array) -> mx.array:
+    logits = (hidden.astype(mx.float32) @ weight.astype(mx.float32).T) * inv_temp
     picked = mx.take_along_axis(logits, mx.stop_gradient(targets)[..., None], axis=-1)[..., 0]
     return picked - mx.logsumexp(logits, axis=-1)
 
@@ -51,17 +51,28 @@ def _chunk_logprobs(hidden: mx.array, weight: mx.array, targets: mx.array) -> mx
 _checkpointed = mx.checkpoint(_chunk_logprobs)
 
 
-def token_logprobs(model: nn.Module, tokens: mx.array, *, chunk: int, start: int = 0) -> mx.array:
-    """log π(tokens[:, j+1] | tokens[:, :j+1]) for j in [start, L−1), float32 [B, L−1−start]."""
+def token_logprobs(
+    model: nn.Module, tokens: mx.array, *, chunk: int, start: int = 0, temperature: float = 1.0
+) -> mx.array:
+    """log π(tokens[:, j+1] | tokens[:, :j+1]) for j in [start, L−1), float32 [B, L−1−start].
+
+    π is softmax(logits / temperature): the trainer passes the roll-outs' sampling
+    temperature, so π_θ, π_old, the reference and the recorded behaviour log-probs
+    are all the same (tempered, untruncated) distribution and their ratios compare
+    like with like. A temperature of 0 (greedy sampling) is taken as 1.
+    """
     if chunk < 1:
         raise ValueError(f"train.logprob_chunk must be >= 1, got {chunk}")
     if tokens.ndim != 2 or tokens.shape[1] < 2 + start:
         raise ValueError(f"need a [batch, length >= {start + 2}] token array, got shape {tokens.shape}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    inv_temp = mx.array(1.0 / temperature if temperature > 0 else 1.0, dtype=mx.float32)
     weight = output_weight(model)
     hidden = model.model(tokens)[:, start:-1]
     targets = tokens[:, start + 1 :]
     pieces = [
-        _checkpointed(hidden[:, i : i + chunk], weight, targets[:, i : i + chunk])
+        _checkpointed(hidden[:, i : i + chunk], weight, targets[:, i : i + chunk], inv_temp)
         for i in range(0, hidden.shape[1], chunk)
     ]
     return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)

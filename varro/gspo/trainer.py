@@ -139,14 +139,22 @@ def fuse_lora(model: nn.Module) -> nn.Module:
 
 
 def sequence_logprobs(
-    model: nn.Module, seqs: Sequence[TrainingSequence], *, loss_on: str, chunk: int, batch_size: int
+    model: nn.Module,
+    seqs: Sequence[TrainingSequence],
+    *,
+    loss_on: str,
+    chunk: int,
+    batch_size: int,
+    temperature: float = 1.0,
 ) -> list[np.ndarray]:
     """float32 log-probs of each sequence's loss positions (see `loss_span`), no gradient."""
     out: list[np.ndarray] = []
     for i in range(0, len(seqs), batch_size):
         part = seqs[i : i + batch_size]
         batch = collate(part, loss_on=loss_on)
-        lp = np.array(token_logprobs(model, mx.array(batch.tokens), chunk=chunk, start=batch.start))
+        lp = np.array(
+            token_logprobs(model, mx.array(batch.tokens), chunk=chunk, start=batch.start, temperature=temperature)
+        )
         for b, s in enumerate(part):
             first, n = loss_span(s, loss_on)
             out.append(lp[b, first - batch.start : first - batch.start + n].copy())
@@ -191,12 +199,12 @@ class EpochData:
     weights: np.ndarray
 
 
-def make_loss_and_grad(model: nn.Module, cfg: TrainConfig):
+def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float = 1.0):
     """The micro-batch loss and its gradient w.r.t. the trainable parameters (compiled if configured)."""
     clip = ClipRange(cfg.eps_low, cfg.eps_high)
 
     def micro_loss(tokens, mask, old_lp, adv, w, ref_lp, denom, start):
-        logp = token_logprobs(model, tokens, chunk=cfg.logprob_chunk, start=start)
+        logp = token_logprobs(model, tokens, chunk=cfg.logprob_chunk, start=start, temperature=temperature)
         return policy_loss(
             logp, old_lp, mask, adv, variant=cfg.variant, clip=clip, denom=denom, weights=w, ref=ref_lp, beta=cfg.beta
         )
@@ -273,8 +281,13 @@ def train_epoch(
     seed: int,
     prior: PriorState = PriorState(),
     reference: nn.Module | None = None,
+    temperature: float = 1.0,
 ) -> EpochResult:
-    """Run one epoch on the day's groups; `model` is trained in place (pass a private copy)."""
+    """Run one epoch on the day's groups; `model` is trained in place (pass a private copy).
+
+    `temperature` is the roll-outs' sampling temperature: every policy log-prob
+    (π_θ, π_old, reference) is taken at it, as the behaviour log-probs were.
+    """
     if cfg.beta > 0 and reference is None:
         raise ValueError("train.beta > 0 needs a reference model")
     if cfg.pi_old == "behaviour" and cfg.is_cap <= 0:
@@ -299,9 +312,9 @@ def train_epoch(
     above = np.concatenate([np.asarray([s.reward for s in g]) > np.mean([s.reward for s in g]) for g in groups])
     below = np.concatenate([np.asarray([s.reward for s in g]) < np.mean([s.reward for s in g]) for g in groups])
 
-    old = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size)
+    old = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature)
     ref = (
-        sequence_logprobs(reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size)
+        sequence_logprobs(reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature)
         if cfg.beta > 0
         else None
     )
@@ -312,7 +325,7 @@ def train_epoch(
     )
 
     opt, origin = _optimizer(model, cfg, prior)
-    loss_and_grad = make_loss_and_grad(model, cfg)
+    loss_and_grad = make_loss_and_grad(model, cfg, temperature=temperature)
     data = EpochData(seqs=seqs, old=old, ref=ref, advantages=advantages, weights=weights)
 
     log_ratios: list[np.ndarray] = []
@@ -338,7 +351,7 @@ def train_epoch(
         norms.append(norm.item())
     loop_s = time.perf_counter() - loop_started
 
-    new = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size)
+    new = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature)
     gains = np.array([float(np.mean(n.astype(np.float64) - o)) for n, o in zip(new, old)])
     kl_k3 = np.array([float(np.mean(np.array(k3(mx.array(n), mx.array(o))))) for n, o in zip(new, old)])
     improvement = (
