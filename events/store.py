@@ -16,6 +16,8 @@ last entry).
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -24,11 +26,10 @@ from typing import Any, TextIO
 
 import msgspec
 import redis
-import varro
 from events import codec
 from events.errors import ChainConflict, EventDecodeError, EventError, NamespaceNotEmpty, PreconditionError
 from events.ids import validate_date, validate_ns
-from events.schema import GENESIS_HASH, PRECONDITIONS, AnyEvent, Event
+from events.schema import CURRENT_VERSIONS, GENESIS_HASH, PRECONDITIONS, AnyEvent, Event
 
 _PAGE = 1000
 _MAX_ATTEMPTS = 200
@@ -116,6 +117,14 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def installed_version() -> str:
+    """The installed Varro distribution's version, recorded in every event (events/ must not import varro/)."""
+    try:
+        return importlib.metadata.version("varro")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
@@ -123,10 +132,10 @@ def utc_now() -> str:
 class EventStore:
     """Append, read and check the log of namespace `ns`."""
 
-    def __init__(self, redis: redis.Redis, ns: str, *, code_version: str = varro.__version__):
+    def __init__(self, redis: redis.Redis, ns: str, *, code_version: str | None = None):
         self.redis = redis
         self.ns = validate_ns(ns)
-        self.code_version = code_version
+        self.code_version = code_version or installed_version()
         self._tip: str | None = None
         self._append_script = redis.register_script(_APPEND_LUA)
 
@@ -195,7 +204,10 @@ class EventStore:
             validate_date(event.date)
         except ValueError as exc:
             raise EventError(f"event {event.event_id}: {exc}") from None
-        return msgspec.structs.replace(event, recorded_at=utc_now(), code_version=self.code_version)
+        # Events are always written at their type's current schema version, so the
+        # codec never runs a fresh event through an upcaster meant for old ones.
+        return msgspec.structs.replace(event, recorded_at=utc_now(), code_version=self.code_version,
+                                       schema_version=CURRENT_VERSIONS[type(event).__name__])
 
     def _prepare(self, event: Event) -> _Prepared:
         event_type = type(event).__name__

@@ -35,6 +35,7 @@ from events.schema import (
 )
 from events.store import Appended
 from jobs.context import JobContext, derive_seed, force_input, parent_checkpoint
+from jobs.daily import run_seed
 from varro import rollouts
 from varro.prompts import prompt_hash, prompt_ids
 
@@ -76,7 +77,7 @@ def plan_day(
         raise GenerateInputError(f"no HeadlinesFetched event for {date} in namespace {ctx.ns}: fetch the day first")
     cfg = ctx.cfg
     checkpoint = checkpoint or parent_checkpoint(ctx, date)
-    base_seed = derive_seed(cfg.seed, ctx.ns) if base_seed is None else base_seed
+    base_seed = run_seed(ctx, date) if base_seed is None else base_seed
     sampler = cfg.sampler()
     headlines = choose_headlines(fetched.headlines, cfg.generation.max_headlines, date)
     from mlx_lm.utils import load_tokenizer

@@ -75,6 +75,9 @@ def train_job(
     existing = ctx.store.get(event_id)
     if existing is not None:
         ctx.log.info("train.exists", event_id=event_id)
+        # a crash between append and publish left the links behind; publishing is idempotent
+        later = any(e.date > date for e in _trained(ctx))
+        publish(existing.checkpoint, cfg.data_path, ctx.ns, date, rolling=not later)
         return Appended(entry_id=ctx.store.entry_id(event_id), event=existing, created=False)
 
     artifact = rollouts.decode(ctx.artifacts.get(generated.artifact))

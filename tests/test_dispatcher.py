@@ -45,7 +45,7 @@ def test_request_plans_fetch_and_fetch_plans_generate_without_earlier_rollouts(r
     from jobs.fetch import fetch_headlines
 
     fetched = fetch_headlines(ctx_of(runtime), DAY, source="sample").event
-    assert specs(runtime, fetched) == [("generate", DAY, {})]
+    assert specs(runtime, fetched) == [("generate", DAY, {"force": False})]
 
 
 def test_fetch_plans_rank_of_yesterday_when_yesterday_has_rollouts(runtime, sample_events):
@@ -60,7 +60,7 @@ def test_fetch_plans_rank_of_yesterday_when_yesterday_has_rollouts(runtime, samp
     from jobs.fetch import fetch_headlines
 
     fetched = fetch_headlines(ctx_of(runtime), DAY, source="sample").event
-    assert specs(runtime, fetched) == [("rank", yesterday, {"outcome_date": DAY})]
+    assert specs(runtime, fetched) == [("rank", yesterday, {"outcome_date": DAY, "force": False})]
     assert unfinished_stages(store, DAY) == [f"rank {yesterday}", f"generate {DAY}"]
 
 
@@ -105,3 +105,23 @@ def test_same_day_requested_by_cron_and_by_hand_is_one_run(runtime):
     forced = request_day(ctx_of(runtime), DAY, trigger="manual", source="sample", force=True)
     assert forced.created and forced.event.forced
     assert len(runtime.store("disp").all_for("DailyRunRequested", DAY)) == 2
+
+
+def test_fetch_waits_while_yesterdays_chain_is_still_running(runtime):
+    """Days requested close together: today's generation must wait for yesterday's
+    training, or it would run on the checkpoint from before yesterday."""
+    from jobs.fetch import fetch_headlines
+
+    yesterday = shift_date(DAY, -1)
+    fetch_headlines(ctx_of(runtime), yesterday, source="sample")
+    fetched = fetch_headlines(ctx_of(runtime), DAY, source="sample").event
+    assert specs(runtime, fetched) == []
+
+
+def test_forced_fetch_regenerates_the_day_as_forced(runtime):
+    from jobs.fetch import fetch_headlines
+
+    fetch_headlines(ctx_of(runtime), DAY, source="sample")
+    forced = fetch_headlines(ctx_of(runtime), DAY, source="sample", force=True).event
+    assert forced.forced
+    assert specs(runtime, forced) == [("generate", DAY, {"force": True})]

@@ -95,6 +95,17 @@ def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_pat
     run_days(runtime, "e2e", DAYS, source="sample")
     assert store.count() == before
 
+    # a forced request re-runs the day's chain as new, marked events
+    request_day(runtime.context("e2e"), DAYS[2], trigger="manual", source="sample", force=True)
+    drain(runtime, Dispatcher(runtime.redis, runtime.cfg, name="force"), ["e2e"])
+    assert [e.forced for e in store.all_for("HeadlinesFetched", DAYS[2])] == [False, True]
+    assert [e.forced for e in store.all_for("Ranked", DAYS[1])] == [False, True]
+    assert [e.forced for e in store.all_for("EpochTrained", DAYS[1])] == [False, True]
+    regenerated = store.all_for("RolloutsGenerated", DAYS[2])
+    assert [e.forced for e in regenerated] == [False, True]
+    assert regenerated[-1].checkpoint == store.latest("EpochTrained", DAYS[1]).checkpoint
+    events = events_of(runtime, "e2e")
+
     files = project(events, "e2e")
     for day in DAYS:
         headlines = json.loads(files[f"timestamped_storage_e2e/{day}_headlines.json"])
@@ -124,10 +135,14 @@ def test_replay_into_new_namespace_is_identical_and_rebuild_is_bit_identical(run
     assert output_hashes(events_of(runtime, "e2e")) == output_hashes(events_of(runtime, "e2e-replay"))
 
     first = project(events_of(runtime, "e2e"), "e2e")
+    rolling = tmp_path / "training" / "checkpoints" / "gspo_e2e" / "final_model"
+    rolling.unlink()
     result = runner.invoke(main, ["rebuild", "--ns", "e2e", *common])
     assert result.exit_code == 0, result.output
     on_disk = {name: (tmp_path / name).read_bytes() for name in first}
     assert on_disk == first
+    trained = runtime.store("e2e").latest("EpochTrained", DAYS[0]).checkpoint.sha256
+    assert rolling.resolve().name == trained  # the checkpoint links are a projection too
 
 
 def test_verify_reports_first_difference(runtime, tmp_path, redis_client):
@@ -164,6 +179,25 @@ def test_backfill_fills_only_missing_days_and_dry_run_changes_nothing(runtime, t
     result = CliRunner().invoke(main, ["backfill", "--from", DAYS[0], "--to", DAYS[1], "--reprocess", "all", *common])
     assert result.exit_code != 0
     assert "--into" in result.output
+
+
+def test_backfill_resumes_a_requested_day_whose_chain_was_lost(runtime, tmp_path, redis_client):
+    run_days(runtime, "e2e", [DAYS[0]], source="sample")
+    request_day(runtime.context("e2e"), DAYS[1], trigger="manual", source="sample")
+    # the dispatcher acks the request but its fetch job is lost (expired, flushed, ...)
+    lost = Dispatcher(redis_client, runtime.cfg, name="lossy").consumer("e2e")
+    for delivery in lost.read(count=10, block_ms=None):
+        lost.ack(delivery.entry_id)
+    store = runtime.store("e2e")
+    assert store.latest("HeadlinesFetched", DAYS[1]) is None
+
+    url = redis_client.connection_pool.connection_kwargs["path"]
+    result = CliRunner().invoke(main, ["backfill", "--from", DAYS[0], "--to", DAYS[1], "--ns", "e2e",
+                                       "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"])
+    assert result.exit_code == 0, result.output
+    assert store.latest("EpochTrained", DAYS[0]) is not None
+    assert store.latest("RolloutsGenerated", DAYS[1]).checkpoint == store.latest("EpochTrained", DAYS[0]).checkpoint
+    assert len(store.all_for("DailyRunRequested", DAYS[1])) == 1
 
 
 def test_override_ranks_against_chosen_day_then_continues(runtime, tmp_path, redis_client):

@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from events.ids import validate_date, validate_ns
-from events.schema import CheckpointRef
+from events.schema import CheckpointRef, EpochTrained
 from varro.artifacts import fsync_dir
 
 WEIGHTS = "model.safetensors"
@@ -193,6 +194,20 @@ def _swap_link(link: Path, target: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(target, link.parent), tmp)
     os.replace(tmp, link)
+
+
+def publish_all(trained: Iterable[EpochTrained], data_dir: str | os.PathLike[str], ns: str) -> int:
+    """Re-point every dated link, and the rolling one, from the namespace's EpochTrained events.
+
+    Later events for a date (forced re-runs) win; the rolling link follows the
+    latest date. Used by `varro rebuild`, so links are a projection of the log too.
+    """
+    latest: dict[str, EpochTrained] = {}
+    for event in trained:
+        latest[event.date] = event
+    for date in sorted(latest):
+        publish(latest[date].checkpoint, data_dir, ns, date, rolling=date == max(latest))
+    return len(latest)
 
 
 def publish(

@@ -2,10 +2,10 @@
 
 Every setting here is read by something; a setting nothing reads is deleted.
 Validation happens once at start-up through msgspec, so a bad value fails with
-an error that names the key (e.g. ``train.lr: Expected `float`, got `str```).
+an error that names the key (e.g. ``train.learning_rate: Expected `float`, got `str```).
 
 Environment overrides use ``VARRO_<SECTION>__<KEY>`` (double underscore between
-levels), e.g. ``VARRO_TRAIN__LR=2e-6``; top-level keys are ``VARRO_NS`` and
+levels), e.g. ``VARRO_TRAIN__LEARNING_RATE=2e-6``; top-level keys are ``VARRO_NS`` and
 ``VARRO_DATA_DIR``. ``REDIS_URL`` is honoured as the conventional name.
 """
 
@@ -217,9 +217,48 @@ def load_config(
             f"generation.sampler: unknown profile {cfg.generation.sampler!r} "
             f"(known: {', '.join(sorted(cfg.generation.profiles))})"
         )
-    if cfg.generation.group_size < 2:
-        raise ConfigError("generation.group_size: must be at least 2 to rank roll-outs")
+    for key, ok, rule in _range_checks(cfg):
+        if not ok:
+            raise ConfigError(f"{key}: must be {rule}, got {_lookup(cfg, key)!r}")
     return cfg
+
+
+def _lookup(cfg: VarroConfig, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
+    """Value ranges checked at start, so a bad setting fails before a day of work, not during it."""
+    g, t, h, j, w = cfg.generation, cfg.train, cfg.headlines, cfg.judge, cfg.workers
+    return [
+        ("generation.group_size", g.group_size >= 2, "at least 2 to rank roll-outs"),
+        ("generation.batch_size", g.batch_size >= 1, ">= 1"),
+        ("generation.max_headlines", g.max_headlines is None or g.max_headlines >= 1, ">= 1 (or unset)"),
+        ("train.learning_rate", t.learning_rate > 0, "> 0"),
+        ("train.eps_low", 0 <= t.eps_low < 1, "in [0, 1)"),
+        ("train.eps_high", t.eps_high >= 0, ">= 0"),
+        ("train.minibatches", t.minibatches >= 1, ">= 1"),
+        ("train.microbatch_size", t.microbatch_size >= 1, ">= 1"),
+        ("train.beta", t.beta >= 0, ">= 0"),
+        ("train.is_cap", t.is_cap > 0, "> 0"),
+        ("train.adv_eps", t.adv_eps >= 0, ">= 0"),
+        ("train.adv_ddof", t.adv_ddof in (0, 1), "0 or 1"),
+        ("train.ema_baseline", t.ema_baseline is None or 0 <= t.ema_baseline < 1, "a decay in [0, 1) (or unset)"),
+        ("train.grad_clip", t.grad_clip > 0, "> 0"),
+        ("train.logprob_chunk", t.logprob_chunk >= 1, ">= 1"),
+        ("train.lora_rank", t.lora_rank >= 1, ">= 1"),
+        ("headlines.timeout_s", h.timeout_s > 0, "> 0"),
+        ("headlines.retries", h.retries >= 0, ">= 0"),
+        ("headlines.max_bytes", h.max_bytes > 0, "> 0"),
+        ("judge.retries", j.retries >= 0, ">= 0"),
+        ("judge.http_timeout_s", j.http_timeout_s > 0, "> 0"),
+        ("workers.job_timeout_s", w.job_timeout_s > 0, "> 0 (a SimpleWorker with no timeout is declared abandoned)"),
+        ("workers.retries", w.retries >= 0, ">= 0"),
+        ("workers.max_deliveries", w.max_deliveries >= 1, ">= 1"),
+    ]
 
 
 def _keyed(message: str) -> str:

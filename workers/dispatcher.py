@@ -71,44 +71,80 @@ class JobSpec:
 
 
 def plan(event: Event, store: EventStore) -> list[JobSpec]:
-    """The jobs that `event` makes due, given what the namespace already holds."""
+    """The jobs that `event` makes due, given what the namespace already holds.
+
+    A forced event (a day requested again with --force) re-runs the rest of its
+    day's chain as forced, marked events instead of stopping at what exists.
+    """
     ns, corr = event.ns, event.correlation_id
+    forced = bool(getattr(event, "forced", False))
 
     def spec(stage: str, date: str, **kwargs: Any) -> JobSpec:
-        return JobSpec(stage, ns, date, event.event_id, corr, kwargs)
+        return JobSpec(stage, ns, date, event.event_id, corr, {**kwargs, "force": forced})
 
     def has(kind: str, date: str) -> bool:
         return store.latest(kind, date) is not None
 
     if isinstance(event, DailyRunRequested):
-        return [spec("fetch", event.date, source=event.source, force=event.forced)]
+        return [spec("fetch", event.date, source=event.source)]
 
     if isinstance(event, HeadlinesFetched):
         today, yesterday = event.date, shift_date(event.date, -1)
-        if has("RolloutsGenerated", yesterday) and not has("Ranked", yesterday):
+        if has("RolloutsGenerated", yesterday) and (forced or not has("Ranked", yesterday)):
             return [spec("rank", yesterday, outcome_date=today)]
-        if has("RolloutsGenerated", today):
-            return []
+        if has("HeadlinesFetched", yesterday) and not has("RolloutsGenerated", yesterday):
+            return []  # yesterday's chain is still running; its RolloutsGenerated continues here
         if has("RolloutsGenerated", yesterday) and not has("EpochTrained", yesterday):
             return []  # yesterday's training is still due; its EpochTrained generates today
+        if has("RolloutsGenerated", today) and not forced:
+            return []
         return [spec("generate", today)]
 
     if isinstance(event, Ranked):
-        return [] if has("EpochTrained", event.date) else [spec("train", event.date)]
+        return [spec("train", event.date)] if forced or not has("EpochTrained", event.date) else []
 
     if isinstance(event, EpochTrained):
         ranked = store.get(event.ranked_event_id)
         next_day = ranked.outcome_date if isinstance(ranked, Ranked) else shift_date(event.date, 1)
-        if has("HeadlinesFetched", next_day) and not has("RolloutsGenerated", next_day):
+        if has("HeadlinesFetched", next_day) and (forced or not has("RolloutsGenerated", next_day)):
             return [spec("generate", next_day)]
         return []
 
     if isinstance(event, RolloutsGenerated):
         tomorrow = shift_date(event.date, 1)
         if has("HeadlinesFetched", tomorrow) and not has("Ranked", event.date):
-            return [spec("rank", event.date, outcome_date=tomorrow)]
+            return [JobSpec("rank", ns, event.date, event.event_id, corr, {"outcome_date": tomorrow})]
         return []
 
+    return []
+
+
+def resume(store: EventStore, date: str) -> list[JobSpec]:
+    """The next job of day `date`'s chain when no event is left to cause it.
+
+    A chain stops without an event to continue it when a job failed for good,
+    its RQ job expired, or its event was dead-lettered; backfill uses this to
+    pick the day up where it stopped. The cause is the stream's last entry, so
+    the job id is new whenever the namespace has moved on and repeats otherwise.
+    """
+    request = store.latest("DailyRunRequested", date)
+    if request is None:
+        return []
+    yesterday = shift_date(date, -1)
+    cause = f"resume:{date}:{store.last_entry_id()}"
+
+    def spec(stage: str, day: str, **kwargs: Any) -> list[JobSpec]:
+        return [JobSpec(stage, store.ns, day, cause, request.correlation_id, kwargs)]
+
+    if store.latest("HeadlinesFetched", date) is None:
+        return spec("fetch", date, source=request.source)
+    if store.latest("RolloutsGenerated", yesterday) is not None:
+        if store.latest("Ranked", yesterday) is None:
+            return spec("rank", yesterday, outcome_date=date)
+        if store.latest("EpochTrained", yesterday) is None:
+            return spec("train", yesterday)
+    if store.latest("RolloutsGenerated", date) is None:
+        return spec("generate", date)
     return []
 
 

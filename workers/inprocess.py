@@ -16,16 +16,14 @@ from rq.registry import FailedJobRegistry
 
 from events.ids import shift_date
 from jobs.daily import request_day
-from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher
-from workers.model_worker import ModelWorker
 from varro.config import VarroConfig
+from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, resume
+from workers.model_worker import ModelWorker
 from workers.runtime import Runtime, set_runtime
 
 
 class RunFailed(RuntimeError):
     """A stage of a day failed after its retries; the message names the job and error."""
-
-
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,9 @@ def run_days(
 ) -> None:
     """Request each day in order and run its chain to completion before the next.
 
+    A day already requested whose chain stopped short (a failed or lost job) is
+    resumed where it stopped rather than requested again.
+
     `config_for(date)` gives the config a day is requested with (a replay passes
     the source namespace's recorded one); by default the runtime's own.
     """
@@ -104,6 +105,11 @@ def run_days(
         day_seed = seed(date) if callable(seed) else seed
         request_day(ctx, date, trigger=trigger, source=day_source, seed=day_seed)
         drain(rt, dispatcher, [ns])
+        while unfinished_stages(ctx.store, date):
+            specs = resume(ctx.store, date)
+            if not specs or not all(dispatcher.enqueue(spec) for spec in specs):
+                break
+            drain(rt, dispatcher, [ns])
         missing = unfinished_stages(ctx.store, date)
         if missing:
             errors = [f"{f.stage} {f.date} ({f.job_id}): {f.error}" for f in failed_jobs(rt, ns)

@@ -71,13 +71,23 @@ def _with_ns(cfg: VarroConfig, ns: str) -> VarroConfig:
 
 
 _runtime: Runtime | None = None
+_default_config: VarroConfig | None = None
+
+
+def set_default_config(cfg: VarroConfig) -> None:
+    """The config `get_runtime` builds from: a forking worker sets it from its command line
+    in the parent, so every forked job sees the same data dir, Redis and namespace
+    without the parent ever creating a runtime (and importing mlx)."""
+    global _default_config
+    _default_config = cfg
 
 
 def get_runtime() -> Runtime:
-    """The runtime of this process, created from the environment's config on first use."""
+    """The runtime of this process, created on first use from the default config
+    (the command line's, else the environment's and config file's)."""
     global _runtime
     if _runtime is None:
-        _runtime = Runtime.create(load_config())
+        _runtime = Runtime.create(_default_config or load_config())
     return _runtime
 
 

@@ -21,8 +21,6 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 STAGES = ("fetch", "generate", "rank", "train")
 
 
-
-
 def _source_spec(source: str, files: tuple[str, ...]) -> str:
     if source == "files":
         if not files:
@@ -244,19 +242,29 @@ def _recorded_config(rt, ns: str, into: str, date: str) -> VarroConfig:
 @config_options
 @click.option("--prediction-date", callback=parse_date, required=True, help="Day D whose roll-outs are ranked.")
 @click.option("--headlines-date", callback=parse_date, required=True, help="Day H whose headlines are the outcomes.")
-@click.option("--force", is_flag=True, help="Rank again even if D is already ranked (a new, marked event).")
+@click.option("--force", is_flag=True, help="Rank again even if D is already ranked, and re-train on it "
+              "(new, marked events).")
 def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> None:
     """Rank day D against the headlines of day H, then continue the chain (train, generate H)."""
     from workers.dispatcher import Dispatcher, JobSpec
-    from workers.inprocess import drain, failed_jobs
+    from workers.inprocess import drain, failed_jobs, requeue_failed
 
+    if headlines_date <= prediction_date:
+        raise click.UsageError(f"--headlines-date {headlines_date} must be after --prediction-date "
+                               f"{prediction_date}: predictions are judged against what happened later")
     rt = runtime_for(cfg)
+    store = rt.store(cfg.ns)
+    requeue_failed(rt, cfg.ns, [prediction_date])
     dispatcher = Dispatcher(rt.redis, cfg, name=f"override-{cfg.ns}")
-    spec = JobSpec("rank", cfg.ns, prediction_date, cause=f"override:{headlines_date}:{int(force)}",
+    spec = JobSpec("rank", cfg.ns, prediction_date, cause=f"override:{headlines_date}:{store.last_entry_id()}",
                    correlation_id=f"override:{prediction_date}:{headlines_date}",
                    kwargs={"outcome_date": headlines_date, "force": force})
     dispatcher.enqueue(spec)
     drain(rt, dispatcher, [cfg.ns])
+    ranked, trained = store.latest("Ranked", prediction_date), store.latest("EpochTrained", prediction_date)
+    if ranked is not None and trained is not None and trained.ranked_event_id != ranked.event_id:
+        console.print(f"[yellow]{prediction_date} was already trained on an earlier ranking; the new ranking "
+                      "is recorded but not trained on: add --force to re-train on it[/]")
     failures = [f for f in failed_jobs(rt, cfg.ns) if f.date in (prediction_date, headlines_date)]
     _project(rt, cfg.ns)
     _print_report(rt, cfg.ns)
@@ -317,13 +325,18 @@ def verify_cmd(cfg: VarroConfig, against) -> None:
 def rebuild_cmd(cfg: VarroConfig) -> None:
     """Rebuild every projection file of --ns from the event log alone."""
     from events.ids import sha256_hex
+    from events.schema import EpochTrained
+    from varro.checkpoints import publish_all
     from varro.projections import project, write_projections
 
     rt = runtime_for(cfg)
-    files = project(_events(rt, cfg.ns), cfg.ns)
+    events = _events(rt, cfg.ns)
+    files = project(events, cfg.ns)
     write_projections(files, cfg.data_path, cfg.ns)
+    links = publish_all([e for e in events if isinstance(e, EpochTrained)], cfg.data_path, cfg.ns)
     digest = sha256_hex(b"".join(name.encode() + b"\0" + files[name] for name in sorted(files)))
-    console.print(f"rebuilt {len(files)} files for {cfg.ns} under {cfg.data_path} (content hash {digest[:16]})")
+    console.print(f"rebuilt {len(files)} files and {links} dated checkpoint links for {cfg.ns} under "
+                  f"{cfg.data_path} (content hash {digest[:16]})")
 
 
 @click.command("status")
@@ -396,7 +409,10 @@ def worker_cmd(cfg: VarroConfig, role, burst) -> None:
         rt = runtime_for(cfg)  # the model worker keeps this runtime (and its model) across jobs
         worker = ModelWorker([Queue(MODEL_QUEUE, connection=rt.redis)], connection=rt.redis)
     else:
-        redis = connect(cfg.redis_url, cfg.data_path)  # no runtime here: the forked horse builds its own
+        from workers.runtime import set_default_config
+
+        set_default_config(cfg)  # no runtime here: each forked horse builds its own from this config
+        redis = connect(cfg.redis_url, cfg.data_path)
         worker = FetchWorker([Queue(FETCH_QUEUE, connection=redis)], connection=redis)
     worker.work(burst=burst, with_scheduler=True)
 
@@ -418,14 +434,15 @@ def dispatcher_cmd(cfg: VarroConfig, all_ns) -> None:
 @click.command("scheduler")
 @config_options
 def scheduler_cmd(cfg: VarroConfig) -> None:
-    """Run RQ's cron scheduler with workers/schedule.py (config workers.cron)."""
-    import workers.schedule as schedule
+    """Run RQ's cron scheduler: request each day for --ns at `workers.cron` (UTC)."""
     from rq.cron import CronScheduler
 
     from events.connection import connect
+    from workers.schedule import register_daily
 
-    scheduler = CronScheduler(connection=connect(cfg.redis_url, cfg.data_path))
-    scheduler.load_config_from_file(schedule.__file__)
+    scheduler = CronScheduler(connection=connect(cfg.redis_url, cfg.data_path), name=f"varro-cron-{cfg.ns}")
+    register_daily(scheduler.register, cfg)
+    console.print(f"scheduling {cfg.ns} at '{cfg.workers.cron}' (source {cfg.workers.daily_source})")
     scheduler.start()
 
 
