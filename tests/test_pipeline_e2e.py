@@ -208,6 +208,13 @@ def test_override_ranks_against_chosen_day_then_continues(runtime, tmp_path, red
     assert store.latest("Ranked", first) is None  # no next-day headlines, so nothing ranked it
 
     url = redis_client.connection_pool.connection_kwargs["path"]
+    common = ["--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+    status = CliRunner().invoke(main, ["status", *common])
+    assert status.exit_code == 0, status.output
+    assert f"no next-day headlines (rank them with `varro override`): {first}" in status.output
+    refused = CliRunner().invoke(main, ["override", "--prediction-date", third, "--headlines-date", first, *common])
+    assert refused.exit_code != 0 and "must be after" in refused.output
+
     result = CliRunner().invoke(main, [
         "override", "--prediction-date", first, "--headlines-date", third,
         "--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}",

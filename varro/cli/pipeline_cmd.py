@@ -164,7 +164,8 @@ def _running(rt, ns: str) -> list[tuple[str, str]]:
 @click.option("--into", help="Fork into this new namespace instead of filling --ns in place.")
 @click.option("--reprocess", type=click.Choice(["missing", "failed", "all"]), default="missing", show_default=True)
 @click.option("--source", type=click.Choice(["sample", "files"]), default="sample", show_default=True,
-              help="Where headlines of days never fetched come from (never live RSS for a past day).")
+              help="Where headlines of days never fetched come from: the bundled sample days or --file "
+                   "files (never live RSS for a past day).")
 @click.option("--file", "files", multiple=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, dry_run) -> None:
@@ -366,6 +367,20 @@ def status_cmd(cfg: VarroConfig) -> None:
     failed = _failed_lines(rt, cfg.ns)
     if failed:
         console.print("failed jobs (RQ failed registry):" + "".join(f"\n  {line}" for line in failed))
+    stranded = _stranded(grid)
+    if stranded:
+        console.print("roll-outs with no next-day headlines (rank them with `varro override`): "
+                      + ", ".join(stranded))
+
+
+def _stranded(grid: dict[str, dict[str, str]]) -> list[str]:
+    """Days whose roll-outs wait for an outcome day that was never fetched while a later day was."""
+    from events.ids import shift_date
+
+    last = max(grid) if grid else ""
+    return [d for d, row in sorted(grid.items())
+            if row.get("generate") == "done" and row.get("rank") != "done"
+            and grid.get(shift_date(d, 1), {}).get("fetch") != "done" and d < last]
 
 
 def _failed_lines(rt, ns: str) -> list[str]:
