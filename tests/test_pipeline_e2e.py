@@ -336,3 +336,34 @@ def test_failed_day_is_rerun_by_backfill_reprocess_failed(tmp_path, redis_client
         rt.models.release()
     finally:
         judge.close()
+
+
+def test_sharded_generation_merges_into_the_same_rollouts_as_one_job(tmp_path, redis_client):
+    import msgspec
+
+    base = small_config(tmp_path, ns="reference")
+    # 2 headlines a generation pass, so the 4 headlines make 2 passes for 3 shard jobs
+    base = msgspec.structs.replace(base, generation=msgspec.structs.replace(base.generation, batch_size=16))
+    reference = Runtime.create(base, redis=redis_client)
+    run_days(reference, "reference", DAYS[:1], source="sample", seed=42)
+
+    sharded_cfg = msgspec.structs.replace(
+        base, ns="sharded", workers=msgspec.structs.replace(base.workers, generate_shards=3))
+    sharded = Runtime(cfg=sharded_cfg, redis=redis_client, artifacts=reference.artifacts, models=reference.models)
+    run_days(sharded, "sharded", DAYS[:1], source="sample", seed=42)
+
+    merged = sharded.store("sharded").all_for("RolloutsGenerated", DAYS[0])
+    single = reference.store("reference").all_for("RolloutsGenerated", DAYS[0])
+    assert len(merged) == 1 and len(single) == 1
+    assert merged[0].artifact.sha256 == single[0].artifact.sha256
+    assert not redis_client.keys(b"varro:{sharded}:shards:*")  # coordination state is cleaned up
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    from workers.dispatcher import MODEL_QUEUE
+
+    queue = Queue(MODEL_QUEUE, connection=redis_client)
+    finished = [queue.fetch_job(j) for j in FinishedJobRegistry(MODEL_QUEUE, connection=redis_client).get_job_ids()]
+    funcs = sorted(j.func_name for j in finished if j is not None and j.meta.get("ns") == "sharded")
+    assert funcs == ["workers.tasks.generate_shard"] * 3 + ["workers.tasks.merge_generated"]
+    reference.models.release()

@@ -120,6 +120,9 @@ class WorkerConfig(Base, frozen=True):
     max_deliveries: int = 5
     cron: str = "30 6 * * *"
     daily_source: str = "rss"
+    # Split each day's generation into this many jobs (by generation pass) so several
+    # model workers share it; the merged RolloutsGenerated is identical to one job's.
+    generate_shards: int = 1
 
 
 class VarroConfig(Base, frozen=True):
@@ -258,6 +261,7 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("workers.job_timeout_s", w.job_timeout_s > 0, "> 0 (a SimpleWorker with no timeout is declared abandoned)"),
         ("workers.retries", w.retries >= 0, ">= 0"),
         ("workers.max_deliveries", w.max_deliveries >= 1, ">= 1"),
+        ("workers.generate_shards", w.generate_shards >= 1, ">= 1"),
     ]
 
 

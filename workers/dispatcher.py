@@ -55,11 +55,13 @@ class JobSpec:
     cause: str
     correlation_id: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
 
     @property
     def job_id(self) -> str:
-        """Unique per (namespace, stage, day, causing event); RQ allows only [A-Za-z0-9_-]."""
-        return f"varro_{self.stage}_{self.date}_{sha256_hex(f'{self.ns}/{self.cause}'.encode())[:24]}"
+        """Unique per (namespace, task, day, causing event, shard); RQ allows only [A-Za-z0-9_-]."""
+        key = f"{self.ns}/{self.cause}/{self.func}/{self.kwargs.get('shard', '')}"
+        return f"varro_{self.stage}_{self.date}_{sha256_hex(key.encode())[:24]}"
 
     @property
     def queue(self) -> str:
@@ -67,20 +69,35 @@ class JobSpec:
 
     @property
     def func(self) -> str:
-        return f"workers.tasks.{self.stage}"
+        return f"workers.tasks.{self.task or self.stage}"
 
 
-def plan(event: Event, store: EventStore) -> list[JobSpec]:
+def generation_specs(spec: JobSpec, shards: int) -> list[JobSpec]:
+    """One generate job, or `shards` shard jobs whose last one to finish enqueues the merge."""
+    if shards <= 1:
+        return [spec]
+    return [
+        JobSpec("generate", spec.ns, spec.date, spec.cause, spec.correlation_id,
+                {**spec.kwargs, "shard": shard, "shards": shards}, task="generate_shard")
+        for shard in range(shards)
+    ]
+
+
+def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
     """The jobs that `event` makes due, given what the namespace already holds.
 
     A forced event (a day requested again with --force) re-runs the rest of its
     day's chain as forced, marked events instead of stopping at what exists.
+    Generation is split into `shards` jobs where the deployment asks for it.
     """
     ns, corr = event.ns, event.correlation_id
     forced = bool(getattr(event, "forced", False))
 
     def spec(stage: str, date: str, **kwargs: Any) -> JobSpec:
         return JobSpec(stage, ns, date, event.event_id, corr, {**kwargs, "force": forced})
+
+    def generate(date: str) -> list[JobSpec]:
+        return generation_specs(spec("generate", date), shards)
 
     def has(kind: str, date: str) -> bool:
         return store.latest(kind, date) is not None
@@ -98,7 +115,7 @@ def plan(event: Event, store: EventStore) -> list[JobSpec]:
             return []  # yesterday's training is still due; its EpochTrained generates today
         if has("RolloutsGenerated", today) and not forced:
             return []
-        return [spec("generate", today)]
+        return generate(today)
 
     if isinstance(event, Ranked):
         return [spec("train", event.date)] if forced or not has("EpochTrained", event.date) else []
@@ -107,7 +124,7 @@ def plan(event: Event, store: EventStore) -> list[JobSpec]:
         ranked = store.get(event.ranked_event_id)
         next_day = ranked.outcome_date if isinstance(ranked, Ranked) else shift_date(event.date, 1)
         if has("HeadlinesFetched", next_day) and (forced or not has("RolloutsGenerated", next_day)):
-            return [spec("generate", next_day)]
+            return generate(next_day)
         return []
 
     if isinstance(event, RolloutsGenerated):
@@ -212,7 +229,7 @@ class Dispatcher:
         deliveries = consumer.read(count=count, block_ms=block_ms)
         for delivery in deliveries:
             try:
-                for spec in plan(delivery.event, store):
+                for spec in plan(delivery.event, store, shards=self.cfg.workers.generate_shards):
                     self.enqueue(spec)
             except Exception as exc:  # a planning failure must not lose the event
                 log.exception("dispatch failed", entry_id=delivery.entry_id)

@@ -50,6 +50,52 @@ def generate(ns: str, date: str, cause: str, correlation_id: str, force: bool = 
         return _result(generate_rollouts_job(ctx, date, base_seed=seed, force=force))
 
 
+def generate_shard(
+    ns: str, date: str, cause: str, correlation_id: str, shard: int, shards: int, force: bool = False
+) -> str:
+    """One shard of a day's generation; the last shard to finish enqueues the merge.
+
+    Shards record their artifact in a per-(day, cause) hash: coordination state,
+    not history (the merged RolloutsGenerated is the record). Several workers
+    finishing at once may all see the hash complete; the merge's unique job id
+    lets only one of them enqueue it.
+    """
+    from jobs.generate import generate_shard as run_shard
+    from workers.dispatcher import Dispatcher, JobSpec
+
+    with _job_context(ns, date, correlation_id, "generate") as ctx:
+        ref = run_shard(ctx, date, shard, shards, base_seed=daily.run_seed(ctx, date))
+        rt = get_runtime()
+        key = _shards_key(ns, date, cause)
+        rt.redis.hset(key, str(shard), msgspec.json.encode(ref))
+        if rt.redis.hlen(key) == shards:
+            merge = JobSpec("generate", ns, date, cause, correlation_id, {"shards": shards, "force": force},
+                            task="merge_generated")
+            Dispatcher(rt.redis, ctx.cfg).enqueue(merge)
+        return ref.sha256
+
+
+def merge_generated(ns: str, date: str, cause: str, correlation_id: str, shards: int, force: bool = False) -> str:
+    """Merge the day's shard artifacts into the one RolloutsGenerated an unsharded job records."""
+    from events.schema import ArtifactRef
+    from jobs.generate import merge_shards
+
+    with _job_context(ns, date, correlation_id, "generate") as ctx:
+        rt = get_runtime()
+        key = _shards_key(ns, date, cause)
+        parts = rt.redis.hgetall(key)
+        if len(parts) != shards:
+            raise LookupError(f"{len(parts)} of {shards} generation shards of {date} are recorded")
+        refs = [msgspec.json.decode(parts[str(i).encode()], type=ArtifactRef) for i in range(shards)]
+        appended = merge_shards(ctx, date, refs, base_seed=daily.run_seed(ctx, date), force=force)
+        rt.redis.delete(key)
+        return appended.event.event_id
+
+
+def _shards_key(ns: str, date: str, cause: str) -> str:
+    return f"varro:{{{ns}}}:shards:{date}:{cause}"
+
+
 def rank(
     ns: str, date: str, cause: str, correlation_id: str, outcome_date: str | None = None, force: bool = False
 ) -> str | None:
