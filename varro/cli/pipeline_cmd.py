@@ -464,7 +464,8 @@ def scheduler_cmd(cfg: VarroConfig) -> None:
 @click.command("dashboard")
 @config_options
 @click.option("--port", type=int, default=9181, show_default=True)
-def dashboard_cmd(cfg: VarroConfig, port) -> None:
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def dashboard_cmd(cfg: VarroConfig, port, bind) -> None:
     """Serve rq-dashboard for the Redis in use."""
     import subprocess
 
@@ -472,7 +473,8 @@ def dashboard_cmd(cfg: VarroConfig, port) -> None:
 
     connection = connect(cfg.redis_url, cfg.data_path)
     url = cfg.redis_url or f"unix://{connection.connection_pool.connection_kwargs['path']}"
-    sys.exit(subprocess.call([sys.executable, "-m", "rq_dashboard", "--redis-url", url, "--port", str(port)]))
+    sys.exit(subprocess.call([sys.executable, "-m", "rq_dashboard", "--redis-url", url, "--port", str(port),
+                              "--bind", bind]))
 
 
 commands = [run_cmd, daily_cmd, backfill_cmd, override_cmd, replay_cmd, verify_cmd, rebuild_cmd,
