@@ -3,6 +3,7 @@
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten, tree_map
 
 from events.schema import Headline, SamplerSpec
 from varro.config import VarroConfig
@@ -10,7 +11,7 @@ from varro.generation import (
     GenerationError,
     generate_rollouts,
     sample_responses,
-    sample_token,
+    sample_tokens,
     sequence_logprobs,
 )
 from varro.model.cache import ModelCache
@@ -99,14 +100,34 @@ def test_recorded_logprobs_equal_a_fresh_teacher_forced_pass(loaded, prompts, re
 
 
 def test_untruncated_t1_logprobs_are_the_ones_the_sampler_used(loaded, prompts):
+    """At T = 1 without truncation the recorded log-prob is the log of the probability the token was drawn with."""
     wide = SamplerSpec(name="wide", temperature=1.0, top_p=1.0, top_k=0, max_tokens=40)
     seeds = seeds_for(prompts)
-    engine = sample_responses(loaded, prompts, group_size=G, sampler=wide, seeds=seeds, batch_size=64,
+    engine = sample_responses(loaded, prompts, group_size=G, sampler=wide, seeds=seeds,
                               eos_token_ids=loaded.tokenizer.eos_token_ids)
     recorded = run(loaded, prompts, sampler=wide, seeds=seeds)
+    prompt_of = dict(prompts)
     for e, r in zip(engine, recorded):
         assert e.response_ids == r.response_ids
-        np.testing.assert_allclose(r.logprobs, e.engine_logprobs, atol=2e-5)
+        np.testing.assert_allclose(r.logprobs, e.logprobs, atol=2e-5)
+        fresh = plain_logprobs(loaded.model, prompt_of[r.headline_id], r.response_ids, 1.0)
+        np.testing.assert_allclose(r.logprobs, fresh, atol=2e-5)
+
+
+def test_a_bf16_checkpoint_records_fp32_teacher_forced_logprobs(tiny_model_path, tmp_path, prompts):
+    """The decoding pass runs in bf16; the recorded log-probs still come from the fp32 pass."""
+    cache = ModelCache(VarroConfig(data_dir=str(tmp_path)))
+    half = cache.load(cache.base_ref())
+    half.model.set_dtype(mx.bfloat16)
+    sampler = SamplerSpec(name="short", max_tokens=24)
+    out = generate_rollouts(half, prompts[:1], group_size=2, sampler=sampler, seeds=seeds_for(prompts),
+                            batch_size=2, eos_token_ids=half.tokenizer.eos_token_ids)
+    assert all(p.dtype == mx.bfloat16 for _, p in tree_flatten(half.model.parameters()))
+    upcast = cache.load(cache.base_ref()).model
+    upcast.update(tree_map(lambda p: p.astype(mx.float32), half.model.parameters()))
+    for r in out:
+        fresh = plain_logprobs(upcast, prompts[0][1], r.response_ids, sampler.temperature)
+        np.testing.assert_allclose(r.logprobs, fresh, atol=2e-5)
 
 
 def test_same_seed_same_tokens(loaded, prompts, records):
@@ -139,17 +160,39 @@ def test_greedy_ignores_seeds(loaded, prompts):
     assert len({tuple(r.response_ids) for r in out}) == 1
 
 
-def test_sample_token_respects_top_k_top_p_and_the_distribution():
-    logprobs = mx.log(mx.array([[0.5, 0.3, 0.15, 0.05]]))
-    keys = mx.random.split(mx.random.key(0), 1500)
-    def draws(spec):
-        return np.array([sample_token(logprobs, keys[i], spec).item() for i in range(1500)])
-    full = draws(SamplerSpec(temperature=1.0, top_p=1.0, top_k=0))
-    np.testing.assert_allclose(np.bincount(full, minlength=4) / 1500, [0.5, 0.3, 0.15, 0.05], atol=0.04)
-    assert set(draws(SamplerSpec(temperature=1.0, top_p=1.0, top_k=2))) == {0, 1}
-    assert set(draws(SamplerSpec(temperature=1.0, top_p=0.7, top_k=0))) == {0, 1}
-    assert set(draws(SamplerSpec(temperature=1.0, top_p=0.1, top_k=3))) == {0}
-    assert sample_token(logprobs, keys[0], SamplerSpec(temperature=0.0)).item() == 0
+def test_sample_tokens_respects_top_k_top_p_and_the_distribution():
+    """Draws follow the tempered, truncated, renormalised distribution exactly (4000 draws, about 4 sigma)."""
+    n = 4000
+    logprobs = mx.broadcast_to(mx.log(mx.array([[0.5, 0.3, 0.15, 0.05]])), (n, 4))
+    uniforms = mx.random.uniform(shape=(n,), key=mx.random.key(0))
+
+    def frequencies(spec):
+        return np.bincount(np.array(sample_tokens(logprobs, uniforms, spec)), minlength=4) / n
+
+    p = np.array([0.5, 0.3, 0.15, 0.05])
+    np.testing.assert_allclose(frequencies(SamplerSpec(temperature=1.0, top_p=1.0, top_k=0)), p, atol=0.03)
+    np.testing.assert_allclose(frequencies(SamplerSpec(temperature=0.5, top_p=1.0, top_k=0)), p**2 / (p**2).sum(), atol=0.03)
+    two = np.array([0.625, 0.375, 0.0, 0.0])
+    np.testing.assert_array_equal(frequencies(SamplerSpec(temperature=1.0, top_p=1.0, top_k=2)) > 0, two > 0)
+    np.testing.assert_allclose(frequencies(SamplerSpec(temperature=1.0, top_p=1.0, top_k=2)), two, atol=0.03)
+    np.testing.assert_allclose(frequencies(SamplerSpec(temperature=1.0, top_p=0.7, top_k=0)), two, atol=0.03)
+    np.testing.assert_array_equal(frequencies(SamplerSpec(temperature=1.0, top_p=0.1, top_k=3)), [1, 0, 0, 0])
+    greedy = sample_tokens(mx.array([[0.1, 2.0, 0.3], [3.0, 1.0, 0.0]]), mx.array([0.9, 0.9]), SamplerSpec(temperature=0.0))
+    assert greedy.tolist() == [1, 0]
+
+
+def test_a_row_draws_the_same_token_in_any_batch():
+    """Sampling is row-wise: a row's token depends on its own logits and uniform, not on its neighbours."""
+    logits = mx.random.normal((32, 300), key=mx.random.key(1)) * 3
+    uniforms = mx.random.uniform(shape=(32,), key=mx.random.key(2))
+    spec = SamplerSpec(temperature=0.8, top_p=0.95, top_k=50)
+    together = sample_tokens(logits, uniforms, spec).tolist()
+    alone = [sample_tokens(logits[i : i + 1], uniforms[i : i + 1], spec).item() for i in range(32)]
+    permutation = mx.array(np.random.default_rng(0).permutation(32))
+    shuffled = sample_tokens(logits[permutation], uniforms[permutation], spec).tolist()
+    assert together == alone
+    assert shuffled == [together[i] for i in permutation.tolist()]
+    assert len(set(together)) > 8
 
 
 @pytest.mark.parametrize(
@@ -158,6 +201,7 @@ def test_sample_token_respects_top_k_top_p_and_the_distribution():
         (dict(sampler=SamplerSpec(temperature=-1.0)), "temperature"),
         (dict(sampler=SamplerSpec(top_p=0.0)), "top_p"),
         (dict(sampler=SamplerSpec(max_tokens=0)), "max_tokens"),
+        (dict(batch_size=0), "batch_size"),
         (dict(seeds={}), "no seed"),
         (dict(eos_token_ids=[]), "EOS"),
     ],

@@ -1,34 +1,42 @@
 """Batched, reproducible roll-outs with the behaviour policy's exact log-probs.
 
-All roll-outs of many headlines run through one mlx_lm `BatchGenerator`. Each
-headline's prompt is prefilled once and its KV cache handed to all G siblings
-(`BatchGenerator.insert(caches=...)` copies it into the batch), so the prefill
-is shared rather than repeated G times.
+All roll-outs of a generation pass decode together, one forward pass of the
+model per step over mlx_lm's `BatchKVCache`. Each headline's prompt is
+prefilled once and its KV cache merged into the batch for all G siblings, so
+the prefill is shared rather than repeated G times. The loop is ours rather
+than `BatchGenerator`'s because that engine samples row by row as soon as rows
+carry their own random streams, returns one log-prob array per row per step,
+and copies the whole batch cache every time a single row finishes; here a
+step is one vectorised draw for the batch, and finished rows are dropped in
+bulk (`_COMPACT`).
 
-Reproducibility: every roll-out samples with its own key stream,
-``split(key(seed), max_tokens)[step]``, one uniform per step drawn against the
-CDF of the candidates that survive temperature, top-k and top-p. A roll-out's tokens are
-therefore a function of its seed and of the logits it sees, never of the
-global RNG or of which other roll-outs share the batch. The logits themselves
-are *not* bitwise independent of the batch on MLX's CPU backend: the amount of
-left padding (set by the longest prompt in the batch, and shifted as rows
-finish) changes the rounding of the attention (differences of about 1e-6 in
-the log-probs). Such a difference flips a draw only when the uniform lands
-that close to a CDF step, so in practice tokens agree (64 of 64 roll-outs of
-160 tokens matched between headlines generated alone and together), but that
-is not a guarantee. `generate_rollouts` therefore fixes the batch composition
-canonically: headlines run in consecutive passes of
-``batch_size // group_size``, one `BatchGenerator` pass each, so a roll-out
-depends only on its seed, its pass and the checkpoint, and a job split by
-passes (see jobs.generate) reproduces the unsplit job bit for bit.
+Reproducibility: roll-out r draws its step-t token with the uniform
+``uniform(key(seed_r), (max_tokens,))[t]``, inverted against the CDF of the
+candidates that survive temperature, top-k and top-p, for every row of the
+batch at once (`sample_tokens`). A roll-out's tokens are therefore a function
+of its seed and of the logits it sees, never of the global RNG or of which
+other roll-outs share the batch. The logits themselves are *not* bitwise
+independent of the batch on MLX's CPU backend: the amount of left padding (set
+by the longest prompt in the batch, and shifted as rows are dropped) changes
+the rounding of the attention (differences of about 1e-6 in the log-probs).
+Such a difference flips a draw only when the uniform lands that close to a CDF
+step, so in practice tokens agree (64 of 64 roll-outs of 160 tokens matched
+between headlines generated alone and together), but that is not a guarantee.
+`generate_rollouts` therefore fixes the batch composition canonically:
+headlines run in consecutive passes of ``batch_size // group_size``, so a
+roll-out depends only on its seed, its pass and the checkpoint, and a job split
+by passes (see jobs.generate) reproduces the unsplit job bit for bit.
 
-The recorded log-probs are not the engine's: `sequence_logprobs` recomputes
-them with an fp32 teacher-forced pass of the same checkpoint over prompt +
-response, as ``log_softmax(logits / temperature)``. Top-k / top-p truncation is
-*not* applied to them: the trainer's π_θ is the same untruncated,
-temperature-scaled distribution, so the importance ratio π_θ / π_old compares
-like with like (a truncated π_old would put -inf where π_θ has mass).
-Temperature 0 (greedy) records the untempered (T = 1) log-probs.
+The recorded log-probs are not the decoding pass's: `sequence_logprobs`
+recomputes them with an fp32 teacher-forced pass of the same checkpoint over
+prompt + response, as ``log_softmax(logits / temperature)``. That pass agrees
+bit for bit with an unbatched, uncached fp32 pass, whereas the decoding pass's
+own values (kept in `SampledResponse.logprobs`) differ from it by up to ~2e-5
+through the KV-cache path's rounding, and are bf16 for a bf16 checkpoint.
+Top-k / top-p truncation is *not* applied to them: the trainer's π_θ is the
+same untruncated, temperature-scaled distribution, so the importance ratio
+π_θ / π_old compares like with like (a truncated π_old would put -inf where π_θ
+has mass). Temperature 0 (greedy) records the untempered (T = 1) log-probs.
 """
 
 from __future__ import annotations
@@ -39,13 +47,16 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
-from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import make_prompt_cache
 
 from events.schema import SamplerSpec
 from varro.model.cache import LoadedModel
 from varro.rollouts import RolloutRecord
 from varro.structure import structure_score
+
+# Finished rows stay in the batch (their draws are ignored) until at most this
+# fraction of it is still running; dropping them copies every layer's cache.
+_COMPACT = 0.75
 
 
 class GenerationError(ValueError):
@@ -54,14 +65,14 @@ class GenerationError(ValueError):
 
 @dataclass(frozen=True)
 class SampledResponse:
-    """One roll-out as the engine produced it, before the log-prob recomputation."""
+    """One roll-out as the decoding pass produced it."""
 
     headline_id: str
     index: int
     seed: int
     response_ids: list[int]
     truncated: bool
-    engine_logprobs: list[float]  # log_softmax(raw logits)[token]: the engine's view, T = 1, untruncated
+    logprobs: list[float]  # log_softmax(logits / T)[token] of the decoding pass (T = 1 when greedy), untruncated
 
 
 def validate_sampler(sampler: SamplerSpec) -> None:
@@ -75,18 +86,23 @@ def validate_sampler(sampler: SamplerSpec) -> None:
         raise GenerationError(f"sampler {sampler.name!r}: max_tokens must be >= 1, got {sampler.max_tokens}")
 
 
-def sample_token(logprobs: mx.array, key: mx.array, sampler: SamplerSpec) -> mx.array:
-    """One token from a (1, V) row of log-probs: temperature, then top-k, then top-p, then one draw.
+def sample_tokens(logits: mx.array, uniforms: mx.array, sampler: SamplerSpec) -> mx.array:
+    """One token per row of (B, V) logits: temperature, then top-k, then top-p, then one draw per row.
 
-    The draw inverts the CDF of the surviving candidates taken in token-id
-    order with one uniform from `key`. Unlike noise attached to
-    probability-sorted positions, this order does not depend on near-ties, so
-    a low-bit change in the logits can only change the draw if the uniform
+    Row b's draw inverts the CDF of its surviving candidates, taken in token-id
+    order, at `uniforms[b]`. Every operation is row-wise, so a row's token
+    depends only on its own logits and uniform. Unlike noise attached to
+    probability-sorted positions, token-id order does not depend on near-ties,
+    so a low-bit change in the logits can only change the draw if the uniform
     falls within that change of a CDF step.
     """
     if sampler.temperature == 0:
-        return mx.argmax(logprobs, axis=-1)
-    values = logprobs.astype(mx.float32) / sampler.temperature
+        return mx.argmax(logits, axis=-1)
+    return _draw(logits.astype(mx.float32) / sampler.temperature, uniforms, sampler)
+
+
+def _draw(values: mx.array, uniforms: mx.array, sampler: SamplerSpec) -> mx.array:
+    """`sample_tokens` on logits already divided by the temperature."""
     candidates = None
     if 0 < sampler.top_k < values.shape[-1]:
         candidates = mx.sort(mx.argpartition(-values, kth=sampler.top_k - 1, axis=-1)[:, : sampler.top_k], axis=-1)
@@ -97,29 +113,53 @@ def sample_token(logprobs: mx.array, key: mx.array, sampler: SamplerSpec) -> mx.
         keep_sorted = (mx.cumsum(probs, axis=-1) - probs) < sampler.top_p
         keep = mx.put_along_axis(mx.zeros(values.shape, dtype=mx.bool_), order, keep_sorted, axis=-1)
         values = mx.where(keep, values, -mx.inf)
-    cdf = mx.cumsum(mx.softmax(values, axis=-1), axis=-1)
-    u = (1.0 - mx.random.uniform(shape=(1, 1), key=key)) * cdf[:, -1:]
+    cdf = mx.cumsum(mx.exp(values - mx.max(values, axis=-1, keepdims=True)), axis=-1)
+    u = (1.0 - uniforms[:, None]) * cdf[:, -1:]
     choice = mx.minimum(mx.sum(cdf < u, axis=-1, keepdims=True), values.shape[-1] - 1)
     token = choice if candidates is None else mx.take_along_axis(candidates, choice, axis=-1)
     return token.squeeze(-1)
 
 
-class _RowSampler:
-    """A per-roll-out sampler: call t uses key t of the roll-out's own key stream.
+def rollout_uniforms(seed: int, sampler: SamplerSpec) -> mx.array:
+    """The roll-out's own stream: the uniform for each decoding step, from its seed alone."""
+    return mx.random.uniform(shape=(sampler.max_tokens,), key=mx.random.key(seed))
 
-    The engine calls each row's sampler exactly once per decoding step of that
-    row (the first call samples response token 0), so the call count is the step.
+
+def _decode_step(model, cache, inputs: mx.array, uniforms: mx.array, sampler: SamplerSpec):
+    """One batched step: every row's next token and its logits divided by the temperature (1 when greedy)."""
+    logits = model(inputs[:, None], cache=cache)[:, -1, :].astype(mx.float32)
+    if sampler.temperature == 0:
+        return mx.argmax(logits, axis=-1), logits
+    values = logits / sampler.temperature
+    return _draw(values, uniforms, sampler), values
+
+
+def _picked_logprobs(values: np.ndarray, tokens: list[int]) -> list[float]:
+    """``log_softmax(values)[token]`` per row, in fp32.
+
+    NumPy rather than MLX: MLX's CPU `exp` is scalar (about 12 ns an element),
+    so a full-vocabulary log-sum-exp cost about a sixth of a decoding step.
     """
+    top = values.max(axis=-1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(values - top).sum(axis=-1))
+    return (values[np.arange(len(tokens)), tokens] - lse).tolist()
 
-    def __init__(self, seed: int, sampler: SamplerSpec):
-        self.sampler = sampler
-        self.keys = mx.random.split(mx.random.key(seed), sampler.max_tokens + 1)
-        self.step = 0
 
-    def __call__(self, logprobs: mx.array) -> mx.array:
-        token = sample_token(logprobs, self.keys[self.step], self.sampler)
-        self.step += 1
-        return token
+def _merged_cache(model, prompts: Sequence[list[int]], group_size: int) -> list:
+    """Each prompt (all but its last token) prefilled once, merged into one batch cache with G rows per prompt."""
+    per_row = []
+    for ids in prompts:
+        shared = make_prompt_cache(model)
+        if len(ids) > 1:
+            model(mx.array([ids[:-1]]), cache=shared)
+            mx.eval([c.state for c in shared])
+        per_row.extend([shared] * group_size)
+    merged = []
+    for layer, kind in enumerate(per_row[0]):
+        if not hasattr(kind, "merge"):
+            raise GenerationError(f"{type(kind).__name__} caches cannot be batched")
+        merged.append(kind.merge([row[layer] for row in per_row]))
+    return merged
 
 
 def sample_responses(
@@ -129,76 +169,71 @@ def sample_responses(
     group_size: int,
     sampler: SamplerSpec,
     seeds: dict[tuple[str, int], int],
-    batch_size: int,
     eos_token_ids: Iterable[int],
 ) -> list[SampledResponse]:
-    """Sample `group_size` responses per prompt in one continuous-batching pass."""
+    """Sample `group_size` responses per prompt, all of them decoding as one batch."""
     validate_sampler(sampler)
     if group_size < 1:
         raise GenerationError(f"group_size must be >= 1, got {group_size}")
-    if batch_size < 1:
-        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
-    eos = sorted({int(t) for t in eos_token_ids})
+    eos = {int(t) for t in eos_token_ids}
     if not eos:
         raise GenerationError("no EOS token ids: generation could never stop early")
     headline_ids = [h for h, _ in prompts]
     if len(set(headline_ids)) != len(headline_ids):
         raise GenerationError("each headline may appear only once in a generation call")
-    model = loaded.model
     order: list[tuple[str, int, int]] = []
-    last_tokens, caches, samplers = [], [], []
     for headline_id, ids in prompts:
         if not ids:
             raise GenerationError(f"headline {headline_id}: empty prompt")
-        shared = make_prompt_cache(model)
-        if len(ids) > 1:
-            model(mx.array([ids[:-1]]), cache=shared)
-            mx.eval([c.state for c in shared])
         for index in range(group_size):
             try:
-                seed = seeds[(headline_id, index)]
+                order.append((headline_id, index, seeds[(headline_id, index)]))
             except KeyError:
                 raise GenerationError(f"no seed for roll-out {index} of headline {headline_id}") from None
-            order.append((headline_id, index, seed))
-            last_tokens.append([ids[-1]])
-            caches.append(shared)
-            samplers.append(_RowSampler(seed, sampler))
+    model = loaded.model
+    cache = _merged_cache(model, [ids for _, ids in prompts], group_size)
+    uniforms = mx.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
+    inputs = mx.array([ids[-1] for _, ids in prompts for _ in range(group_size)])
 
-    generator = BatchGenerator(
-        model,
-        max_tokens=sampler.max_tokens,
-        stop_tokens=[[t] for t in eos],
-        completion_batch_size=batch_size,
-        prefill_batch_size=batch_size,
-    )
-    try:
-        uids = generator.insert(last_tokens, caches=caches, samplers=samplers)
-        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
-        engine_lp: dict[int, list[float]] = {uid: [] for uid in uids}
-        finish: dict[int, str] = {}
-        while responses := generator.next_generated():
-            step_tokens = [int(r.token) for r in responses]
-            picked = mx.take_along_axis(
-                mx.stack([r.logprobs for r in responses]), mx.array(step_tokens)[:, None], axis=-1
-            ).squeeze(-1)
-            for r, token, lp in zip(responses, step_tokens, picked.tolist()):
-                tokens[r.uid].append(token)
-                engine_lp[r.uid].append(lp)
-                if r.finish_reason is not None:
-                    finish[r.uid] = r.finish_reason
-    finally:
-        generator.close()
+    tokens: list[list[int]] = [[] for _ in order]
+    logprobs: list[list[float]] = [[] for _ in order]
+    stopped = [False] * len(order)
+    rows = list(range(len(order)))  # batch position -> roll-out
+    step = _decode_step(model, cache, inputs, uniforms[:, 0], sampler)
+    mx.async_eval(step)
+    for t in range(sampler.max_tokens):
+        drawn, values = step
+        if t + 1 < sampler.max_tokens:  # queue the next step before reading this one
+            step = _decode_step(model, cache, drawn, uniforms[:, t + 1], sampler)
+            mx.async_eval(step)
+        drawn_ids = drawn.tolist()
+        picked = _picked_logprobs(np.array(values, copy=False), drawn_ids)
+        for row, token, lp in zip(rows, drawn_ids, picked):
+            if not stopped[row]:
+                tokens[row].append(token)
+                logprobs[row].append(lp)
+                stopped[row] = token in eos
+        running = [b for b, row in enumerate(rows) if not stopped[row]]
+        if not running:
+            break
+        if len(running) <= _COMPACT * len(rows) and t + 1 < sampler.max_tokens:
+            keep = mx.array(running)
+            for layer in cache:
+                layer.filter(keep)
+            uniforms = uniforms[keep]
+            step = tuple(a[keep] for a in step)
+            rows = [rows[b] for b in running]
 
     return [
         SampledResponse(
             headline_id=headline_id,
             index=index,
             seed=seed,
-            response_ids=tokens[uid],
-            truncated=finish[uid] == "length",
-            engine_logprobs=engine_lp[uid],
+            response_ids=tokens[r],
+            truncated=not stopped[r],
+            logprobs=logprobs[r],
         )
-        for uid, (headline_id, index, seed) in zip(uids, order)
+        for r, (headline_id, index, seed) in enumerate(order)
     ]
 
 
@@ -297,14 +332,11 @@ def _group_logprobs(model, prompt: list[int], responses, temperature: float, chu
         targets.extend(int(t) for t in response)
     hidden = model.model(mx.array(inputs), cache=cache if len(prompt) > 1 else None)
     hidden = hidden.reshape(-1, hidden.shape[-1])
-    pos, tgt = mx.array(positions), mx.array(targets)
+    pos = mx.array(positions)
     pieces = []
     for s in range(0, len(targets), chunk):
         logits = _project(model, hidden[pos[s : s + chunk]]).astype(mx.float32) / temperature
-        picked = mx.take_along_axis(logits, tgt[s : s + chunk, None], axis=-1).squeeze(-1)
-        piece = picked - mx.logsumexp(logits, axis=-1)
-        mx.eval(piece)
-        pieces.append(np.array(piece, dtype=np.float32))
+        pieces.append(np.array(_picked_logprobs(np.array(logits), targets[s : s + chunk]), dtype=np.float32))
     flat = np.concatenate(pieces)
     bounds = np.cumsum([0, *lengths])
     return [flat[bounds[i] : bounds[i + 1]] for i in range(len(responses))]
@@ -332,6 +364,8 @@ def generate_rollouts(
     headline_ids = [h for h, _ in prompts]
     if len(set(headline_ids)) != len(headline_ids):
         raise GenerationError("each headline may appear only once in a generation call")
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
     per_pass = headlines_per_pass(batch_size, group_size)
     sampled = []
     for start in range(0, len(prompts), per_pass):
@@ -343,18 +377,17 @@ def generate_rollouts(
                 group_size=group_size,
                 sampler=sampler,
                 seeds=seeds,
-                batch_size=max(batch_size, len(chunk) * group_size),
                 eos_token_ids=eos_token_ids,
             )
         )
     prompt_of = dict(prompts)
-    eos = {int(t) for t in eos_token_ids}
     logprobs = sequence_logprobs(
         loaded.model,
         [prompt_of[s.headline_id] for s in sampled],
         [s.response_ids for s in sampled],
         temperature=sampler.temperature or 1.0,
     )
+    eos = {int(t) for t in eos_token_ids}
     records = []
     for s, lp in zip(sampled, logprobs):
         body = s.response_ids[:-1] if s.response_ids and s.response_ids[-1] in eos else s.response_ids
