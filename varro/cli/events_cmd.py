@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import collections
 import functools
-import os
+import io
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from events.connection import connect
 from events.errors import EventError
 from events.schema import EVENT_TYPES, AnyEvent
 from events.store import EventStore, StoredEvent
+from varro.artifacts import atomic_write
 from varro.cli.common import config_options
 from varro.config import ConfigError, VarroConfig, load_config
 
@@ -163,17 +163,9 @@ def export_cmd(cfg, output) -> None:
     if output is None:
         n = store.export_jsonl(sys.stdout)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                n = store.export_jsonl(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, output)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.StringIO()
+        n = store.export_jsonl(buffer)
+        atomic_write(output, buffer.getvalue().encode("utf-8"))  # a crash leaves the old backup whole
     click.echo(f"exported {n} events from namespace {store.ns!r}", err=True)
 
 
