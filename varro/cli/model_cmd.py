@@ -47,6 +47,8 @@ def info(where: str | None, cfg) -> None:
             path, sha = Path(ref.path), ref.sha256
         else:
             path = Path(where).expanduser()
+            if not path.is_dir() and where.startswith(("/", ".", "~")):
+                raise ModelError(f"no model directory at {where}")
             if not path.is_dir():
                 from mlx_lm.utils import _download
 

@@ -62,9 +62,23 @@ def _print_report(rt, ns: str) -> None:
     console.print(render_table(day_rows(_events(rt, ns))))
 
 
+def _ensure_default_model(cfg: VarroConfig) -> None:
+    """Build varro-tiny up front on a first run, visibly, rather than silently inside a job."""
+    from varro.model.build import MODEL_NAME
+    from varro.model.cache import default_model_path, ensure_default_model
+
+    if cfg.model.base != MODEL_NAME or default_model_path().is_dir():
+        return
+    console.print(f"building the default model {MODEL_NAME} once (a few minutes on 2 CPU cores; "
+                  f"cached under {default_model_path().parent})")
+    with console.status("training varro-tiny") as status:
+        ensure_default_model(log=lambda line: status.update(f"varro-tiny: {line}"))
+
+
 def _run_in_process(rt, ns: str, dates: list[str], **kwargs) -> None:
     from workers.inprocess import RunFailed, run_days
 
+    _ensure_default_model(rt.cfg)
     started = time.perf_counter()
     with console.status(f"[bold]{ns}[/]: starting") as status:
         done: list[str] = []
