@@ -64,7 +64,7 @@ def runtime(tmp_path, redis_client):
     rt.models.release()
 
 
-def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_path):
+def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_path, redis_client):
     run_days(runtime, "e2e", DAYS, source="sample")
     events = events_of(runtime, "e2e")
 
@@ -119,6 +119,16 @@ def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_pat
     rolling = tmp_path / "training" / "checkpoints" / "gspo_e2e" / "final_model"
     dated = tmp_path / "training" / "checkpoints" / "gspo_e2e" / f"final_model_{DAYS[1].replace('-', '')}"
     assert (rolling / "config.json").exists() and (dated / "config.json").exists()
+
+    url = redis_client.connection_pool.connection_kwargs["path"]
+    newest = store.latest("EpochTrained", DAYS[1]).checkpoint.sha256
+    lineage = CliRunner().invoke(main, ["lineage", newest[:12], "--ns", "e2e", "--data-dir", str(tmp_path),
+                                        "--redis-url", f"unix://{url}"])
+    assert lineage.exit_code == 0, lineage.output
+    rows = [line for line in lineage.output.splitlines() if line.startswith("│ 2025")]
+    # newest first: the forced re-train (same inputs, so the same checkpoint bytes), then its parent's epoch
+    assert [row.split()[1] for row in rows] == [DAYS[1], DAYS[0]]
+    assert "(forced)" in rows[0] and "(forced)" not in rows[1]
 
 
 def test_replay_into_new_namespace_is_identical_and_rebuild_is_bit_identical(runtime, tmp_path, redis_client):
@@ -367,3 +377,31 @@ def test_sharded_generation_merges_into_the_same_rollouts_as_one_job(tmp_path, r
     funcs = sorted(j.func_name for j in finished if j is not None and j.meta.get("ns") == "sharded")
     assert funcs == ["workers.tasks.generate_shard"] * 3 + ["workers.tasks.merge_generated"]
     reference.models.release()
+
+
+def test_run_command_over_a_file_source_defaults_to_the_files_dates(tmp_path, redis_client):
+    lines = [
+        {"text": "Fed holds rates steady as inflation cools to 2.9%", "link": "https://news.example/a",
+         "source": "wire", "published": "2025-09-01T13:00:00Z"},
+        {"text": "Oil falls 3% as OPEC+ signals higher output", "link": "https://news.example/b",
+         "source": "wire", "published": "2025-09-01T15:00:00Z"},
+        {"text": "Treasury yields drop after Fed decision; dollar slips", "link": "https://news.example/c",
+         "source": "wire", "published": "2025-09-02T09:00:00Z"},
+    ]
+    feed = tmp_path / "headlines.jsonl"
+    feed.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    url = redis_client.connection_pool.connection_kwargs["path"]
+    env = {"VARRO_GENERATION__PROFILES__DEFAULT__MAX_TOKENS": "24", "VARRO_WORKERS__RETRIES": "0"}
+    result = CliRunner().invoke(main, [
+        "run", "--source", "files", "--file", str(feed), "--ns", "files",
+        "--data-dir", str(tmp_path / "data"), "--redis-url", f"unix://{url}",
+    ], env=env)
+    assert result.exit_code == 0, result.output
+    assert "2 day(s) 2025-09-01 .. 2025-09-02" in result.output
+    assert "Varro: per-day summary" in result.output
+    from events.store import EventStore
+
+    store = EventStore(redis_client, "files")
+    assert [len(store.latest("HeadlinesFetched", d).headlines) for d in ("2025-09-01", "2025-09-02")] == [2, 1]
+    assert store.latest("EpochTrained", "2025-09-01") is not None
+    assert (tmp_path / "data" / "timestamped_storage_files" / "2025-09-01_evaluations.json").exists()

@@ -415,11 +415,15 @@ def lineage_cmd(cfg: VarroConfig, checkpoint) -> None:
         steps = lineage(_events(rt, cfg.ns), checkpoint)
     except LineageError as exc:
         raise click.UsageError(str(exc)) from None
-    table = Table("trained on", "checkpoint", "parent", "ranked event", "roll-outs event", "variant")
+    table = Table("trained on", "checkpoint", "parent", "ranked event", "roll-outs event", "variant",
+                  "steps", "improvement", title=f"lineage of {checkpoint} in {cfg.ns} (newest first)")
     for step in steps:
-        table.add_row(step.date, step.checkpoint[:16], step.parent[:16], step.ranked_event_id[:16],
-                      step.rollouts_event_id[:16], step.variant)
+        table.add_row(step.date + (" (forced)" if step.forced else ""), step.checkpoint_sha256[:16],
+                      step.parent_sha256[:16], step.ranked_event_id[:16], step.rollouts_event_id[:16],
+                      f"{step.variant}/{step.pi_old}", str(step.metrics.steps), f"{step.metrics.improvement:+.4f}")
     console.print(table)
+    if steps:
+        console.print(f"base model: {steps[-1].base_model} ({steps[-1].parent_sha256[:16]})")
 
 
 @click.command("worker")
