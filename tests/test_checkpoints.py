@@ -136,3 +136,21 @@ def test_publish_refuses_unknown_checkpoints_and_real_directories(parent, tmp_pa
         publish(ref, data, "exp", "2025-01-02")
     with pytest.raises(ValueError, match="invalid date"):
         publish(ref, data, "exp", "20250102")
+
+
+def test_a_save_clears_temporaries_abandoned_by_a_hard_crash_but_not_recent_ones(parent, tmp_path):
+    import time
+
+    from varro.checkpoints import store_dir
+
+    store = store_dir(tmp_path / "data")
+    store.mkdir(parents=True)
+    abandoned, recent = store / ".tmp-abandoned", store / ".tmp-recent"
+    for d in (abandoned, recent):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"partial")
+    day_old = time.time() - 2 * 24 * 3600
+    os.utime(abandoned, (day_old, day_old))
+    save(trained_model(1), parent, tmp_path / "data")
+    assert not abandoned.exists()
+    assert recent.exists()

@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -125,6 +126,18 @@ def _copy_tokenizer_files(parent: Path, target: Path) -> None:
         _write(target / name, lambda p, s=src: shutil.copyfile(s, p))
 
 
+# A temporary checkpoint directory this old was left by a process that died hard
+# (SIGKILL, power loss); a save in progress touches its files far more often.
+_ABANDONED_AFTER_S = 24 * 3600
+
+
+def _remove_abandoned_temporaries(store: Path) -> None:
+    now = time.time()
+    for tmp in store.glob(".tmp-*"):
+        if tmp.is_dir() and now - tmp.stat().st_mtime > _ABANDONED_AFTER_S:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_checkpoint(
     model: nn.Module,
     *,
@@ -141,6 +154,7 @@ def save_checkpoint(
     parent = Path(parent_dir)
     store = store_dir(data_dir)
     store.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_temporaries(store)
     tmp = Path(tempfile.mkdtemp(dir=store, prefix=".tmp-"))
     try:
         weights = {k: v.astype(mx.float32) for k, v in tree_flatten(model.parameters())}
