@@ -136,6 +136,22 @@ def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
     return []
 
 
+def missing_stages(store: EventStore, date: str) -> list[tuple[str, str]]:
+    """(stage, day) of each step of day `date`'s chain that has no event yet, in chain order."""
+    yesterday = shift_date(date, -1)
+    missing = []
+    if store.latest("HeadlinesFetched", date) is None:
+        missing.append(("fetch", date))
+    if store.latest("RolloutsGenerated", yesterday) is not None:
+        if store.latest("Ranked", yesterday) is None:
+            missing.append(("rank", yesterday))
+        elif store.latest("EpochTrained", yesterday) is None:
+            missing.append(("train", yesterday))
+    if store.latest("RolloutsGenerated", date) is None:
+        missing.append(("generate", date))
+    return missing
+
+
 def resume(store: EventStore, date: str) -> list[JobSpec]:
     """The next job of day `date`'s chain when no event is left to cause it.
 
@@ -145,24 +161,12 @@ def resume(store: EventStore, date: str) -> list[JobSpec]:
     the job id is new whenever the namespace has moved on and repeats otherwise.
     """
     request = store.latest("DailyRunRequested", date)
-    if request is None:
+    missing = missing_stages(store, date)
+    if request is None or not missing:
         return []
-    yesterday = shift_date(date, -1)
-    cause = f"resume:{date}:{store.last_entry_id()}"
-
-    def spec(stage: str, day: str, **kwargs: Any) -> list[JobSpec]:
-        return [JobSpec(stage, store.ns, day, cause, request.correlation_id, kwargs)]
-
-    if store.latest("HeadlinesFetched", date) is None:
-        return spec("fetch", date, source=request.source)
-    if store.latest("RolloutsGenerated", yesterday) is not None:
-        if store.latest("Ranked", yesterday) is None:
-            return spec("rank", yesterday, outcome_date=date)
-        if store.latest("EpochTrained", yesterday) is None:
-            return spec("train", yesterday)
-    if store.latest("RolloutsGenerated", date) is None:
-        return spec("generate", date)
-    return []
+    stage, day = missing[0]
+    kwargs = {"fetch": {"source": request.source}, "rank": {"outcome_date": date}}.get(stage, {})
+    return [JobSpec(stage, store.ns, day, f"resume:{date}:{store.last_entry_id()}", request.correlation_id, kwargs)]
 
 
 class Dispatcher:

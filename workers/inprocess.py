@@ -17,7 +17,7 @@ from rq.registry import FailedJobRegistry
 from events.ids import shift_date
 from jobs.daily import request_day
 from varro.config import VarroConfig
-from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, resume
+from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, missing_stages, resume
 from workers.model_worker import ModelWorker
 from workers.runtime import Runtime, set_runtime
 
@@ -121,16 +121,5 @@ def run_days(
 
 
 def unfinished_stages(store, date: str) -> list[str]:
-    """The stages of day `date`'s chain that have no event yet."""
-    yesterday = shift_date(date, -1)
-    missing = []
-    if store.latest("HeadlinesFetched", date) is None:
-        missing.append(f"fetch {date}")
-    if store.latest("RolloutsGenerated", yesterday) is not None:
-        if store.latest("Ranked", yesterday) is None:
-            missing.append(f"rank {yesterday}")
-        elif store.latest("EpochTrained", yesterday) is None:
-            missing.append(f"train {yesterday}")
-    if store.latest("RolloutsGenerated", date) is None:
-        missing.append(f"generate {date}")
-    return missing
+    """The stages of day `date`'s chain that have no event yet, as "stage day"."""
+    return [f"{stage} {day}" for stage, day in missing_stages(store, date)]

@@ -225,6 +225,7 @@ def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, d
 def _fork(rt, source_ns: str, into: str, dates: list[str], source: str, files) -> None:
     """Fork days into `into`: recorded headlines are replayed, unrecorded days are read from files."""
     from events.store import EventStore
+    from jobs.daily import run_seed
 
     if EventStore(rt.redis, into).count():
         raise click.UsageError(f"namespace {into!r} is not empty; forks go into a new namespace")
@@ -233,24 +234,19 @@ def _fork(rt, source_ns: str, into: str, dates: list[str], source: str, files) -
     _run_in_process(
         rt, into, dates,
         source=lambda d: f"replay:{source_ns}" if d in recorded else spec,
-        seed=lambda d: _recorded_seed(rt, source_ns, d),
+        seed=lambda d: run_seed(rt.context(source_ns), d),
         config_for=lambda d: _recorded_config(rt, source_ns, into, d),
         trigger="backfill",
     )
 
 
-def _recorded_seed(rt, ns: str, date: str) -> int | None:
-    request = rt.store(ns).latest("DailyRunRequested", date)
-    return None if request is None else request.seed
-
-
 def _recorded_config(rt, ns: str, into: str, date: str) -> VarroConfig:
-    from varro.config import config_from_recorded
+    """The config `ns` recorded for `date`, to run the same day in namespace `into`."""
+    import msgspec
 
-    request = rt.store(ns).latest("DailyRunRequested", date)
-    if request is None or request.config is None:
-        return rt.context(into).cfg
-    return config_from_recorded(rt.artifacts.get(request.config), machine=rt.cfg, ns=into)
+    from jobs.daily import day_config
+
+    return msgspec.structs.replace(day_config(rt.context(ns), date), ns=into)
 
 
 @click.command("override")
