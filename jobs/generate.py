@@ -9,8 +9,8 @@ content-addressed artifact; the event carries the readable part.
 
 Generation can be split by headline over several workers: `generate_shard`
 writes a partial artifact for every `shards`-th generation pass (a pass is
-``batch_size // group_size`` consecutive headlines, see
-varro.generation.headlines_per_pass) and `merge_shards` assembles the one event
+``batch_rows // group_size`` consecutive headlines, see
+varro.generation.batch_rows and headlines_per_pass) and `merge_shards` assembles the one event
 the unsharded job would have written. Shards split on pass boundaries, not on
 single headlines, because a roll-out's logits depend in their last bits on
 which prompts share its batch; whole passes keep the artifact bit-identical.
@@ -149,7 +149,7 @@ def generate_shard(
     if shards < 1 or not 0 <= shard < shards:
         raise GenerateInputError(f"shard {shard} of {shards}: need 0 <= shard < shards")
     plan = plan_day(ctx, date, checkpoint=checkpoint, base_seed=base_seed)
-    per_pass = headlines_per_pass(ctx.cfg.generation.batch_size, plan.group_size)
+    per_pass = headlines_per_pass(_batch_rows(ctx, plan, ctx.models.load(plan.checkpoint)), plan.group_size)
     mine = [h for i, h in enumerate(plan.headlines) if (i // per_pass) % shards == shard]
     return ctx.artifacts.put(rollouts.encode(_generate(ctx, plan, mine)), kind=SHARD_KIND)
 
@@ -221,8 +221,9 @@ def _generate(ctx: JobContext, plan: Plan, headlines: list[Headline]) -> rollout
         group_size=plan.group_size,
         sampler=plan.sampler,
         seeds=seeds,
-        batch_size=ctx.cfg.generation.batch_size,
+        batch_size=_batch_rows(ctx, plan, loaded),
         eos_token_ids=loaded.tokenizer.eos_token_ids,
+        kernels=ctx.cfg.generation.kernels,
     )
     return rollouts.RolloutArtifact(
         checkpoint_sha256=plan.checkpoint.sha256,
@@ -230,6 +231,14 @@ def _generate(ctx: JobContext, plan: Plan, headlines: list[Headline]) -> rollout
         prompts=[rollouts.PromptRecord(headline_id=hid, prompt_ids=ids) for hid, ids in prompts],
         rollouts=records,
     )
+
+
+def _batch_rows(ctx: JobContext, plan: Plan, loaded) -> int:
+    from varro.generation import batch_rows
+
+    gen = ctx.cfg.generation
+    return batch_rows(gen.batch_size, loaded.model, group_size=plan.group_size, max_tokens=plan.sampler.max_tokens,
+                      kv_cache_mb=gen.kv_cache_mb)
 
 
 def _record(ctx: JobContext, plan: Plan, artifact: rollouts.RolloutArtifact, wall_s: float) -> Appended:

@@ -195,6 +195,25 @@ def test_a_row_draws_the_same_token_in_any_batch():
     assert len(set(together)) > 8
 
 
+def test_top_k_keeps_exactly_k_and_breaks_ties_towards_lower_ids():
+    """Ties at the k-th value keep the lower token ids, so the candidate set never depends on sort stability."""
+    logits = np.array([[1.0, 3.0, 2.0, 2.0, 2.0, 0.0], [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]], dtype=np.float32)
+    spec = SamplerSpec(temperature=1.0, top_p=1.0, top_k=3)
+    seen = [set(), set()]
+    for u in np.linspace(0.0, 0.999, 200, dtype=np.float32):
+        for row, token in enumerate(sample_tokens(logits, np.array([u, u]), spec).tolist()):
+            seen[row].add(token)
+    assert seen == [{1, 2, 3}, {0, 1, 2}]  # row 0: 3.0 and the first two of the three 2.0s
+
+
+def test_non_finite_logits_are_refused_with_a_clear_error():
+    spec = SamplerSpec(temperature=0.8, top_p=0.95, top_k=2)
+    with pytest.raises(GenerationError, match="non-finite logits"):
+        sample_tokens(np.array([[0.0, np.nan, 1.0]]), np.array([0.5]), spec)
+    with pytest.raises(GenerationError, match=r"\(batch, vocab\)"):
+        sample_tokens(np.zeros(3), np.array([0.5]), spec)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -214,3 +233,29 @@ def test_bad_inputs_fail_with_a_named_problem(loaded, prompts, kwargs, message):
     args.update(kwargs)
     with pytest.raises(GenerationError, match=message):
         generate_rollouts(loaded, prompts, **args)
+
+
+def test_auto_batch_fills_the_kv_budget_with_whole_headlines(loaded):
+    """"auto" rows come from the checkpoint's shape and dtype and recorded settings only."""
+    from mlx_lm.models import qwen3
+
+    from varro.generation import MAX_AUTO_ROWS, PROMPT_ALLOWANCE, batch_rows, kv_bytes_per_token
+
+    tiny = loaded.model
+    args = tiny.args
+    assert kv_bytes_per_token(tiny) == 2 * args.num_hidden_layers * args.num_key_value_heads * args.head_dim * 4
+    assert batch_rows("auto", tiny, group_size=8, max_tokens=160, kv_cache_mb=4096) == MAX_AUTO_ROWS
+    assert batch_rows(48, tiny, group_size=8, max_tokens=160, kv_cache_mb=1) == 48  # a number is taken as given
+    per_row = kv_bytes_per_token(tiny) * (PROMPT_ALLOWANCE + 160)
+    assert per_row == 851968 and batch_rows("auto", tiny, group_size=8, max_tokens=160, kv_cache_mb=40) == 48
+    assert batch_rows("auto", tiny, group_size=8, max_tokens=160 * 1000, kv_cache_mb=1) == 8  # never below one headline
+    # A Qwen3-0.6B-shaped bf16 model: 28 layers x 8 KV heads x 128 x 2 bytes x 2 = 112 KiB a token.
+    big = qwen3.Model(qwen3.ModelArgs.from_dict(dict(
+        model_type="qwen3", hidden_size=64, num_hidden_layers=28, intermediate_size=64, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, vocab_size=32, rms_norm_eps=1e-6, max_position_embeddings=512,
+        rope_theta=1e6, tie_word_embeddings=True)))
+    big.set_dtype(mx.bfloat16)
+    assert kv_bytes_per_token(big) == 114688
+    assert batch_rows("auto", big, group_size=8, max_tokens=160, kv_cache_mb=4096) == 88
+    with pytest.raises(GenerationError, match="batch_size"):
+        batch_rows("big", tiny, group_size=8, max_tokens=160, kv_cache_mb=4096)

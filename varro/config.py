@@ -69,8 +69,16 @@ class GenerationConfig(Base, frozen=True):
     profiles: dict[str, SamplerSpec] = msgspec.field(default_factory=_default_profiles)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    batch_size: int = 64
+    # Roll-outs decoding together: a number, or "auto" for as many as fit
+    # `kv_cache_mb` of KV cache (see varro.generation.batch_rows). Either way
+    # the batch composition is a function of the recorded config and checkpoint.
+    batch_size: int | Literal["auto"] = "auto"
+    kv_cache_mb: int = 4096
     max_headlines: int | None = None
+    # Inference kernels: "auto" runs the softmax and SwiGLU in NumPy on the CPU
+    # (MLX's CPU exp is scalar; see varro.model.forward), MLX's own elsewhere.
+    # Part of the recorded config because the two differ in the last bits.
+    kernels: Literal["auto", "mlx", "numpy"] = "auto"
 
 
 class JudgeConfig(Base, frozen=True):
@@ -238,7 +246,8 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
     g, t, h, j, w = cfg.generation, cfg.train, cfg.headlines, cfg.judge, cfg.workers
     return [
         ("generation.group_size", g.group_size >= 2, "at least 2 to rank roll-outs"),
-        ("generation.batch_size", g.batch_size >= 1, ">= 1"),
+        ("generation.batch_size", g.batch_size == "auto" or g.batch_size >= 1, '>= 1 or "auto"'),
+        ("generation.kv_cache_mb", g.kv_cache_mb >= 1, ">= 1"),
         ("generation.max_headlines", g.max_headlines is None or g.max_headlines >= 1, ">= 1 (or unset)"),
         ("train.learning_rate", t.learning_rate > 0, "> 0"),
         ("train.eps_low", 0 <= t.eps_low < 1, "in [0, 1)"),

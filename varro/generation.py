@@ -8,7 +8,10 @@ than `BatchGenerator`'s because that engine samples row by row as soon as rows
 carry their own random streams, returns one log-prob array per row per step,
 and copies the whole batch cache every time a single row finishes; here a
 step is one vectorised draw for the batch, and finished rows are dropped in
-bulk (`_COMPACT`).
+bulk (`_COMPACT`). The forward pass is mlx_lm's model run by
+`varro.model.forward`, which on the CPU hands the softmax and SwiGLU to NumPy
+(`generation.kernels`); each step's logits are read on the host, where the
+draw and the log-probs are taken in NumPy.
 
 Reproducibility: roll-out r draws its step-t token with the uniform
 ``uniform(key(seed_r), (max_tokens,))[t]``, inverted against the CDF of the
@@ -16,25 +19,26 @@ candidates that survive temperature, top-k and top-p, for every row of the
 batch at once (`sample_tokens`). A roll-out's tokens are therefore a function
 of its seed and of the logits it sees, never of the global RNG or of which
 other roll-outs share the batch. The logits themselves are *not* bitwise
-independent of the batch on MLX's CPU backend: the amount of left padding (set
-by the longest prompt in the batch, and shifted as rows are dropped) changes
-the rounding of the attention (differences of about 1e-6 in the log-probs).
+independent of the batch on the CPU: the amount of left padding (set by the
+longest prompt in the batch, and shifted as rows are dropped) changes the
+rounding of the attention (differences of about 1e-6 in the log-probs).
 Such a difference flips a draw only when the uniform lands that close to a CDF
 step, so in practice tokens agree (64 of 64 roll-outs of 160 tokens matched
 between headlines generated alone and together), but that is not a guarantee.
 `generate_rollouts` therefore fixes the batch composition canonically:
 headlines run in consecutive passes of ``batch_size // group_size``, so a
-roll-out depends only on its seed, its pass and the checkpoint, and a job split
-by passes (see jobs.generate) reproduces the unsplit job bit for bit.
+roll-out depends only on its seed, its pass, the kernels and the checkpoint,
+and a job split by passes (see jobs.generate) reproduces the unsplit job bit
+for bit.
 
 The recorded log-probs are not the decoding pass's: `sequence_logprobs`
 recomputes them with an fp32 teacher-forced pass of the same checkpoint over
 prompt + response, as ``log_softmax(logits / temperature)``. That pass agrees
-with an unbatched, uncached fp32 pass to about 1e-5 (short prompts are the
-worst case; on the benchmark's roll-outs it was exact) and is bit-identical
-from call to call, whereas the decoding pass's own values (kept in
-`SampledResponse.logprobs`) differ from it by up to ~2e-5 through the KV-cache
-path's rounding, and are bf16 for a bf16 checkpoint.
+with an unbatched, uncached fp32 pass of mlx_lm's model to about 1e-5 (short
+prompts are the worst case) and is bit-identical from call to call, whereas
+the decoding pass's own values (kept in `SampledResponse.logprobs`) differ from
+it by up to ~2e-5 through the KV-cache path's rounding, and are bf16 for a bf16
+checkpoint.
 Top-k / top-p truncation is *not* applied to them: the trainer's π_θ is the
 same untruncated, temperature-scaled distribution, so the importance ratio
 π_θ / π_old compares like with like (a truncated π_old would put -inf where π_θ
@@ -53,6 +57,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from events.schema import SamplerSpec
 from varro.model.cache import LoadedModel
+from varro.model.forward import Forward, Kernels, inference_forward
 from varro.rollouts import RolloutRecord
 from varro.structure import structure_score
 
@@ -91,7 +96,7 @@ def validate_sampler(sampler: SamplerSpec) -> None:
         raise GenerationError(f"sampler {sampler.name!r}: max_tokens must be >= 1, got {sampler.max_tokens}")
 
 
-def sample_tokens(logits: mx.array, uniforms: mx.array, sampler: SamplerSpec) -> mx.array:
+def sample_tokens(logits, uniforms, sampler: SamplerSpec) -> np.ndarray:
     """One token per row of (B, V) logits: temperature, then top-k, then top-p, then one draw per row.
 
     Row b's draw inverts the CDF of its surviving candidates, taken in token-id
@@ -99,44 +104,60 @@ def sample_tokens(logits: mx.array, uniforms: mx.array, sampler: SamplerSpec) ->
     depends only on its own logits and uniform. Unlike noise attached to
     probability-sorted positions, token-id order does not depend on near-ties,
     so a low-bit change in the logits can only change the draw if the uniform
-    falls within that change of a CDF step.
+    falls within that change of a CDF step. Top-k keeps exactly k tokens; a tie
+    at the k-th value keeps the lower token ids. NumPy, not MLX: the logits are
+    read on the host every step anyway, and MLX's CPU partition and `exp` cost
+    several times NumPy's.
     """
+    values = np.asarray(logits, dtype=np.float32)
+    if values.ndim != 2:
+        raise GenerationError(f"sample_tokens needs (batch, vocab) logits, got shape {values.shape}")
     if sampler.temperature == 0:
-        return mx.argmax(logits, axis=-1)
-    return _draw(logits.astype(mx.float32) / sampler.temperature, uniforms, sampler)
+        return values.argmax(axis=-1)
+    return _draw(values / np.float32(sampler.temperature), np.asarray(uniforms, dtype=np.float32), sampler)
 
 
-def _draw(values: mx.array, uniforms: mx.array, sampler: SamplerSpec) -> mx.array:
-    """`sample_tokens` on logits already divided by the temperature."""
-    candidates = None
-    if 0 < sampler.top_k < values.shape[-1]:
-        candidates = mx.sort(mx.argpartition(-values, kth=sampler.top_k - 1, axis=-1)[:, : sampler.top_k], axis=-1)
-        values = mx.take_along_axis(values, candidates, axis=-1)
+def _draw(values: np.ndarray, uniforms: np.ndarray, sampler: SamplerSpec) -> np.ndarray:
+    """`sample_tokens` on fp32 logits already divided by the temperature."""
+    if not np.isfinite(values).all():
+        raise GenerationError("the model produced non-finite logits (NaN or inf); the checkpoint is broken")
+    rows, vocab = values.shape
+    if 0 < sampler.top_k < vocab:
+        candidates = _top_k(values, sampler.top_k)
+        values = np.take_along_axis(values, candidates, axis=-1)
+    else:
+        candidates = None
     if sampler.top_p < 1.0:
-        order = mx.argsort(-values, axis=-1)
-        probs = mx.softmax(mx.take_along_axis(values, order, axis=-1), axis=-1)
-        keep_sorted = (mx.cumsum(probs, axis=-1) - probs) < sampler.top_p
-        keep = mx.put_along_axis(mx.zeros(values.shape, dtype=mx.bool_), order, keep_sorted, axis=-1)
-        values = mx.where(keep, values, -mx.inf)
-    cdf = mx.cumsum(mx.exp(values - mx.max(values, axis=-1, keepdims=True)), axis=-1)
+        order = np.argsort(-values, axis=-1, kind="stable")
+        ranked = np.take_along_axis(values, order, axis=-1)
+        probs = np.exp(ranked - ranked[:, :1])
+        probs /= probs.sum(axis=-1, keepdims=True)
+        keep_ranked = (np.cumsum(probs, axis=-1) - probs) < sampler.top_p
+        keep = np.empty_like(keep_ranked)
+        np.put_along_axis(keep, order, keep_ranked, axis=-1)
+        values = np.where(keep, values, -np.inf)
+    cdf = np.cumsum(np.exp(values - values.max(axis=-1, keepdims=True)), axis=-1)
     u = (1.0 - uniforms[:, None]) * cdf[:, -1:]
-    choice = mx.minimum(mx.sum(cdf < u, axis=-1, keepdims=True), values.shape[-1] - 1)
-    token = choice if candidates is None else mx.take_along_axis(candidates, choice, axis=-1)
-    return token.squeeze(-1)
+    choice = np.minimum((cdf < u).sum(axis=-1), values.shape[-1] - 1)
+    if candidates is None:
+        return choice
+    return candidates[np.arange(rows), choice]
 
 
-def rollout_uniforms(seed: int, sampler: SamplerSpec) -> mx.array:
+def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """The ids of each row's k largest values, ascending; ties at the k-th value keep the lower ids."""
+    rows, vocab = values.shape
+    kth = np.partition(values, vocab - k, axis=-1)[:, vocab - k : vocab - k + 1]
+    keep = values >= kth
+    for row in np.flatnonzero(keep.sum(axis=-1) > k):  # a tie at the k-th value: rare, fixed row by row
+        tied = np.flatnonzero(values[row] == kth[row, 0])
+        keep[row, tied[k - int((values[row] > kth[row, 0]).sum()) :]] = False
+    return np.nonzero(keep)[1].reshape(rows, k)
+
+
+def rollout_uniforms(seed: int, sampler: SamplerSpec) -> np.ndarray:
     """The roll-out's own stream: the uniform for each decoding step, from its seed alone."""
-    return mx.random.uniform(shape=(sampler.max_tokens,), key=mx.random.key(seed))
-
-
-def _decode_step(model, cache, inputs: mx.array, uniforms: mx.array, sampler: SamplerSpec):
-    """One batched step: every row's next token and its logits divided by the temperature (1 when greedy)."""
-    logits = model(inputs[:, None], cache=cache)[:, -1, :].astype(mx.float32)
-    if sampler.temperature == 0:
-        return mx.argmax(logits, axis=-1), logits
-    values = logits / sampler.temperature
-    return _draw(values, uniforms, sampler), values
+    return np.array(mx.random.uniform(shape=(sampler.max_tokens,), key=mx.random.key(seed)))
 
 
 def _picked_logprobs(values: np.ndarray, tokens: list[int]) -> list[float]:
@@ -150,13 +171,13 @@ def _picked_logprobs(values: np.ndarray, tokens: list[int]) -> list[float]:
     return (values[np.arange(len(tokens)), tokens] - lse).tolist()
 
 
-def _merged_cache(model, prompts: Sequence[list[int]], group_size: int) -> list:
+def _merged_cache(forward: Forward, model, prompts: Sequence[list[int]], group_size: int) -> list:
     """Each prompt (all but its last token) prefilled once, merged into one batch cache with G rows per prompt."""
     per_row = []
     for ids in prompts:
         shared = make_prompt_cache(model)
         if len(ids) > 1:
-            model(mx.array([ids[:-1]]), cache=shared)
+            forward(mx.array([ids[:-1]]), shared)
             mx.eval([c.state for c in shared])
         per_row.extend([shared] * group_size)
     merged = []
@@ -175,8 +196,13 @@ def sample_responses(
     sampler: SamplerSpec,
     seeds: dict[tuple[str, int], int],
     eos_token_ids: Iterable[int],
+    kernels: Kernels = "auto",
 ) -> list[SampledResponse]:
-    """Sample `group_size` responses per prompt, all of them decoding as one batch."""
+    """Sample `group_size` responses per prompt, all of them decoding as one batch.
+
+    Each step is one forward pass for the batch, its logits read on the host,
+    and one vectorised draw (`sample_tokens`).
+    """
     validate_sampler(sampler)
     if group_size < 1:
         raise GenerationError(f"group_size must be >= 1, got {group_size}")
@@ -196,24 +222,22 @@ def sample_responses(
             except KeyError:
                 raise GenerationError(f"no seed for roll-out {index} of headline {headline_id}") from None
     model = loaded.model
-    cache = _merged_cache(model, [ids for _, ids in prompts], group_size)
-    uniforms = mx.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
-    inputs = mx.array([ids[-1] for _, ids in prompts for _ in range(group_size)])
+    forward = inference_forward(model, kernels)
+    cache = _merged_cache(forward, model, [ids for _, ids in prompts], group_size)
+    uniforms = np.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
+    drawn = np.array([ids[-1] for _, ids in prompts for _ in range(group_size)])
+    temperature = np.float32(sampler.temperature or 1.0)
 
     tokens: list[list[int]] = [[] for _ in order]
     logprobs: list[list[float]] = [[] for _ in order]
     stopped = [False] * len(order)
     rows = list(range(len(order)))  # batch position -> roll-out
-    step = _decode_step(model, cache, inputs, uniforms[:, 0], sampler)
-    mx.async_eval(step)
     for t in range(sampler.max_tokens):
-        drawn, values = step
-        if t + 1 < sampler.max_tokens:  # queue the next step before reading this one
-            step = _decode_step(model, cache, drawn, uniforms[:, t + 1], sampler)
-            mx.async_eval(step)
-        drawn_ids = drawn.tolist()
-        picked = _picked_logprobs(np.array(values, copy=False), drawn_ids)
-        for row, token, lp in zip(rows, drawn_ids, picked):
+        hidden = forward(mx.array(drawn)[:, None], cache)[:, -1, :]
+        values = np.array(_project(model, hidden).astype(mx.float32)) / temperature
+        drawn = values.argmax(axis=-1) if sampler.temperature == 0 else _draw(values, uniforms[:, t], sampler)
+        picked = _picked_logprobs(values, drawn)
+        for row, token, lp in zip(rows, drawn.tolist(), picked):
             if not stopped[row]:
                 tokens[row].append(token)
                 logprobs[row].append(lp)
@@ -225,8 +249,7 @@ def sample_responses(
             keep = mx.array(running)
             for layer in cache:
                 layer.filter(keep)
-            uniforms = uniforms[keep]
-            step = tuple(a[keep] for a in step)
+            uniforms, drawn = uniforms[running], drawn[running]
             rows = [rows[b] for b in running]
 
     return [
@@ -282,6 +305,7 @@ def sequence_logprobs(
     temperature: float = 1.0,
     chunk: int = 256,
     batch_size: int = 16,
+    kernels: Kernels = "auto",
 ) -> list[np.ndarray]:
     """fp32 ``log_softmax(logits / temperature)`` of each response token, teacher-forced.
 
@@ -301,18 +325,21 @@ def sequence_logprobs(
         raise GenerationError("sequence_logprobs: empty prompt")
     out: list[np.ndarray] = []
     with _Float32(model):
+        forward = inference_forward(model, kernels)
         start = 0
         while start < len(prompt_ids_list):
             prompt = list(prompt_ids_list[start])
             stop = start + 1
             while stop < len(prompt_ids_list) and stop - start < batch_size and list(prompt_ids_list[stop]) == prompt:
                 stop += 1
-            out.extend(_group_logprobs(model, prompt, response_ids_list[start:stop], temperature, chunk))
+            out.extend(_group_logprobs(forward, model, prompt, response_ids_list[start:stop], temperature, chunk))
             start = stop
     return out
 
 
-def _group_logprobs(model, prompt: list[int], responses, temperature: float, chunk: int) -> list[np.ndarray]:
+def _group_logprobs(
+    forward: Forward, model, prompt: list[int], responses, temperature: float, chunk: int
+) -> list[np.ndarray]:
     """Log-probs of several responses to one prompt: prefill the prompt once, then the responses as a batch.
 
     The responses run longest first, `_SPAN` positions at a time, and a
@@ -326,7 +353,7 @@ def _group_logprobs(model, prompt: list[int], responses, temperature: float, chu
     order = sorted(range(len(responses)), key=lambda b: -lengths[b])
     cache = make_prompt_cache(model)
     if len(prompt) > 1:
-        model.model(mx.array([prompt[:-1]]), cache=cache)
+        forward(mx.array([prompt[:-1]]), cache)
         for c in cache:
             keys, values, offset = c.state
             c.state = (
@@ -345,7 +372,7 @@ def _group_logprobs(model, prompt: list[int], responses, temperature: float, chu
             if c.keys is not None:
                 c.keys, c.values = c.keys[:active], c.values[:active]
         span = min(_SPAN, width - start)
-        hidden = model.model(mx.array(inputs[:active, start : start + span]), cache=cache)
+        hidden = forward(mx.array(inputs[:active, start : start + span]), cache)
         positions = []
         for row, b in enumerate(order[:active]):
             stop = min(lengths[b], start + span)
@@ -367,6 +394,39 @@ def _group_logprobs(model, prompt: list[int], responses, temperature: float, chu
     return out
 
 
+# "auto" batches: room for a prompt of this many tokens plus max_tokens per row, and at most this many rows.
+PROMPT_ALLOWANCE = 256
+MAX_AUTO_ROWS = 256
+
+
+def kv_bytes_per_token(model) -> int:
+    """Bytes one token of one row adds to the KV cache: 2 (keys, values) x layers x KV heads x head dim x dtype."""
+    args = model.args
+    heads = getattr(args, "num_attention_heads", None)
+    kv_heads = getattr(args, "num_key_value_heads", None) or heads
+    head_dim = getattr(args, "head_dim", None) or args.hidden_size // heads
+    layers = len(model.layers) if hasattr(model, "layers") else args.num_hidden_layers
+    itemsize = model.model.norm.weight.dtype.size  # activations' dtype, even for quantised weights
+    return 2 * layers * kv_heads * head_dim * itemsize
+
+
+def batch_rows(batch_size: int | str, model, *, group_size: int, max_tokens: int, kv_cache_mb: int) -> int:
+    """Rows per generation pass: `batch_size` itself, or for "auto" as many as fit `kv_cache_mb`.
+
+    "auto" depends only on the checkpoint's shape and dtype and on recorded
+    settings, never on the machine, so a replay elsewhere batches the same way.
+    It is a multiple of `group_size` (whole headlines), between one headline
+    and `MAX_AUTO_ROWS` (beyond that a small model gains little per row).
+    """
+    if batch_size != "auto":
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise GenerationError(f'batch_size must be >= 1 or "auto", got {batch_size!r}')
+        return batch_size
+    per_row = kv_bytes_per_token(model) * (PROMPT_ALLOWANCE + max_tokens)
+    rows = min(MAX_AUTO_ROWS, kv_cache_mb * 2**20 // per_row)
+    return max(group_size, rows // group_size * group_size)
+
+
 def headlines_per_pass(batch_size: int, group_size: int) -> int:
     """How many headlines share one generation pass: the canonical batch composition."""
     return max(1, batch_size // max(1, group_size))
@@ -381,6 +441,7 @@ def generate_rollouts(
     seeds: dict[tuple[str, int], int],
     batch_size: int,
     eos_token_ids: Iterable[int],
+    kernels: Kernels = "auto",
 ) -> list[RolloutRecord]:
     """Sample the roll-outs, then record each with its behaviour log-probs, text and structure score.
 
@@ -403,6 +464,7 @@ def generate_rollouts(
                 sampler=sampler,
                 seeds=seeds,
                 eos_token_ids=eos_token_ids,
+                kernels=kernels,
             )
         )
     prompt_of = dict(prompts)
@@ -411,6 +473,7 @@ def generate_rollouts(
         [prompt_of[s.headline_id] for s in sampled],
         [s.response_ids for s in sampled],
         temperature=sampler.temperature or 1.0,
+        kernels=kernels,
     )
     eos = {int(t) for t in eos_token_ids}
     records = []

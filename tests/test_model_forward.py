@@ -1,0 +1,141 @@
+"""The inference forward with NumPy softmax/SwiGLU: the same function as mlx_lm's, checked against float64."""
+
+import warnings
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_lm.models import qwen3
+from mlx_lm.models.cache import make_prompt_cache
+
+from events.schema import Headline
+from varro.config import VarroConfig
+from varro.generation import _merged_cache, _project
+from varro.model.cache import ModelCache
+from varro.model.forward import ForwardError, inference_forward, resolve, softmax, swiglu
+from varro.prompts import prompt_ids
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_path, tmp_path_factory):
+    cache = ModelCache(VarroConfig(data_dir=str(tmp_path_factory.mktemp("data"))))
+    return cache.load(cache.base_ref())
+
+
+@pytest.fixture(scope="module")
+def prompts(loaded):
+    texts = ["Oil falls as OPEC signals higher output", "Fed cuts rates", "Gold slides as the dollar firms again today"]
+    return [
+        prompt_ids(VarroConfig(), loaded.tokenizer, Headline(id=f"h{i}", text=t, source="Reuters"), "2025-03-04")
+        for i, t in enumerate(texts)
+    ]
+
+
+def reference_logits(model, ids: list[int]) -> np.ndarray:
+    """An independent float64 Qwen3 forward over one sequence, written from the architecture, not from mlx_lm."""
+    args = model.args
+    w = {k: np.array(v.astype(mx.float32), dtype=np.float64) for k, v in _flat(model.parameters())}
+    eps, heads, kv_heads, dim = args.rms_norm_eps, args.num_attention_heads, args.num_key_value_heads, args.head_dim
+
+    def rms(x, weight):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * weight
+
+    def rope(x):  # (heads, T, dim), rotate-half (non-traditional)
+        half = dim // 2
+        freqs = args.rope_theta ** (-np.arange(half) * 2.0 / dim)
+        angle = np.arange(x.shape[1])[:, None] * freqs[None]
+        cos, sin = np.cos(angle), np.sin(angle)
+        a, b = x[..., :half], x[..., half:]
+        return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+    h = w["model.embed_tokens.weight"][ids]
+    steps = len(ids)
+    causal = np.tril(np.ones((steps, steps), dtype=bool))
+    for i in range(args.num_hidden_layers):
+        p = f"model.layers.{i}."
+        x = rms(h, w[p + "input_layernorm.weight"])
+        q = (x @ w[p + "self_attn.q_proj.weight"].T).reshape(steps, heads, dim).transpose(1, 0, 2)
+        k = (x @ w[p + "self_attn.k_proj.weight"].T).reshape(steps, kv_heads, dim).transpose(1, 0, 2)
+        v = (x @ w[p + "self_attn.v_proj.weight"].T).reshape(steps, kv_heads, dim).transpose(1, 0, 2)
+        q = rope(rms(q, w[p + "self_attn.q_norm.weight"]))
+        k = rope(rms(k, w[p + "self_attn.k_norm.weight"]))
+        k, v = np.repeat(k, heads // kv_heads, axis=0), np.repeat(v, heads // kv_heads, axis=0)
+        scores = np.where(causal, q @ k.transpose(0, 2, 1) * dim**-0.5, -np.inf)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        attn = (probs @ v).transpose(1, 0, 2).reshape(steps, heads * dim)
+        h = h + attn @ w[p + "self_attn.o_proj.weight"].T
+        x = rms(h, w[p + "post_attention_layernorm.weight"])
+        gate, up = x @ w[p + "mlp.gate_proj.weight"].T, x @ w[p + "mlp.up_proj.weight"].T
+        h = h + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
+    return rms(h, w["model.norm.weight"]) @ w["model.embed_tokens.weight"].T
+
+
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _flat(v, f"{prefix}{k}.")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _flat(v, f"{prefix}{i}.")
+    else:
+        yield prefix[:-1], tree
+
+
+def logits_of(model, kernels, ids):
+    forward = inference_forward(model, kernels)
+    hidden = forward(mx.array([ids]), make_prompt_cache(model))
+    return np.array(_project(model, hidden).astype(mx.float32))[0]
+
+
+def test_both_kernels_compute_the_float64_function(loaded, prompts):
+    """NumPy's softmax/SwiGLU are as close to the exact (float64) logits as MLX's own kernels are."""
+    ids = prompts[0] + prompts[1][:40]
+    exact = reference_logits(loaded.model, ids)
+    errors = {k: np.abs(logits_of(loaded.model, k, ids) - exact).max() for k in ("mlx", "numpy")}
+    assert errors["mlx"] < 1e-4 and errors["numpy"] < 1e-4, errors
+    assert errors["numpy"] <= 2 * errors["mlx"] + 1e-5, errors
+    stock = np.array(loaded.model(mx.array([ids])).astype(mx.float32))[0]
+    np.testing.assert_array_equal(logits_of(loaded.model, "mlx", ids), stock)  # "mlx" is mlx_lm's forward
+
+
+def test_batched_decoding_with_left_padding_matches_the_stock_forward(loaded, prompts):
+    """Prompts of different lengths (left padding in the batch cache), G rows each, several decoding steps."""
+    model = loaded.model
+    stock, ours = inference_forward(model, "mlx"), inference_forward(model, "numpy")
+    caches = {k: _merged_cache(f, model, prompts, 2) for k, f in (("mlx", stock), ("numpy", ours))}
+    tokens = mx.array([[p[-1]] for p in prompts for _ in range(2)])
+    for _ in range(6):
+        a = np.array(_project(model, stock(tokens, caches["mlx"])[:, -1]).astype(mx.float32))
+        b = np.array(_project(model, ours(tokens, caches["numpy"])[:, -1]).astype(mx.float32))
+        np.testing.assert_allclose(b, a, atol=1e-4)
+        tokens = mx.array(a.argmax(-1))[:, None]
+
+
+def test_numpy_kernels_are_deterministic(loaded, prompts):
+    ids = prompts[2]
+    np.testing.assert_array_equal(logits_of(loaded.model, "numpy", ids), logits_of(loaded.model, "numpy", ids))
+
+
+def test_kernel_choice(loaded):
+    assert resolve(loaded.model, "auto") == "numpy"  # the CPU, a Qwen3 model
+    assert resolve(loaded.model, "mlx") == "mlx"
+    with pytest.raises(ForwardError, match="'auto', 'mlx' or 'numpy'"):
+        resolve(loaded.model, "fast")
+    other = qwen3.Model(qwen3.ModelArgs.from_dict({**vars(loaded.model.args), "model_type": "llama"}))
+    assert resolve(other, "auto") == "mlx"
+    with pytest.raises(ForwardError, match="not 'llama'"):
+        resolve(other, "numpy")
+
+
+def test_softmax_keeps_a_fully_masked_row_finite_and_swiglu_has_its_limits():
+    scores = np.array([[1.0, 2.0, 3.0], [5.0, 1.0, 0.0]], dtype=np.float32)
+    mask = np.array([[True, True, False], [False, False, False]])
+    probs = softmax(scores, mask)
+    np.testing.assert_allclose(probs[0], [np.exp(-1) / (1 + np.exp(-1)), 1 / (1 + np.exp(-1)), 0.0], rtol=1e-6)
+    assert np.isfinite(probs).all() and probs[1].sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(softmax(scores, np.zeros_like(scores)), softmax(scores, None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning for a very negative gate
+        out = swiglu(np.array([-1000.0, 0.0, 2.0], dtype=np.float32), np.array([3.0, 3.0, 0.5], dtype=np.float32))
+    np.testing.assert_allclose(out, [0.0, 0.0, 2.0 / (1 + np.exp(-2.0)) * 0.5], rtol=1e-6)

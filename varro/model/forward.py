@@ -1,0 +1,144 @@
+"""The model's forward pass for inference, with the CPU's exp-bound steps in NumPy.
+
+MLX's CPU backend evaluates `exp` one element at a time (about 12 ns an element
+in the Linux wheel, against under 1 ns for NumPy's vectorised `exp`; see
+BENCHMARKS.md). In a decoding batch or a teacher-forced pass of a small model
+the attention softmax and the SwiGLU's sigmoid are then most of the time. The
+"numpy" kernels run the checkpoint's own mlx_lm modules (projections, norms,
+rotary embedding, KV cache, output head) unchanged and hand only those two
+steps to NumPy, in fp32. Gradients do not flow through them, so training uses
+the stock forward; they are for sampling, recording behaviour log-probs and
+judging.
+
+The two paths are different floating-point programs for the same function:
+their logits agree to about 1e-5 (tests hold both to a float64 reference), not
+bit for bit, so the choice is part of the recorded generation config
+(`generation.kernels`). Each path is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models.base import create_attention_mask
+
+Kernels = Literal["auto", "mlx", "numpy"]
+Forward = Callable[[mx.array, list], mx.array]
+
+# Architectures whose decoder layers this module knows how to run: Qwen3's
+# attention (q/k RMS norms, rotary, grouped KV heads) and SwiGLU MLP.
+SUPPORTED = frozenset({"qwen3"})
+
+_MASKED = np.finfo(np.float32).min  # as MLX's attention: a fully masked row stays finite
+
+
+class ForwardError(ValueError):
+    """An unknown kernel choice, or the numpy kernels asked for a model they cannot run."""
+
+
+def model_type(model) -> str:
+    args = getattr(model, "args", None)
+    return str(getattr(model, "model_type", None) or getattr(args, "model_type", ""))
+
+
+def resolve(model, kernels: Kernels = "auto") -> Literal["mlx", "numpy"]:
+    """Which kernels a forward pass of `model` uses: "auto" means NumPy's on the CPU for supported models."""
+    if kernels == "mlx":
+        return "mlx"
+    supported = model_type(model) in SUPPORTED
+    if kernels == "numpy":
+        if not supported:
+            raise ForwardError(
+                f"generation.kernels = 'numpy' supports model types {sorted(SUPPORTED)}, not {model_type(model)!r}"
+            )
+        return "numpy"
+    if kernels != "auto":
+        raise ForwardError(f"kernels must be 'auto', 'mlx' or 'numpy', got {kernels!r}")
+    return "numpy" if supported and mx.default_device() == mx.cpu else "mlx"
+
+
+def inference_forward(model, kernels: Kernels = "auto") -> Forward:
+    """``forward(inputs, cache) -> final hidden states``, as ``model.model(inputs, cache=cache)`` computes them."""
+    if resolve(model, kernels) == "mlx":
+        return lambda inputs, cache: model.model(inputs, cache=cache)
+    return lambda inputs, cache: hidden_states(model, inputs, cache)
+
+
+def hidden_states(model, inputs: mx.array, cache: list) -> mx.array:
+    """The decoder stack of a Qwen3 model with the softmax and SwiGLU in NumPy (see the module doc)."""
+    inner = model.model
+    h = inner.embed_tokens(inputs)
+    mask = create_attention_mask(h, cache[0])
+    for layer, layer_cache in zip(inner.layers, cache):
+        h = h + _attention(layer.self_attn, layer.input_layernorm(h), mask, layer_cache)
+        h = h + _swiglu_mlp(layer.mlp, layer.post_attention_layernorm(h))
+    return inner.norm(h)
+
+
+def _attention(attn, x: mx.array, mask, cache) -> mx.array:
+    """mlx_lm's Qwen3 attention, its softmax taken in NumPy; the score and value products stay in MLX."""
+    B, L, _ = x.shape
+    queries, keys, values = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    queries = attn.q_norm(queries.reshape(B, L, attn.n_heads, -1)).transpose(0, 2, 1, 3)
+    keys = attn.k_norm(keys.reshape(B, L, attn.n_kv_heads, -1)).transpose(0, 2, 1, 3)
+    values = values.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    queries = attn.rope(queries, offset=cache.offset)
+    keys = attn.rope(keys, offset=cache.offset)
+    keys, values = cache.update_and_fetch(keys, values)
+    kv_heads, length, dim = keys.shape[1:]
+    repeats = attn.n_heads // kv_heads
+    # Grouped heads: the `repeats` query heads that share a KV head become rows of one product.
+    grouped = (queries * attn.scale).reshape(B, kv_heads, repeats * L, dim)
+    scores = (grouped @ keys.swapaxes(-1, -2)).astype(mx.float32)
+    mx.eval(scores, mask) if isinstance(mask, mx.array) else mx.eval(scores)
+    probs = softmax(_to_numpy(scores).reshape(B, kv_heads, repeats, L, length), _mask_array(mask, L, length))
+    weights = mx.array(probs.reshape(B, kv_heads, repeats * L, length)).astype(values.dtype)
+    out = (weights @ values).reshape(B, attn.n_heads, L, dim)
+    return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+def _mask_array(mask, queries: int, keys: int) -> np.ndarray | None:
+    """mlx_lm's mask (None, "causal", or an array over (B, 1, L, S)) as an array broadcasting over grouped heads."""
+    if mask is None:
+        return None
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise ForwardError(f"unsupported attention mask {mask!r}")
+        return (np.arange(keys - queries, keys)[:, None] >= np.arange(keys)[None])[None, None, None]
+    array = _to_numpy(mask)
+    return array.reshape(array.shape[0], 1, 1, *array.shape[-2:]) if array.ndim == 4 else array
+
+
+def softmax(scores: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """fp32 softmax over the last axis; `mask` is boolean (False = masked) or additive."""
+    if mask is not None:
+        scores = np.where(mask, scores, _MASKED) if mask.dtype == np.bool_ else scores + mask
+    else:
+        scores = scores.copy()
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
+def _swiglu_mlp(mlp, x: mx.array) -> mx.array:
+    """``down(silu(gate(x)) * up(x))`` with the SiLU in NumPy."""
+    gate, up = mlp.gate_proj(x).astype(mx.float32), mlp.up_proj(x).astype(mx.float32)
+    mx.eval(gate, up)
+    mixed = swiglu(_to_numpy(gate), _to_numpy(up))
+    return mlp.down_proj(mx.array(mixed).astype(x.dtype))
+
+
+def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """``gate * sigmoid(gate) * up`` in fp32; a very negative gate gives exactly 0, as the limit."""
+    with np.errstate(over="ignore"):
+        return gate / (1.0 + np.exp(-gate)) * up
+
+
+def _to_numpy(array: mx.array) -> np.ndarray:
+    """A NumPy view of an MLX array, evaluated here unless it already is; no copy."""
+    mx.eval(array)
+    return np.array(array, copy=False)
