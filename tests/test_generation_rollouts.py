@@ -206,6 +206,40 @@ def test_top_k_keeps_exactly_k_and_breaks_ties_towards_lower_ids():
     assert seen == [{1, 2, 3}, {0, 1, 2}]  # row 0: 3.0 and the first two of the three 2.0s
 
 
+def test_candidates_on_the_device_equal_the_hosts_including_ties():
+    """The GPU path (top-k where the logits are) and the CPU path (NumPy) pick the same candidates and values."""
+    from varro.generation import device_candidates, host_candidates
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(16, 300)).astype(np.float32) * 3
+    logits[1, [5, 9, 40, 41]] = logits[1].max() + 1  # a tie inside the top k
+    boundary = np.sort(logits[2])[-3]
+    logits[2, [7, 100, 250]] = boundary  # a tie straddling the k-th value
+    logits[3] = 0.5  # all tied
+    for k in (1, 3, 50, 300):
+        host, device = host_candidates(logits, k), device_candidates(mx.array(logits), k)
+        np.testing.assert_array_equal(device.ids, host.ids)
+        np.testing.assert_array_equal(device.values, host.values)
+        np.testing.assert_allclose(device.lse, host.lse, rtol=1e-6)
+        assert (np.diff(host.ids, axis=-1) > 0).all() and host.ids.shape == (16, k)
+    assert host_candidates(logits, 3).ids[3].tolist() == [0, 1, 2]  # ties go to the lower ids
+    with pytest.raises(GenerationError, match="non-finite logits"):
+        device_candidates(mx.array([[0.0, np.nan, 1.0]]), 1)
+
+
+def test_device_candidates_settle_boundary_ties_on_the_host(monkeypatch):
+    """MLX's CPU partition happens to order ties by index; a GPU's need not, so such rows are redone exactly."""
+    import varro.generation as generation
+
+    calls = []
+    real = generation.host_candidates
+    monkeypatch.setattr(generation, "host_candidates", lambda v, k: calls.append(v.shape) or real(v, k))
+    logits = np.array([[3.0, 1.0, 2.0, 2.0, 0.0], [3.0, 1.0, 2.0, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]], np.float32)
+    got = generation.device_candidates(mx.array(logits), 2)
+    assert calls == [(1, 5), (1, 5)]  # rows 0 and 2 tie at the 2nd value; row 1 does not
+    assert got.ids.tolist() == [[0, 2], [0, 2], [0, 1]]
+
+
 def test_non_finite_logits_are_refused_with_a_clear_error():
     spec = SamplerSpec(temperature=0.8, top_p=0.95, top_k=2)
     with pytest.raises(GenerationError, match="non-finite logits"):

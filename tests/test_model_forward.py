@@ -10,9 +10,9 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from events.schema import Headline
 from varro.config import VarroConfig
-from varro.generation import _merged_cache, _project
+from varro.generation import _merged_cache
 from varro.model.cache import ModelCache
-from varro.model.forward import ForwardError, inference_forward, resolve, softmax, swiglu
+from varro.model.forward import ForwardError, inference_forward, project, resolve, softmax, swiglu
 from varro.prompts import prompt_ids
 
 
@@ -85,7 +85,7 @@ def _flat(tree, prefix=""):
 def logits_of(model, kernels, ids):
     forward = inference_forward(model, kernels)
     hidden = forward(mx.array([ids]), make_prompt_cache(model))
-    return np.array(_project(model, hidden).astype(mx.float32))[0]
+    return np.array(project(model, hidden).astype(mx.float32))[0]
 
 
 def test_both_kernels_compute_the_float64_function(loaded, prompts):
@@ -106,8 +106,8 @@ def test_batched_decoding_with_left_padding_matches_the_stock_forward(loaded, pr
     caches = {k: _merged_cache(f, model, prompts, 2) for k, f in (("mlx", stock), ("numpy", ours))}
     tokens = mx.array([[p[-1]] for p in prompts for _ in range(2)])
     for _ in range(6):
-        a = np.array(_project(model, stock(tokens, caches["mlx"])[:, -1]).astype(mx.float32))
-        b = np.array(_project(model, ours(tokens, caches["numpy"])[:, -1]).astype(mx.float32))
+        a = np.array(project(model, stock(tokens, caches["mlx"])[:, -1]).astype(mx.float32))
+        b = np.array(project(model, ours(tokens, caches["numpy"])[:, -1]).astype(mx.float32))
         np.testing.assert_allclose(b, a, atol=1e-4)
         tokens = mx.array(a.argmax(-1))[:, None]
 

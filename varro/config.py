@@ -53,6 +53,11 @@ class ModelConfig(Base, frozen=True):
     # anything else is passed to mlx_lm.load (a local directory or a hub id).
     base: str = "varro-tiny"
     enable_thinking: bool = False
+    # Inference kernels for generation and the local judge: "auto" runs the
+    # softmax and SwiGLU in NumPy on the CPU (MLX's CPU exp is scalar; see
+    # varro.model.forward), MLX's own elsewhere. Part of the recorded config
+    # because the two differ in the last bits. Training always uses MLX's.
+    kernels: Literal["auto", "mlx", "numpy"] = "auto"
 
 
 def _default_profiles() -> dict[str, SamplerSpec]:
@@ -75,10 +80,6 @@ class GenerationConfig(Base, frozen=True):
     batch_size: int | Literal["auto"] = "auto"
     kv_cache_mb: int = 4096
     max_headlines: int | None = None
-    # Inference kernels: "auto" runs the softmax and SwiGLU in NumPy on the CPU
-    # (MLX's CPU exp is scalar; see varro.model.forward), MLX's own elsewhere.
-    # Part of the recorded config because the two differ in the last bits.
-    kernels: Literal["auto", "mlx", "numpy"] = "auto"
 
 
 class JudgeConfig(Base, frozen=True):

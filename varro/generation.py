@@ -10,8 +10,9 @@ and copies the whole batch cache every time a single row finishes; here a
 step is one vectorised draw for the batch, and finished rows are dropped in
 bulk (`_COMPACT`). The forward pass is mlx_lm's model run by
 `varro.model.forward`, which on the CPU hands the softmax and SwiGLU to NumPy
-(`generation.kernels`); each step's logits are read on the host, where the
-draw and the log-probs are taken in NumPy.
+(`model.kernels`). Each step's top-k candidates and log-sum-exp are taken
+where the logits are (NumPy on the CPU, MLX on a GPU, so only (B, k + 1)
+values cross to the host there), and the draw from them in NumPy.
 
 Reproducibility: roll-out r draws its step-t token with the uniform
 ``uniform(key(seed_r), (max_tokens,))[t]``, inverted against the CDF of the
@@ -57,7 +58,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from events.schema import SamplerSpec
 from varro.model.cache import LoadedModel
-from varro.model.forward import Forward, Kernels, inference_forward
+from varro.model.forward import Forward, Kernels, inference_forward, project
 from varro.rollouts import RolloutRecord
 from varro.structure import structure_score
 
@@ -96,6 +97,15 @@ def validate_sampler(sampler: SamplerSpec) -> None:
         raise GenerationError(f"sampler {sampler.name!r}: max_tokens must be >= 1, got {sampler.max_tokens}")
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Each row's top-k tokens, ascending by id, with their tempered logits and the row's log-sum-exp."""
+
+    ids: np.ndarray  # (B, k) int
+    values: np.ndarray  # (B, k) fp32, logits / T
+    lse: np.ndarray  # (B,) fp32, log-sum-exp of the whole row of logits / T
+
+
 def sample_tokens(logits, uniforms, sampler: SamplerSpec) -> np.ndarray:
     """One token per row of (B, V) logits: temperature, then top-k, then top-p, then one draw per row.
 
@@ -105,28 +115,70 @@ def sample_tokens(logits, uniforms, sampler: SamplerSpec) -> np.ndarray:
     probability-sorted positions, token-id order does not depend on near-ties,
     so a low-bit change in the logits can only change the draw if the uniform
     falls within that change of a CDF step. Top-k keeps exactly k tokens; a tie
-    at the k-th value keeps the lower token ids. NumPy, not MLX: the logits are
-    read on the host every step anyway, and MLX's CPU partition and `exp` cost
-    several times NumPy's.
+    at the k-th value keeps the lower token ids. Greedy (T = 0) is top-1.
     """
     values = np.asarray(logits, dtype=np.float32)
     if values.ndim != 2:
         raise GenerationError(f"sample_tokens needs (batch, vocab) logits, got shape {values.shape}")
+    tempered = values / np.float32(sampler.temperature or 1.0)
+    return _draw(host_candidates(tempered, _k(sampler, values.shape[-1])), np.asarray(uniforms, np.float32), sampler)[0]
+
+
+def _k(sampler: SamplerSpec, vocab: int) -> int:
     if sampler.temperature == 0:
-        return values.argmax(axis=-1)
-    return _draw(values / np.float32(sampler.temperature), np.asarray(uniforms, dtype=np.float32), sampler)
+        return 1
+    return sampler.top_k if 0 < sampler.top_k < vocab else vocab
 
 
-def _draw(values: np.ndarray, uniforms: np.ndarray, sampler: SamplerSpec) -> np.ndarray:
-    """`sample_tokens` on fp32 logits already divided by the temperature."""
+def host_candidates(values: np.ndarray, k: int) -> Candidates:
+    """`Candidates` in NumPy, for the CPU: MLX's CPU partition and `exp` cost several times NumPy's."""
     if not np.isfinite(values).all():
         raise GenerationError("the model produced non-finite logits (NaN or inf); the checkpoint is broken")
     rows, vocab = values.shape
-    if 0 < sampler.top_k < vocab:
-        candidates = _top_k(values, sampler.top_k)
-        values = np.take_along_axis(values, candidates, axis=-1)
-    else:
-        candidates = None
+    top = values.max(axis=-1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(values - top).sum(axis=-1))
+    if k >= vocab:
+        return Candidates(np.broadcast_to(np.arange(vocab), values.shape), values, lse)
+    kth = np.partition(values, vocab - k, axis=-1)[:, vocab - k : vocab - k + 1]
+    keep = values >= kth
+    for row in np.flatnonzero(keep.sum(axis=-1) > k):  # a tie at the k-th value: rare, fixed row by row
+        tied = np.flatnonzero(values[row] == kth[row, 0])
+        keep[row, tied[k - int((values[row] > kth[row, 0]).sum()) :]] = False
+    ids = np.nonzero(keep)[1].reshape(rows, k)
+    return Candidates(ids, np.take_along_axis(values, ids, axis=-1), lse)
+
+
+def device_candidates(values: mx.array, k: int) -> Candidates:
+    """`Candidates` computed where the logits are (a GPU), so only (B, k + 1) values cross to the host.
+
+    Rows whose (k+1)-th value ties the k-th fall back to `host_candidates`,
+    which breaks the tie by token id; the result equals the host's exactly.
+    """
+    rows, vocab = values.shape
+    if k >= vocab:
+        return host_candidates(np.array(values), k)
+    part = mx.argpartition(-values, kth=k, axis=-1)[:, : k + 1]
+    picked, lse = mx.take_along_axis(values, part, axis=-1), mx.logsumexp(values, axis=-1)
+    part, picked, lse = np.array(part), np.array(picked), np.array(lse)
+    if not (np.isfinite(lse).all() and np.isfinite(picked).all()):
+        raise GenerationError("the model produced non-finite logits (NaN or inf); the checkpoint is broken")
+    top, beyond = part[:, :k], picked[:, k]
+    order = np.argsort(top, axis=-1)
+    ids = np.take_along_axis(top, order, axis=-1)
+    kept = np.take_along_axis(picked[:, :k], order, axis=-1)
+    for row in np.flatnonzero(kept.min(axis=-1) == beyond):
+        exact = host_candidates(np.array(values[row : row + 1]), k)
+        ids[row], kept[row] = exact.ids[0], exact.values[0]
+    return Candidates(ids, kept, lse)
+
+
+def _draw(c: Candidates, uniforms: np.ndarray, sampler: SamplerSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's token and its untruncated ``log_softmax(logits / T)``: top-p over the candidates, then the CDF."""
+    rows = np.arange(len(c.ids))
+    values = c.values
+    if sampler.temperature == 0 or values.shape[-1] == 1:
+        choice = values.argmax(axis=-1)
+        return c.ids[rows, choice], values[rows, choice] - c.lse
     if sampler.top_p < 1.0:
         order = np.argsort(-values, axis=-1, kind="stable")
         ranked = np.take_along_axis(values, order, axis=-1)
@@ -139,20 +191,7 @@ def _draw(values: np.ndarray, uniforms: np.ndarray, sampler: SamplerSpec) -> np.
     cdf = np.cumsum(np.exp(values - values.max(axis=-1, keepdims=True)), axis=-1)
     u = (1.0 - uniforms[:, None]) * cdf[:, -1:]
     choice = np.minimum((cdf < u).sum(axis=-1), values.shape[-1] - 1)
-    if candidates is None:
-        return choice
-    return candidates[np.arange(rows), choice]
-
-
-def _top_k(values: np.ndarray, k: int) -> np.ndarray:
-    """The ids of each row's k largest values, ascending; ties at the k-th value keep the lower ids."""
-    rows, vocab = values.shape
-    kth = np.partition(values, vocab - k, axis=-1)[:, vocab - k : vocab - k + 1]
-    keep = values >= kth
-    for row in np.flatnonzero(keep.sum(axis=-1) > k):  # a tie at the k-th value: rare, fixed row by row
-        tied = np.flatnonzero(values[row] == kth[row, 0])
-        keep[row, tied[k - int((values[row] > kth[row, 0]).sum()) :]] = False
-    return np.nonzero(keep)[1].reshape(rows, k)
+    return c.ids[rows, choice], c.values[rows, choice] - c.lse
 
 
 def rollout_uniforms(seed: int, sampler: SamplerSpec) -> np.ndarray:
@@ -160,15 +199,11 @@ def rollout_uniforms(seed: int, sampler: SamplerSpec) -> np.ndarray:
     return np.array(mx.random.uniform(shape=(sampler.max_tokens,), key=mx.random.key(seed)))
 
 
-def _picked_logprobs(values: np.ndarray, tokens: list[int]) -> list[float]:
-    """``log_softmax(values)[token]`` per row, in fp32.
-
-    NumPy rather than MLX: MLX's CPU `exp` is scalar (about 12 ns an element),
-    so a full-vocabulary log-sum-exp cost about a sixth of a decoding step.
-    """
+def _token_logprobs(values: np.ndarray, tokens: list[int]) -> np.ndarray:
+    """``log_softmax(values)[token]`` per row, in fp32 (NumPy: MLX's CPU `exp` is scalar)."""
     top = values.max(axis=-1, keepdims=True)
     lse = top[:, 0] + np.log(np.exp(values - top).sum(axis=-1))
-    return (values[np.arange(len(tokens)), tokens] - lse).tolist()
+    return values[np.arange(len(tokens)), tokens] - lse
 
 
 def _merged_cache(forward: Forward, model, prompts: Sequence[list[int]], group_size: int) -> list:
@@ -227,6 +262,7 @@ def sample_responses(
     uniforms = np.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
     drawn = np.array([ids[-1] for _, ids in prompts for _ in range(group_size)])
     temperature = np.float32(sampler.temperature or 1.0)
+    on_host = mx.default_device() == mx.cpu
 
     tokens: list[list[int]] = [[] for _ in order]
     logprobs: list[list[float]] = [[] for _ in order]
@@ -234,10 +270,11 @@ def sample_responses(
     rows = list(range(len(order)))  # batch position -> roll-out
     for t in range(sampler.max_tokens):
         hidden = forward(mx.array(drawn)[:, None], cache)[:, -1, :]
-        values = np.array(_project(model, hidden).astype(mx.float32)) / temperature
-        drawn = values.argmax(axis=-1) if sampler.temperature == 0 else _draw(values, uniforms[:, t], sampler)
-        picked = _picked_logprobs(values, drawn)
-        for row, token, lp in zip(rows, drawn.tolist(), picked):
+        values = project(model, hidden).astype(mx.float32) / temperature
+        k = _k(sampler, values.shape[-1])
+        candidates = host_candidates(np.array(values), k) if on_host else device_candidates(values, k)
+        drawn, picked = _draw(candidates, uniforms[:, t], sampler)
+        for row, token, lp in zip(rows, drawn.tolist(), picked.tolist()):
             if not stopped[row]:
                 tokens[row].append(token)
                 logprobs[row].append(lp)
@@ -263,13 +300,6 @@ def sample_responses(
         )
         for r, (headline_id, index, seed) in enumerate(order)
     ]
-
-
-def _project(model, hidden: mx.array) -> mx.array:
-    """The model's output head applied to final hidden states (tied or separate)."""
-    if getattr(model, "lm_head", None) is not None and not getattr(model.args, "tie_word_embeddings", False):
-        return model.lm_head(hidden)
-    return model.model.embed_tokens.as_linear(hidden)
 
 
 class _Float32:
@@ -383,8 +413,8 @@ def _group_logprobs(
     hidden = mx.concatenate(hiddens)
     pieces = []
     for s in range(0, len(targets), chunk):
-        logits = _project(model, hidden[s : s + chunk]).astype(mx.float32) / temperature
-        pieces.append(np.array(_picked_logprobs(np.array(logits), targets[s : s + chunk]), dtype=np.float32))
+        logits = project(model, hidden[s : s + chunk]).astype(mx.float32) / temperature
+        pieces.append(_token_logprobs(np.array(logits), targets[s : s + chunk]))
     flat = np.concatenate(pieces)
     out = [np.empty(n, dtype=np.float32) for n in lengths]
     at = 0

@@ -67,6 +67,13 @@ def inference_forward(model, kernels: Kernels = "auto") -> Forward:
     return lambda inputs, cache: hidden_states(model, inputs, cache)
 
 
+def project(model, hidden: mx.array) -> mx.array:
+    """The model's output head applied to final hidden states (tied embeddings or a separate head)."""
+    if getattr(model, "lm_head", None) is not None and not getattr(model.args, "tie_word_embeddings", False):
+        return model.lm_head(hidden)
+    return model.model.embed_tokens.as_linear(hidden)
+
+
 def hidden_states(model, inputs: mx.array, cache: list) -> mx.array:
     """The decoder stack of a Qwen3 model with the softmax and SwiGLU in NumPy (see the module doc)."""
     inner = model.model
