@@ -1,13 +1,17 @@
 """Roll-out throughput: Varro's batched path against one `mlx_lm.generate` call per roll-out.
 
 The original system called `mlx_lm.generate` once per roll-out. Varro's path is
-`generate_rollouts`: all roll-outs of many headlines decode as one batch with
-shared prompt prefill, and each token's fp32 behaviour log-prob is recorded (from
-the decoding pass for an fp32 checkpoint; a checkpoint stored in lower precision
-adds the teacher-forced fp32 pass, timed on its own line). Both sides use the same
-model, prompts, sampler and token budget in one run.
+`generate_rollouts` with the default config: all roll-outs of a pass decode as
+one batch with shared prompt prefill (the pass size is `generation.batch_size`,
+"auto" by default), then the fp32 teacher-forced pass records the behaviour
+log-probs. Both sides use the same model, sampler and token budget, on the
+headlines of a bundled sample day; the baseline generates 8 roll-outs for each
+of the first `--baseline-headlines` of them and the rates are compared per
+roll-out. Each repeat times the baseline and the batched day back to back and
+reports its own ratio, so load on a noisy machine hits both sides alike; the
+summary is the median ratio.
 
-    .venv/bin/python bench/bench_generation.py [--models tiny,qwen3-0.6b]
+    .venv/bin/python bench/bench_generation.py [--models tiny,qwen3-0.6b] [--repeats 3] [--batch auto]
 
 "qwen3-0.6b" is a Qwen3-0.6B-shaped model with random weights (no download);
 it never emits EOS, so every roll-out runs to max_tokens on both sides.
@@ -16,6 +20,8 @@ it never emits EOS, so every roll-out runs to max_tokens on both sides.
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +37,7 @@ from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from events.schema import CheckpointRef, Headline, SamplerSpec  # noqa: E402
 from varro.config import VarroConfig  # noqa: E402
-from varro.generation import generate_rollouts, sample_responses, sequence_logprobs  # noqa: E402
+from varro.generation import batch_rows, generate_rollouts, sample_responses, sequence_logprobs  # noqa: E402
 from varro.model.cache import LoadedModel, ModelCache  # noqa: E402
 from varro.prompts import prompt_ids  # noqa: E402
 
@@ -62,10 +68,20 @@ def random_qwen3(tokenizer, dtype) -> LoadedModel:
                        path=Path("."))
 
 
-def prompts_for(loaded: LoadedModel, n: int) -> list[tuple[str, list[int]]]:
+SAMPLE_DAY = Path(__file__).resolve().parent.parent / "varro" / "data" / "sample_headlines" / "2025-08-04.jsonl"
+
+
+def prompts_for(loaded: LoadedModel, n: int, *, day: Path | None = None) -> list[tuple[str, list[int]]]:
+    """Prompts for `n` headlines: the distinct headlines of a sample day, or the fixed short list above."""
+    if day is not None:
+        texts = list(dict.fromkeys(json.loads(line)["text"] for line in day.read_text().splitlines() if line.strip()))
+        if len(texts) < n:
+            raise SystemExit(f"{day} has {len(texts)} distinct headlines, fewer than {n}")
+        date = day.stem
+    else:
+        texts, date = [HEADLINES[i % len(HEADLINES)] for i in range(n)], "2025-03-04"
     cfg = VarroConfig()
-    return [(f"h{i}", prompt_ids(cfg, loaded.tokenizer, Headline(id=f"h{i}", text=HEADLINES[i % len(HEADLINES)],
-                                                                  source="Reuters"), "2025-03-04"))
+    return [(f"h{i}", prompt_ids(cfg, loaded.tokenizer, Headline(id=f"h{i}", text=texts[i], source="Reuters"), date))
             for i in range(n)]
 
 
@@ -91,68 +107,94 @@ def baseline(loaded: LoadedModel, prompts, per_headline: int, sampler: SamplerSp
     return rollouts, tokens, time.perf_counter() - started
 
 
+def warm_up(loaded: LoadedModel, prompts, sampler: SamplerSpec) -> None:
+    """One short untimed run of each path, so neither timing carries first-call costs."""
+    short = SamplerSpec(name="warm-up", temperature=sampler.temperature, top_p=sampler.top_p, top_k=sampler.top_k,
+                        max_tokens=8)
+    generate_rollouts(loaded, prompts[:1], group_size=2, sampler=short, seeds={(prompts[0][0], i): i for i in range(2)},
+                      batch_size=2, eos_token_ids=loaded.tokenizer.eos_token_ids)
+    baseline(loaded, prompts[:1], 1, short, decode=True)
+
+
 def batched(loaded: LoadedModel, prompts, group: int, sampler: SamplerSpec, batch_size: int) -> dict:
-    """Varro's path, `generate_rollouts`, then its sampling alone and the teacher-forced fp32 pass alone."""
+    """Varro's path, `generate_rollouts`: sampling plus the teacher-forced fp32 pass."""
     seeds = {(hid, i): 1000 * n + i for n, (hid, _) in enumerate(prompts) for i in range(group)}
-    eos = loaded.tokenizer.eos_token_ids
     started = time.perf_counter()
     records = generate_rollouts(loaded, prompts, group_size=group, sampler=sampler, seeds=seeds,
-                                batch_size=batch_size, eos_token_ids=eos)
-    full_s = time.perf_counter() - started
+                                batch_size=batch_size, eos_token_ids=loaded.tokenizer.eos_token_ids)
+    return dict(n=len(records), tokens=sum(len(r.response_ids) for r in records), s=time.perf_counter() - started)
+
+
+def parts(loaded: LoadedModel, prompts, group: int, sampler: SamplerSpec, batch_size: int) -> dict:
+    """The two halves of the full path timed alone: sampling (one pass per batch) and the teacher-forced pass."""
+    seeds = {(hid, i): 1000 * n + i for n, (hid, _) in enumerate(prompts) for i in range(group)}
+    per_pass = max(1, batch_size // group)
     started = time.perf_counter()
-    sampled = sample_responses(loaded, prompts, group_size=group, sampler=sampler, seeds=seeds, eos_token_ids=eos)
+    sampled = []
+    for at in range(0, len(prompts), per_pass):
+        sampled += sample_responses(loaded, prompts[at : at + per_pass], group_size=group, sampler=sampler,
+                                    seeds=seeds, eos_token_ids=loaded.tokenizer.eos_token_ids)
     sample_s = time.perf_counter() - started
     prompt_of = dict(prompts)
     started = time.perf_counter()
     sequence_logprobs(loaded.model, [prompt_of[s.headline_id] for s in sampled], [s.response_ids for s in sampled],
                       temperature=sampler.temperature or 1.0)
-    teacher_s = time.perf_counter() - started
-    return dict(n=len(records), tokens=sum(len(r.response_ids) for r in records), full_s=full_s,
-                sample_s=sample_s, teacher_s=teacher_s)
+    return dict(sample_s=sample_s, teacher_s=time.perf_counter() - started)
 
 
-def report(name: str, base, fast: dict) -> None:
-    b_n, b_tok, b_s = base
-    n, tok = fast["n"], fast["tokens"]
-    rows = [
-        ("one mlx_lm.generate per roll-out", b_n, b_tok, b_s),
-        ("generate_rollouts (full path)", n, tok, fast["full_s"]),
-        ("batched sampling alone", n, tok, fast["sample_s"]),
-        ("sampling + teacher-forced fp32 pass", n, tok, fast["sample_s"] + fast["teacher_s"]),
-    ]
+def compare(name: str, loaded: LoadedModel, prompts, base_prompts, sampler: SamplerSpec, batch: int, repeats: int,
+            decode: bool, base_per_headline: int = 8) -> None:
+    """`repeats` back-to-back pairs of (baseline, batched day), then the halves of the batched path once."""
+    warm_up(loaded, prompts, sampler)
     print(f"\n== {name}")
-    print(f"{'path':40s} {'roll-outs':>9s} {'tokens':>7s} {'seconds':>8s} {'roll-outs/s':>11s} {'tokens/s':>9s}")
-    for label, count, tokens, sec in rows:
-        print(f"{label:40s} {count:9d} {tokens:7d} {sec:8.2f} {count / sec:11.2f} {tokens / sec:9.1f}")
-    base_rate = b_n / b_s
-    print(f"speed-up in roll-outs/s: full path {n / fast['full_s'] / base_rate:.1f}x, "
-          f"sampling alone {n / fast['sample_s'] / base_rate:.1f}x, "
-          f"sampling + teacher-forced pass {n / (fast['sample_s'] + fast['teacher_s']) / base_rate:.1f}x")
+    print(f"{'repeat':>6s} {'baseline roll-outs':>18s} {'tokens':>7s} {'s':>6s} {'r/s':>6s} | "
+          f"{'batched roll-outs':>17s} {'tokens':>7s} {'s':>6s} {'r/s':>6s} {'tok/s':>7s} | {'speed-up':>8s}")
+    ratios, token_ratios = [], []
+    for k in range(repeats):
+        b_n, b_tok, b_s = baseline(loaded, base_prompts, base_per_headline, sampler, decode)
+        fast = batched(loaded, prompts, 8, sampler, batch)
+        ratio = (fast["n"] / fast["s"]) / (b_n / b_s)
+        ratios.append(ratio)
+        token_ratios.append((fast["tokens"] / fast["s"]) / (b_tok / b_s))
+        print(f"{k + 1:6d} {b_n:18d} {b_tok:7d} {b_s:6.2f} {b_n / b_s:6.2f} | {fast['n']:17d} {fast['tokens']:7d} "
+              f"{fast['s']:6.2f} {fast['n'] / fast['s']:6.2f} {fast['tokens'] / fast['s']:7.1f} | {ratio:7.1f}x")
+    halves = parts(loaded, prompts, 8, sampler, batch)
+    print(f"median speed-up: {statistics.median(ratios):.1f}x in roll-outs/s, "
+          f"{statistics.median(token_ratios):.1f}x in tokens/s (min {min(ratios):.1f}x, max {max(ratios):.1f}x); "
+          f"batched path alone: sampling {halves['sample_s']:.2f} s + teacher-forced pass {halves['teacher_s']:.2f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,qwen3-0.6b")
-    parser.add_argument("--headlines", type=int, default=8, help="tiny model: headlines in the batched path")
+    parser.add_argument("--headlines", type=int, default=32, help="tiny model: headlines of the sample day, batched")
     parser.add_argument("--baseline-headlines", type=int, default=2, help="tiny model: headlines for the baseline")
+    parser.add_argument("--batch", default="auto", help='rows per pass: a number, or "auto" (the default config)')
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-tokens", type=int, default=32, help="qwen3-0.6b: max tokens per roll-out")
     parser.add_argument("--big-dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
+    batch_setting = args.batch if args.batch == "auto" else int(args.batch)
+    gen = VarroConfig().generation
     tiny = tiny_model()
     if "tiny" in args.models:
         sampler = VarroConfig().sampler()
-        prompts = prompts_for(tiny, args.headlines)
-        fast = batched(tiny, prompts, 8, sampler, 64)
-        base = baseline(tiny, prompts[: args.baseline_headlines], 8, sampler, decode=True)
-        report(f"varro-tiny, sampler {sampler.name} (T={sampler.temperature}, top_p={sampler.top_p}, "
-               f"top_k={sampler.top_k}, max_tokens={sampler.max_tokens}), batch 64", base, fast)
+        prompts = prompts_for(tiny, args.headlines, day=SAMPLE_DAY)
+        rows = batch_rows(batch_setting, tiny.model, group_size=8, max_tokens=sampler.max_tokens,
+                          kv_cache_mb=gen.kv_cache_mb)
+        compare(f"varro-tiny, {len(prompts)} headlines of {SAMPLE_DAY.stem} x 8 roll-outs, sampler {sampler.name} "
+                f"(T={sampler.temperature}, top_p={sampler.top_p}, top_k={sampler.top_k}, "
+                f"max_tokens={sampler.max_tokens}), batch {args.batch} = {rows} rows",
+                tiny, prompts, prompts[: args.baseline_headlines], sampler, rows, args.repeats, decode=True)
     if "qwen3-0.6b" in args.models:
         big = random_qwen3(tiny.tokenizer, getattr(mx, args.big_dtype))
         sampler = SamplerSpec(name="bench", max_tokens=args.big_tokens)
         prompts = prompts_for(big, 2)
-        fast = batched(big, prompts, 8, sampler, 16)
-        base = baseline(big, prompts[:1], 2, sampler, decode=False)
-        report(f"Qwen3-0.6B shape, random weights, {args.big_dtype}, max_tokens={args.big_tokens}, batch 16", base, fast)
+        rows = batch_rows(batch_setting, big.model, group_size=8, max_tokens=sampler.max_tokens,
+                          kv_cache_mb=gen.kv_cache_mb)
+        compare(f"Qwen3-0.6B shape, random weights, {args.big_dtype}, 2 headlines x 8 roll-outs, "
+                f"max_tokens={args.big_tokens}, batch {args.batch} = {rows} rows",
+                big, prompts, prompts[:1], sampler, rows, args.repeats, decode=False, base_per_headline=2)
 
 
 if __name__ == "__main__":
