@@ -223,7 +223,7 @@ def _generate(ctx: JobContext, plan: Plan, headlines: list[Headline]) -> rollout
         seeds=seeds,
         batch_size=_batch_rows(ctx, plan, loaded),
         eos_token_ids=loaded.tokenizer.eos_token_ids,
-        kernels=ctx.cfg.model.kernels,
+        kernels=ctx.cfg.generation.kernels,
     )
     return rollouts.RolloutArtifact(
         checkpoint_sha256=plan.checkpoint.sha256,

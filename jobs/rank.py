@@ -127,5 +127,4 @@ def _judges(ctx: JobContext, judge_model: str | None):
     else:
         loaded = ctx.models.load(ctx.models.base_ref())
         model, tokenizer = loaded.model, loaded.tokenizer
-    return build_judges(ctx.cfg.judge, model=model, tokenizer=tokenizer, model_name=judge_model,
-                        kernels=ctx.cfg.model.kernels)
+    return build_judges(ctx.cfg.judge, model=model, tokenizer=tokenizer, model_name=judge_model)

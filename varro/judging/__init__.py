@@ -25,8 +25,8 @@ __all__ = [
 
 
 def build_judge(kind: str, cfg: JudgeConfig, *, model: Any = None, tokenizer: Any = None,
-                model_name: str = "", kernels: str = "auto") -> Judge:
-    """One judge of `kind`; the mlx judge needs the loaded model and tokenizer (and runs on `kernels`)."""
+                model_name: str = "") -> Judge:
+    """One judge of `kind`; the mlx judge needs the loaded model and tokenizer."""
     prompt = JudgePrompt(max_outcomes=cfg.max_outcomes, candidate_chars=cfg.candidate_chars)
     if kind == "lexical":
         return LexicalJudge()
@@ -46,13 +46,13 @@ def build_judge(kind: str, cfg: JudgeConfig, *, model: Any = None, tokenizer: An
         from varro.judging.local import MlxJudge
 
         return MlxJudge(model, tokenizer, name=f"mlx:{model_name}" if model_name else "mlx",
-                        batch_size=cfg.batch_size, prompt=prompt, kernels=kernels)
+                        batch_size=cfg.batch_size, prompt=prompt)
     raise JudgeError(f"unknown judge kind {kind!r} (known: lexical, semantic, http, mlx)")
 
 
 def build_judges(cfg: JudgeConfig, *, model: Any = None, tokenizer: Any = None,
-                 model_name: str = "", kernels: str = "auto") -> tuple[Judge, Judge | None]:
+                 model_name: str = "") -> tuple[Judge, Judge | None]:
     """The configured primary judge and its fallback (None for fallback = "none")."""
-    primary = build_judge(cfg.kind, cfg, model=model, tokenizer=tokenizer, model_name=model_name, kernels=kernels)
+    primary = build_judge(cfg.kind, cfg, model=model, tokenizer=tokenizer, model_name=model_name)
     fallback = None if cfg.fallback == "none" else build_judge(cfg.fallback, cfg)
     return primary, fallback

@@ -16,8 +16,7 @@ gives each row RoPE positions that continue the prefix without a gap, so every
 row computes exactly what an unpadded forward of its own prompt would. The
 forward runs in two calls (all but the last column, then the last column) so
 that the output projection is only applied where a letter is read, never to
-the whole batch of positions. The forward is `varro.model.forward`'s, so on the
-CPU its softmax and SwiGLU run in NumPy (`model.kernels`).
+the whole batch of positions.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 from varro.judging.base import LETTERS, JudgeError, RoundAnswer, RoundRequest, best_position
 from varro.judging.prompt import JudgePrompt
-from varro.model.forward import Kernels, inference_forward, project
 
 _SPLIT = "\x00VARRO-ROUND\x00"
 
@@ -118,11 +116,10 @@ class MlxJudge:
     """Greedy, letter-constrained choice by a local model; see the module docstring."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "mlx", batch_size: int = 32,
-                 prompt: JudgePrompt = JudgePrompt(), chat: bool | None = None, kernels: Kernels = "auto"):
+                 prompt: JudgePrompt = JudgePrompt(), chat: bool | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
-        self.forward = inference_forward(model, kernels)
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
@@ -185,7 +182,7 @@ class MlxJudge:
         if any(type(c) is not KVCache for c in cache):
             kinds = sorted({type(c).__name__ for c in cache})
             raise JudgeError(f"the batched judge needs plain KV caches; this model uses {', '.join(kinds)}")
-        self.forward(mx.array(head)[None], cache)
+        self.model(mx.array(head)[None], cache=cache)
         layers = [(c.keys[..., : c.offset, :], c.values[..., : c.offset, :]) for c in cache]
         mx.eval(layers)
         self._prefixes[head] = layers
@@ -202,6 +199,6 @@ class MlxJudge:
         tokens = mx.array([[0] * pad + tail for pad, tail in zip(pads, tails)])
         cache = [SharedPrefixCache(k, v, pads) for k, v in prefix]
         if width > 1:
-            self.forward(tokens[:, :-1], cache)
-        logits = project(self.model, self.forward(tokens[:, -1:], cache)[:, -1, :]).astype(mx.float32)
+            self.model(tokens[:, :-1], cache=cache)
+        logits = self.model(tokens[:, -1:], cache=cache)[:, -1, :].astype(mx.float32)
         return np.array(logits)
