@@ -67,3 +67,13 @@ def tiny_model_path():
     from varro.model.cache import ensure_default_model
 
     return ensure_default_model()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_path, tmp_path_factory):
+    """varro-tiny loaded through mlx_lm, one instance per test module (a module may change it)."""
+    from varro.config import VarroConfig
+    from varro.model.cache import ModelCache
+
+    cache = ModelCache(VarroConfig(data_dir=str(tmp_path_factory.mktemp("data"))))
+    return cache.load(cache.base_ref())

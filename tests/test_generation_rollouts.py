@@ -27,12 +27,6 @@ G = 4
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model_path, tmp_path_factory):
-    cache = ModelCache(VarroConfig(data_dir=str(tmp_path_factory.mktemp("data"))))
-    return cache.load(cache.base_ref())
-
-
-@pytest.fixture(scope="module")
 def prompts(loaded):
     cfg = VarroConfig()
     return [(h.id, prompt_ids(cfg, loaded.tokenizer, h, "2025-03-04")) for h in HEADLINES]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
-from gspo_fixtures import VOCAB, clone, make_groups, tiny_model
+from gspo_fixtures import clone, make_groups, tiny_model
 from varro.config import TrainConfig
 from varro.gspo.advantages import group_advantages
 from varro.gspo.trainer import (

@@ -11,15 +11,8 @@ from mlx_lm.models.cache import make_prompt_cache
 from events.schema import Headline
 from varro.config import VarroConfig
 from varro.generation import _merged_cache
-from varro.model.cache import ModelCache
 from varro.model.forward import ForwardError, inference_forward, project, resolve, softmax, swiglu
 from varro.prompts import prompt_ids
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_path, tmp_path_factory):
-    cache = ModelCache(VarroConfig(data_dir=str(tmp_path_factory.mktemp("data"))))
-    return cache.load(cache.base_ref())
 
 
 @pytest.fixture(scope="module")

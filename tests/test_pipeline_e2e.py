@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from events.ids import date_range
 from jobs.daily import request_day
 from varro.cli import main
 from varro.config import load_config
