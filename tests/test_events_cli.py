@@ -134,3 +134,49 @@ def test_import_refuses_an_invalid_target_namespace(cli, redis_server, tmp_path)
     dump.write_text("")
     result = cli("events", "import", dump, "--ns", "no/slashes", "--redis-url", redis_server.url)
     assert result.exit_code == 2 and "invalid namespace" in result.output
+
+
+def test_tail_follow_prints_new_events_as_they_arrive_and_stops_cleanly(redis_server, event_store, sample_events,
+                                                                        tmp_path):
+    """A real `varro events tail --follow` process: the listing, then each new event (filters applied), then Ctrl-C."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    store = event_store("live")
+    events = sample_events("live", "2025-01-03")
+    store.append(events["DailyRunRequested"])
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"VARRO_DATA_DIR": str(tmp_path / "data")}
+
+    readers = []
+
+    def follow(*extra: str) -> tuple[subprocess.Popen, queue.Queue]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "varro.cli", "events", "tail", "--follow", "--ns", "live",
+             "--redis-url", redis_server.url, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        lines: queue.Queue = queue.Queue()
+        readers.append(threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True))
+        readers[-1].start()
+        return proc, lines
+
+    everything, all_lines = follow()
+    only_generated, generated_lines = follow("--type", "RolloutsGenerated")
+    try:
+        assert "DailyRunRequested" in all_lines.get(timeout=30)  # the listing comes first
+        store.append(events["HeadlinesFetched"])
+        assert "HeadlinesFetched" in all_lines.get(timeout=10)
+        store.append(events["RolloutsGenerated"])
+        assert "RolloutsGenerated" in all_lines.get(timeout=10)
+        # the filtered follower skipped the listing and HeadlinesFetched: its first line is the generation
+        assert "RolloutsGenerated" in generated_lines.get(timeout=10)
+    finally:
+        for proc in (everything, only_generated):
+            proc.send_signal(signal.SIGINT)
+    assert everything.wait(timeout=10) == 0 and only_generated.wait(timeout=10) == 0
+    for reader in readers:
+        reader.join(timeout=10)
+    assert all_lines.empty() and generated_lines.empty()  # nothing else was printed, no traceback on Ctrl-C

@@ -106,12 +106,27 @@ def test_a_day_without_a_single_headline_records_nothing(make_ctx, tmp_path):
     assert [r.status for r in recorded.event.sources] == ["failed", "ok"]
 
 
-def _cli(redis_server, tmp_path, *args):
+def _cli(redis_server, tmp_path, *args, env=None):
     base = ["--redis-url", redis_server.url, "--data-dir", str(tmp_path / "data"), "--ns", "cli"]
     sub, *rest = args
-    result = CliRunner().invoke(headlines, [sub, *base, *rest], env={"VARRO_CONFIG": None, "REDIS_URL": None, "COLUMNS": "220"},
-                                catch_exceptions=False)
-    return result
+    env = {"VARRO_CONFIG": None, "REDIS_URL": None, "COLUMNS": "220", **(env or {})}
+    return CliRunner().invoke(headlines, [sub, *base, *rest], env=env, catch_exceptions=False)
+
+
+def test_cli_rss_fetch_reports_each_feed_as_it_finishes(redis_server, server, tmp_path):
+    """Today's RSS through the CLI: one progress line per feed with its outcome, then the summary table."""
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(f'[markets]\nwire = "{server.url("/today")}"\nbad = "{server.url("/feeds/page.html")}"\n'
+                     f'gone = "{server.url("/missing")}"\n')
+    env = {"VARRO_HEADLINES__FEEDS_FILE": str(feeds), "VARRO_HEADLINES__TIMEOUT_S": "2", "VARRO_HEADLINES__RETRIES": "0"}
+    result = _cli(redis_server, tmp_path, "fetch", env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("wire: ok — 2 items" in line for line in lines), result.output
+    assert any("bad: failed — served an HTML page, not a feed" in line for line in lines), result.output
+    assert any("gone: failed — HTTP 404 Not Found" in line for line in lines), result.output
+    assert "2 headlines recorded" in result.output
+    assert sorted(path for path, _ in server.requests) == ["/feeds/page.html", "/missing", "/today"]
 
 
 def test_cli_fetch_show_and_import(redis_server, redis_client, tmp_path, monkeypatch):
