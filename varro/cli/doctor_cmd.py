@@ -51,6 +51,17 @@ def _valkey_binary_version() -> str:
         return f"unavailable ({exc})"
 
 
+def _generation_kernels(setting: str, device: str) -> str:
+    """What `generation.kernels` resolves to here (see varro.model.forward)."""
+    if setting != "auto":
+        return setting
+    if device.startswith("Device(cpu"):
+        from varro.model.forward import SUPPORTED
+
+        return f"auto: numpy softmax/SwiGLU for {', '.join(sorted(SUPPORTED))} models on the CPU, mlx otherwise"
+    return "auto: mlx on this device"
+
+
 def _mlx_device() -> str:
     try:
         import mlx.core as mx
@@ -85,6 +96,7 @@ def doctor(cfg) -> None:
         ("mlx device", device),
         ("blas preload", f"{choice.library or 'none'}: {choice.reason}"),
         ("blas sgemm", blas.resolved_sgemm_library() or "unresolved"),
+        ("generation kernels", _generation_kernels(cfg.generation.kernels, device)),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
