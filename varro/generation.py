@@ -235,8 +235,10 @@ def sample_responses(
 ) -> list[SampledResponse]:
     """Sample `group_size` responses per prompt, all of them decoding as one batch.
 
-    Each step is one forward pass for the batch, its logits read on the host,
-    and one vectorised draw (`sample_tokens`).
+    Each step is one forward pass for the batch, each row's top-k candidates
+    taken where the logits are (`host_candidates` on the CPU,
+    `device_candidates` on a GPU), and one vectorised draw from them, as in
+    `sample_tokens`.
     """
     validate_sampler(sampler)
     if group_size < 1:
