@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--batch", default="auto", help='rows per pass: a number, or "auto" (the default config)')
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-tokens", type=int, default=32, help="qwen3-0.6b: max tokens per roll-out")
+    parser.add_argument("--big-headlines", type=int, default=8, help="qwen3-0.6b: headlines in the batched path")
     parser.add_argument("--big-dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     batch_setting = args.batch if args.batch == "auto" else int(args.batch)
@@ -189,10 +190,10 @@ def main() -> None:
     if "qwen3-0.6b" in args.models:
         big = random_qwen3(tiny.tokenizer, getattr(mx, args.big_dtype))
         sampler = SamplerSpec(name="bench", max_tokens=args.big_tokens)
-        prompts = prompts_for(big, 2)
+        prompts = prompts_for(big, args.big_headlines, day=SAMPLE_DAY)
         rows = batch_rows(batch_setting, big.model, group_size=8, max_tokens=sampler.max_tokens,
                           kv_cache_mb=gen.kv_cache_mb)
-        compare(f"Qwen3-0.6B shape, random weights, {args.big_dtype}, 2 headlines x 8 roll-outs, "
+        compare(f"Qwen3-0.6B shape, random weights, {args.big_dtype}, {len(prompts)} headlines x 8 roll-outs, "
                 f"max_tokens={args.big_tokens}, batch {args.batch} = {rows} rows",
                 big, prompts, prompts[:1], sampler, rows, args.repeats, decode=False, base_per_headline=2)
 
