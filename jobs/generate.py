@@ -215,15 +215,20 @@ def _generate(ctx: JobContext, plan: Plan, headlines: list[Headline]) -> rollout
     seeds = {
         (h.id, i): derive_seed(plan.base_seed, plan.date, h.id, i) for h in headlines for i in range(plan.group_size)
     }
+    from varro.model.forward import resolve
+
+    rows, kernels = _batch_rows(ctx, plan, loaded), ctx.cfg.generation.kernels
+    ctx.log.info("generating", date=plan.date, headlines=len(headlines), group_size=plan.group_size,
+                 batch_rows=rows, kernels=f"{kernels} -> {resolve(loaded.model, kernels)}")
     records = generate_rollouts(
         loaded,
         prompts,
         group_size=plan.group_size,
         sampler=plan.sampler,
         seeds=seeds,
-        batch_size=_batch_rows(ctx, plan, loaded),
+        batch_size=rows,
         eos_token_ids=loaded.tokenizer.eos_token_ids,
-        kernels=ctx.cfg.generation.kernels,
+        kernels=kernels,
     )
     return rollouts.RolloutArtifact(
         checkpoint_sha256=plan.checkpoint.sha256,

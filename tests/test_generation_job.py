@@ -40,7 +40,12 @@ def ctx(event_store, tmp_path, models):
 
 
 def test_generates_once_and_is_a_noop_the_second_time(ctx):
-    first = generate_rollouts_job(ctx, D, base_seed=11)
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        first = generate_rollouts_job(ctx, D, base_seed=11)
+    (said,) = [entry for entry in logs if entry["event"] == "generating"]
+    assert (said["batch_rows"], said["kernels"], said["headlines"]) == (8, "auto -> numpy", 3)  # for the audit
     event = first.event
     assert first.created and isinstance(event, RolloutsGenerated)
     assert [g.headline_id for g in event.groups] == ["h1", "h2", "h3"]
