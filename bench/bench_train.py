@@ -86,7 +86,7 @@ def rss_mb():
 # ------------------------------------------------------------------ MLX (Varro's trainer)
 
 
-def run_mlx(args, shape, weights_file, compiled):
+def run_mlx(args, shape, weights_file, compiled, kernels="auto"):
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx_lm.models import qwen3
@@ -108,11 +108,12 @@ def run_mlx(args, shape, weights_file, compiled):
                              response_ids=tuple(int(t) for t in row[args.prompt:]),
                              behaviour_logprobs=(0.0,) * args.response, reward=0.0, raw_score=None, rank=1)
             for i, row in enumerate(tokens)]
-    old = sequence_logprobs(model, seqs, loss_on="response", chunk=cfg.logprob_chunk, batch_size=args.batch)
+    old = sequence_logprobs(model, seqs, loss_on="response", chunk=cfg.logprob_chunk, batch_size=args.batch,
+                            kernels=kernels)
     old = [o + old_shift[i, args.prompt - 1:] for i, o in enumerate(old)]
     data = EpochData(seqs=seqs, old=old, ref=None, advantages=adv, weights=np.ones(args.batch, np.float32))
     opt = optim.AdamW(learning_rate=LR, weight_decay=0.0, bias_correction=True)
-    loss_and_grad = make_loss_and_grad(model, cfg)
+    loss_and_grad = make_loss_and_grad(model, cfg, kernels=kernels)
     part = np.arange(args.batch)
     times, losses = [], []
     mx.reset_peak_memory()
@@ -243,7 +244,8 @@ def worker(args):
         times, losses, peak = run_torch(args, shape, args.weights and args.weights + ".npz")
     else:
         times, losses, peak = run_mlx(args, shape, args.weights and args.weights + ".safetensors",
-                                      compiled=args.framework == "mlx-compiled")
+                                      compiled=args.framework == "mlx-compiled",
+                                      kernels="mlx" if args.framework == "mlx-mlx-kernels" else "auto")
     timed = times[1:]  # the first step warms up (and compiles)
     tokens = args.batch * (args.prompt + args.response)
     print(json.dumps(dict(framework=args.framework, model=args.model, step_s=float(np.median(timed)),
@@ -254,7 +256,9 @@ def worker(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,qwen3-0.6b")
-    parser.add_argument("--frameworks", default="mlx,mlx-compiled,torch")
+    parser.add_argument("--frameworks", default="mlx,mlx-mlx-kernels,mlx-compiled,torch",
+                        help="mlx = the default config (model.kernels auto: NumPy softmax/SwiGLU on the CPU); "
+                             "mlx-mlx-kernels = MLX's own kernels; mlx-compiled = mx.compile (MLX's kernels)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompt", type=int, default=48)
@@ -292,13 +296,13 @@ def main():
                     continue
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = rows[-1]
-                print(f"{r['model']:>11} {r['framework']:>13}: {r['step_s']:7.3f} s/step "
+                print(f"{r['model']:>11} {r['framework']:>15}: {r['step_s']:7.3f} s/step "
                       f"{r['tokens_per_s']:9.1f} tok/s  loss1 {r['loss_after_update']:+.7f}  "
                       f"MLX peak {r['peak_mb'] or 0:8.1f} MB  RSS max {r['rss_mb']:8.1f} MB", flush=True)
     for model in args.models.split(","):
         by = {r["framework"]: r for r in rows if r["model"] == model}
         if "torch" in by:
-            for fw in ("mlx", "mlx-compiled"):
+            for fw in ("mlx", "mlx-mlx-kernels", "mlx-compiled"):
                 if fw in by:
                     print(f"{model}: {fw} / torch throughput = {by[fw]['tokens_per_s'] / by['torch']['tokens_per_s']:.2f}x")
 

@@ -217,7 +217,7 @@ def _generate(ctx: JobContext, plan: Plan, headlines: list[Headline]) -> rollout
     }
     from varro.model.forward import resolve
 
-    rows, kernels = _batch_rows(ctx, plan, loaded), ctx.cfg.generation.kernels
+    rows, kernels = _batch_rows(ctx, plan, loaded), ctx.cfg.model.kernels
     ctx.log.info("generating", date=plan.date, headlines=len(headlines), group_size=plan.group_size,
                  batch_rows=rows, kernels=f"{kernels} -> {resolve(loaded.model, kernels)}")
     records = generate_rollouts(

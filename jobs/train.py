@@ -96,6 +96,7 @@ def train_job(
         prior=PriorState(optimizer=optimizer, step=state.step, ema_baseline=state.ema_baseline),
         reference=reference,
         temperature=generated.sampler.temperature,
+        kernels=cfg.model.kernels,
     )
     checkpoint = save_checkpoint(
         result.model,

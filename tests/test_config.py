@@ -8,10 +8,10 @@ from varro.config import ConfigError, VarroConfig, config_from_recorded, load_co
 
 def test_layers_apply_in_order(tmp_path):
     toml = tmp_path / "varro.toml"
-    toml.write_text('seed = 7\n[generation]\nbatch_size = 32\nkernels = "mlx"\n[train]\nlearning_rate = 1e-5\n')
+    toml.write_text('seed = 7\n[model]\nkernels = "mlx"\n[generation]\nbatch_size = 32\n[train]\nlearning_rate = 1e-5\n')
     assert load_config(environ={}).generation.batch_size == "auto"  # the default
     from_file = load_config(toml, environ={})
-    assert (from_file.seed, from_file.generation.batch_size, from_file.generation.kernels) == (7, 32, "mlx")
+    assert (from_file.seed, from_file.generation.batch_size, from_file.model.kernels) == (7, 32, "mlx")
     env = {"VARRO_GENERATION__BATCH_SIZE": "auto", "VARRO_TRAIN__LEARNING_RATE": "2e-6"}
     from_env = load_config(toml, environ=env)
     assert (from_env.generation.batch_size, from_env.train.learning_rate, from_env.seed) == ("auto", 2e-6, 7)
@@ -25,7 +25,7 @@ def test_layers_apply_in_order(tmp_path):
         ({"VARRO_GENERATION__BATCH_SIZE": "0"}, 'generation.batch_size: must be >= 1 or "auto", got 0'),
         ({"VARRO_GENERATION__BATCH_SIZE": "big"}, "generation.batch_size"),
         ({"VARRO_GENERATION__KV_CACHE_MB": "0"}, "generation.kv_cache_mb: must be >= 1"),
-        ({"VARRO_GENERATION__KERNELS": "fast"}, "generation.kernels"),
+        ({"VARRO_MODEL__KERNELS": "fast"}, "model.kernels"),
         ({"VARRO_GENERATION__SAMPLER": "hot"}, "generation.sampler: unknown profile 'hot'"),
         ({"VARRO_TRAIN__LEARNING_RATE": "fast"}, "train.learning_rate"),
         ({"VARRO_TRAIN__NOPE": "1"}, "nope"),

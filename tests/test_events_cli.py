@@ -119,7 +119,7 @@ def test_doctor_reports_the_installation(cli, redis_server, tmp_path):
     result = cli("doctor", "--redis-url", redis_server.url, "--data-dir", tmp_path)
     assert result.exit_code == 0, result.output
     for key in ("python", "varro", "mlx", "mlx-lm", "rq", "redis-py", "redis url", "redis reachable",
-                "data dir", "mlx device", "blas preload", "blas sgemm", "generation kernels"):
+                "data dir", "mlx device", "blas preload", "blas sgemm", "model kernels"):
         assert any(line.startswith(key + " ") for line in result.output.splitlines()), key
     assert "external" in result.output and "valkey 9" in result.output
     assert "auto: numpy softmax/SwiGLU for qwen3 models on the CPU" in result.output

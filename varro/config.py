@@ -53,6 +53,12 @@ class ModelConfig(Base, frozen=True):
     # anything else is passed to mlx_lm.load (a local directory or a hub id).
     base: str = "varro-tiny"
     enable_thinking: bool = False
+    # How the model's softmax and SwiGLU run, in generation and in training:
+    # "auto" = NumPy on the CPU for Qwen3 models (MLX's CPU exp is scalar; see
+    # varro.model.forward), MLX's own elsewhere. Recorded with each run because
+    # the two differ in the last bits, but not part of any event's identity
+    # (like the BLAS thread count). The local judge always uses MLX's.
+    kernels: Literal["auto", "mlx", "numpy"] = "auto"
 
 
 def _default_profiles() -> dict[str, SamplerSpec]:
@@ -74,12 +80,6 @@ class GenerationConfig(Base, frozen=True):
     # the batch composition is a function of the recorded config and checkpoint.
     batch_size: int | Literal["auto"] = "auto"
     kv_cache_mb: int = 4096
-    # Inference kernels for sampling and the teacher-forced pass: "auto" runs
-    # the softmax and SwiGLU in NumPy on the CPU (MLX's CPU exp is scalar; see
-    # varro.model.forward), MLX's own elsewhere. Part of the recorded config
-    # because the two differ in the last bits. Training and the local judge use
-    # MLX's (the judge's long shared-prefix attention measured 20% slower in NumPy).
-    kernels: Literal["auto", "mlx", "numpy"] = "auto"
     max_headlines: int | None = None
 
 

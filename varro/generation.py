@@ -10,7 +10,7 @@ and copies the whole batch cache every time a single row finishes; here a
 step is one vectorised draw for the batch, and finished rows are dropped in
 bulk (`_COMPACT`). The forward pass is mlx_lm's model run by
 `varro.model.forward`, which on the CPU hands the softmax and SwiGLU to NumPy
-(`generation.kernels`). Each step's top-k candidates and log-sum-exp are taken
+(`model.kernels`). Each step's top-k candidates and log-sum-exp are taken
 where the logits are (NumPy on the CPU, MLX on a GPU, so only (B, k + 1)
 values cross to the host there), and the draw from them in NumPy.
 

@@ -51,8 +51,8 @@ def _valkey_binary_version() -> str:
         return f"unavailable ({exc})"
 
 
-def _generation_kernels(setting: str, device: str) -> str:
-    """What `generation.kernels` resolves to here (see varro.model.forward)."""
+def _model_kernels(setting: str, device: str) -> str:
+    """What `model.kernels` resolves to here (see varro.model.forward)."""
     if setting != "auto":
         return setting
     if device.startswith("Device(cpu"):
@@ -96,7 +96,7 @@ def doctor(cfg) -> None:
         ("mlx device", device),
         ("blas preload", f"{choice.library or 'none'}: {choice.reason}"),
         ("blas sgemm", blas.resolved_sgemm_library() or "unresolved"),
-        ("generation kernels", _generation_kernels(cfg.generation.kernels, device)),
+        ("model kernels", _model_kernels(cfg.model.kernels, device)),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

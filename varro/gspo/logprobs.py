@@ -17,6 +17,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from varro.model.forward import Kernels, training_forward
+
 
 class UnsupportedModelError(TypeError):
     """The model does not have the decoder layout the chunked log-probs rely on."""
@@ -52,7 +54,13 @@ _checkpointed = mx.checkpoint(_chunk_logprobs)
 
 
 def token_logprobs(
-    model: nn.Module, tokens: mx.array, *, chunk: int, start: int = 0, temperature: float = 1.0
+    model: nn.Module,
+    tokens: mx.array,
+    *,
+    chunk: int,
+    start: int = 0,
+    temperature: float = 1.0,
+    kernels: Kernels = "auto",
 ) -> mx.array:
     """log π(tokens[:, j+1] | tokens[:, :j+1]) for j in [start, L−1), float32 [B, L−1−start].
 
@@ -60,6 +68,8 @@ def token_logprobs(
     temperature, so π_θ, π_old, the reference and the recorded behaviour log-probs
     are all the same (tempered, untruncated) distribution and their ratios compare
     like with like. A temperature of 0 (greedy sampling) is taken as 1.
+    `kernels` picks the backbone's softmax/SwiGLU (`varro.model.forward`); the
+    same choice must serve π_θ, π_old and the reference within one epoch.
     """
     if chunk < 1:
         raise ValueError(f"train.logprob_chunk must be >= 1, got {chunk}")
@@ -69,7 +79,7 @@ def token_logprobs(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     inv_temp = mx.array(1.0 / temperature if temperature > 0 else 1.0, dtype=mx.float32)
     weight = output_weight(model)
-    hidden = model.model(tokens)[:, start:-1]
+    hidden = training_forward(model, kernels)(tokens)[:, start:-1]
     targets = tokens[:, start + 1 :]
     pieces = [
         _checkpointed(hidden[:, i : i + chunk], weight, targets[:, i : i + chunk], inv_temp)

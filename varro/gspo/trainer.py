@@ -84,6 +84,7 @@ from varro.config import TrainConfig
 from varro.gspo.advantages import compute_advantages
 from varro.gspo.batch import Batch, TrainingSequence, collate, microbatches, plan_minibatches
 from varro.gspo.logprobs import token_logprobs
+from varro.model.forward import Kernels
 from varro.gspo.objective import ClipRange, k3, policy_loss
 
 
@@ -112,6 +113,11 @@ class EpochResult:
     """Optimizer steps in this lineage so far, including this epoch's."""
     ema_baseline: float | None
     metrics: EpochMetrics
+
+
+def epoch_kernels(cfg: TrainConfig, kernels: Kernels) -> Kernels:
+    """The kernels an epoch runs on: as asked, except MLX's when the step is compiled (NumPy cannot be traced)."""
+    return "mlx" if cfg.compile else kernels
 
 
 def prepare_policy(model: nn.Module, cfg: TrainConfig, seed: int) -> nn.Module:
@@ -146,6 +152,7 @@ def sequence_logprobs(
     chunk: int,
     batch_size: int,
     temperature: float = 1.0,
+    kernels: Kernels = "auto",
 ) -> list[np.ndarray]:
     """float32 log-probs of each sequence's loss positions (see `loss_span`), no gradient."""
     out: list[np.ndarray] = []
@@ -153,7 +160,8 @@ def sequence_logprobs(
         part = seqs[i : i + batch_size]
         batch = collate(part, loss_on=loss_on)
         lp = np.array(
-            token_logprobs(model, mx.array(batch.tokens), chunk=chunk, start=batch.start, temperature=temperature)
+            token_logprobs(model, mx.array(batch.tokens), chunk=chunk, start=batch.start, temperature=temperature,
+                           kernels=kernels)
         )
         for b, s in enumerate(part):
             first, n = loss_span(s, loss_on)
@@ -199,12 +207,17 @@ class EpochData:
     weights: np.ndarray
 
 
-def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float = 1.0):
-    """The micro-batch loss and its gradient w.r.t. the trainable parameters (compiled if configured)."""
+def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float = 1.0, kernels: Kernels = "auto"):
+    """The micro-batch loss and its gradient w.r.t. the trainable parameters (compiled if configured).
+
+    A compiled step always runs MLX's kernels (`epoch_kernels`).
+    """
     clip = ClipRange(cfg.eps_low, cfg.eps_high)
+    kernels = epoch_kernels(cfg, kernels)
 
     def micro_loss(tokens, mask, old_lp, adv, w, ref_lp, denom, start):
-        logp = token_logprobs(model, tokens, chunk=cfg.logprob_chunk, start=start, temperature=temperature)
+        logp = token_logprobs(model, tokens, chunk=cfg.logprob_chunk, start=start, temperature=temperature,
+                              kernels=kernels)
         return policy_loss(
             logp, old_lp, mask, adv, variant=cfg.variant, clip=clip, denom=denom, weights=w, ref=ref_lp, beta=cfg.beta
         )
@@ -282,11 +295,14 @@ def train_epoch(
     prior: PriorState = PriorState(),
     reference: nn.Module | None = None,
     temperature: float = 1.0,
+    kernels: Kernels = "auto",
 ) -> EpochResult:
     """Run one epoch on the day's groups; `model` is trained in place (pass a private copy).
 
     `temperature` is the roll-outs' sampling temperature: every policy log-prob
     (π_θ, π_old, reference) is taken at it, as the behaviour log-probs were.
+    `kernels` (`varro.model.forward`) serves all of them alike, so π_θ = π_old
+    exactly before the first update.
     """
     if cfg.beta > 0 and reference is None:
         raise ValueError("train.beta > 0 needs a reference model")
@@ -300,6 +316,7 @@ def train_epoch(
     model = prepare_policy(model, cfg, seed)
     seqs = [s for g in groups for s in g]
     chunk, loss_on, size = cfg.logprob_chunk, cfg.loss_on, cfg.microbatch_size
+    kernels = epoch_kernels(cfg, kernels)
 
     adv = compute_advantages(
         [[s.reward for s in g] for g in groups],
@@ -312,9 +329,11 @@ def train_epoch(
     above = np.concatenate([np.asarray([s.reward for s in g]) > np.mean([s.reward for s in g]) for g in groups])
     below = np.concatenate([np.asarray([s.reward for s in g]) < np.mean([s.reward for s in g]) for g in groups])
 
-    old = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature)
+    old = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature,
+                            kernels=kernels)
     ref = (
-        sequence_logprobs(reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature)
+        sequence_logprobs(reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature,
+                          kernels=kernels)
         if cfg.beta > 0
         else None
     )
@@ -325,7 +344,7 @@ def train_epoch(
     )
 
     opt, origin = _optimizer(model, cfg, prior)
-    loss_and_grad = make_loss_and_grad(model, cfg, temperature=temperature)
+    loss_and_grad = make_loss_and_grad(model, cfg, temperature=temperature, kernels=kernels)
     data = EpochData(seqs=seqs, old=old, ref=ref, advantages=advantages, weights=weights)
 
     log_ratios: list[np.ndarray] = []
@@ -351,7 +370,8 @@ def train_epoch(
         norms.append(norm.item())
     loop_s = time.perf_counter() - loop_started
 
-    new = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature)
+    new = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature,
+                            kernels=kernels)
     gains = np.array([float(np.mean(n.astype(np.float64) - o)) for n, o in zip(new, old)])
     kl_k3 = np.array([float(np.mean(np.array(k3(mx.array(n), mx.array(o))))) for n, o in zip(new, old)])
     improvement = (

@@ -6,15 +6,16 @@ BENCHMARKS.md). In a decoding batch or a teacher-forced pass of a small model
 the attention softmax and the SwiGLU's sigmoid are then most of the time. The
 "numpy" kernels run the checkpoint's own mlx_lm modules (projections, norms,
 rotary embedding, KV cache, output head) unchanged and hand only those two
-steps to NumPy, in fp32. Gradients do not flow through them, so training uses
-the stock forward; they are for sampling and for recording behaviour
-log-probs. (The local judge stays on MLX's: its attention over a long shared
-prefix is bound by memory passes, where NumPy's extra passes lose.)
+steps to NumPy, in fp32: `inference_forward` for sampling and the
+teacher-forced pass, `training_forward` for training, where the two steps are
+MLX custom functions with hand-written vector-Jacobian products. (The local
+judge stays on MLX's: its attention over a long shared prefix is bound by
+memory passes, where NumPy's extra passes lose.)
 
 The two paths are different floating-point programs for the same function:
 both are as close to a float64 forward (about 5e-5 on logits of about 20,
-tested), but not bit-identical to each other, so the choice is part of the
-recorded generation config (`generation.kernels`). Each path is deterministic.
+tested), but not bit-identical to each other, so the choice is recorded with
+each run (`model.kernels`). Each path is deterministic.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def resolve(model, kernels: Kernels = "auto") -> Literal["mlx", "numpy"]:
     if kernels == "numpy":
         if not supported:
             raise ForwardError(
-                f"generation.kernels = 'numpy' supports model types {sorted(SUPPORTED)}, not {model_type(model)!r}"
+                f"model.kernels = 'numpy' supports model types {sorted(SUPPORTED)}, not {model_type(model)!r}"
             )
         return "numpy"
     if kernels != "auto":
@@ -150,3 +151,80 @@ def _to_numpy(array: mx.array) -> np.ndarray:
     """A NumPy view of an MLX array, evaluated here unless it already is; no copy."""
     mx.eval(array)
     return np.array(array, copy=False)
+
+
+# --------------------------------------------------------------------- training
+#
+# The same two steps, differentiable: MLX custom functions whose forward runs in
+# NumPy and whose vector-Jacobian products are written out (the softmax's needs
+# only its output; the SwiGLU's recomputes the sigmoid in NumPy). Everything
+# else, and the gradient of everything else, is mlx_lm's and MLX's.
+
+
+@mx.custom_function
+def _softmax_fn(scores: mx.array) -> mx.array:
+    probs = softmax(_to_numpy(scores.astype(mx.float32)), None)
+    return mx.array(probs).astype(scores.dtype)
+
+
+@_softmax_fn.vjp
+def _softmax_vjp(primals, cotangent, output):
+    return (output * (cotangent - (cotangent * output).sum(axis=-1, keepdims=True)),)
+
+
+@mx.custom_function
+def _swiglu_fn(gate: mx.array, up: mx.array) -> mx.array:
+    mixed = swiglu(_to_numpy(gate.astype(mx.float32)), _to_numpy(up.astype(mx.float32)))
+    return mx.array(mixed).astype(gate.dtype)
+
+
+@_swiglu_fn.vjp
+def _swiglu_vjp(primals, cotangent, output):
+    gate, up = primals
+    sig = mx.array(_sigmoid(_to_numpy(gate.astype(mx.float32)))).astype(gate.dtype)
+    silu = gate * sig
+    return cotangent * up * (sig + silu * (1 - sig)), cotangent * silu
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def training_forward(model, kernels: Kernels = "auto") -> Callable[[mx.array], mx.array]:
+    """``forward(tokens) -> final hidden states`` of a full causal pass, differentiable, as ``model.model(tokens)``.
+
+    Not for `mx.compile` (the NumPy steps evaluate their inputs); the trainer
+    uses MLX's kernels when it compiles.
+    """
+    if resolve(model, kernels) == "mlx":
+        return lambda tokens: model.model(tokens)
+    return lambda tokens: training_hidden_states(model, tokens)
+
+
+def training_hidden_states(model, tokens: mx.array) -> mx.array:
+    """The decoder stack over whole right-padded sequences (causal mask only) with the NumPy-backed steps."""
+    inner = model.model
+    h = inner.embed_tokens(tokens)
+    length = tokens.shape[1]
+    causal = mx.arange(length)[:, None] >= mx.arange(length)[None]
+    for layer in inner.layers:
+        h = h + _causal_attention(layer.self_attn, layer.input_layernorm(h), causal)
+        mlp = layer.mlp
+        x = layer.post_attention_layernorm(h)
+        h = h + mlp.down_proj(_swiglu_fn(mlp.gate_proj(x), mlp.up_proj(x)))
+    return inner.norm(h)
+
+
+def _causal_attention(attn, x: mx.array, causal: mx.array) -> mx.array:
+    B, L, _ = x.shape
+    queries, keys, values = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    queries = attn.rope(attn.q_norm(queries.reshape(B, L, attn.n_heads, -1)).transpose(0, 2, 1, 3))
+    keys = attn.rope(attn.k_norm(keys.reshape(B, L, attn.n_kv_heads, -1)).transpose(0, 2, 1, 3))
+    values = values.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    kv_heads, dim = keys.shape[1], keys.shape[3]
+    repeats = attn.n_heads // kv_heads
+    grouped = (queries * attn.scale).reshape(B, kv_heads, repeats, L, dim)
+    scores = mx.where(causal, grouped @ keys[:, :, None].swapaxes(-1, -2), float(_MASKED))
+    out = (_softmax_fn(scores) @ values[:, :, None]).reshape(B, attn.n_heads, L, dim)
+    return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
