@@ -1,9 +1,10 @@
-"""The model's forward pass for inference, with the CPU's exp-bound steps in NumPy.
+"""The model's forward pass, with the CPU's exp-bound steps in NumPy.
 
 MLX's CPU backend evaluates `exp` one element at a time (about 12 ns an element
 in the Linux wheel, against under 1 ns for NumPy's vectorised `exp`; see
-BENCHMARKS.md). In a decoding batch or a teacher-forced pass of a small model
-the attention softmax and the SwiGLU's sigmoid are then most of the time. The
+BENCHMARKS.md). In decoding, teacher-forced and training passes of a small
+model the attention softmax and the SwiGLU's sigmoid are then most of the time
+(half of a training step). The
 "numpy" kernels run the checkpoint's own mlx_lm modules (projections, norms,
 rotary embedding, KV cache, output head) unchanged and hand only those two
 steps to NumPy, in fp32: `inference_forward` for sampling and the
