@@ -135,8 +135,7 @@ def host_candidates(values: np.ndarray, k: int) -> Candidates:
     if not np.isfinite(values).all():
         raise GenerationError("the model produced non-finite logits (NaN or inf); the checkpoint is broken")
     rows, vocab = values.shape
-    top = values.max(axis=-1, keepdims=True)
-    lse = top[:, 0] + np.log(np.exp(values - top).sum(axis=-1))
+    lse = _logsumexp(values)
     if k >= vocab:
         return Candidates(np.broadcast_to(np.arange(vocab), values.shape), values, lse)
     kth = np.partition(values, vocab - k, axis=-1)[:, vocab - k : vocab - k + 1]
@@ -199,11 +198,15 @@ def rollout_uniforms(seed: int, sampler: SamplerSpec) -> np.ndarray:
     return np.array(mx.random.uniform(shape=(sampler.max_tokens,), key=mx.random.key(seed)))
 
 
-def _token_logprobs(values: np.ndarray, tokens: list[int]) -> np.ndarray:
-    """``log_softmax(values)[token]`` per row, in fp32 (NumPy: MLX's CPU `exp` is scalar)."""
+def _logsumexp(values: np.ndarray) -> np.ndarray:
+    """Each row's log-sum-exp, in fp32 (NumPy: MLX's CPU `exp` is scalar)."""
     top = values.max(axis=-1, keepdims=True)
-    lse = top[:, 0] + np.log(np.exp(values - top).sum(axis=-1))
-    return values[np.arange(len(tokens)), tokens] - lse
+    return top[:, 0] + np.log(np.exp(values - top).sum(axis=-1))
+
+
+def _token_logprobs(values: np.ndarray, tokens: list[int]) -> np.ndarray:
+    """``log_softmax(values)[token]`` per row, in fp32."""
+    return values[np.arange(len(tokens)), tokens] - _logsumexp(values)
 
 
 def _merged_cache(forward: Forward, model, prompts: Sequence[list[int]], group_size: int) -> list:

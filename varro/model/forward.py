@@ -88,15 +88,25 @@ def hidden_states(model, inputs: mx.array, cache: list) -> mx.array:
     return inner.norm(h)
 
 
+def _heads(attn, x: mx.array, offset=0) -> tuple[mx.array, mx.array, mx.array]:
+    """mlx_lm's Qwen3 queries, keys and values as (B, heads, L, dim), rotary applied from position `offset`."""
+    B, L, _ = x.shape
+    queries, keys, values = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    queries = attn.rope(attn.q_norm(queries.reshape(B, L, attn.n_heads, -1)).transpose(0, 2, 1, 3), offset=offset)
+    keys = attn.rope(attn.k_norm(keys.reshape(B, L, attn.n_kv_heads, -1)).transpose(0, 2, 1, 3), offset=offset)
+    return queries, keys, values.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+
+
+def _merge_heads(attn, out: mx.array) -> mx.array:
+    """(B, heads, L, dim) attention output through the output projection."""
+    B, _, L, _ = out.shape
+    return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
 def _attention(attn, x: mx.array, mask, cache) -> mx.array:
     """mlx_lm's Qwen3 attention, its softmax taken in NumPy; the score and value products stay in MLX."""
     B, L, _ = x.shape
-    queries, keys, values = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
-    queries = attn.q_norm(queries.reshape(B, L, attn.n_heads, -1)).transpose(0, 2, 1, 3)
-    keys = attn.k_norm(keys.reshape(B, L, attn.n_kv_heads, -1)).transpose(0, 2, 1, 3)
-    values = values.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    queries = attn.rope(queries, offset=cache.offset)
-    keys = attn.rope(keys, offset=cache.offset)
+    queries, keys, values = _heads(attn, x, cache.offset)
     keys, values = cache.update_and_fetch(keys, values)
     kv_heads, length, dim = keys.shape[1:]
     repeats = attn.n_heads // kv_heads
@@ -106,8 +116,7 @@ def _attention(attn, x: mx.array, mask, cache) -> mx.array:
     mx.eval(scores, mask) if isinstance(mask, mx.array) else mx.eval(scores)
     probs = softmax(_to_numpy(scores).reshape(B, kv_heads, repeats, L, length), _mask_array(mask, L, length))
     weights = mx.array(probs.reshape(B, kv_heads, repeats * L, length)).astype(values.dtype)
-    out = (weights @ values).reshape(B, attn.n_heads, L, dim)
-    return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+    return _merge_heads(attn, (weights @ values).reshape(B, attn.n_heads, L, dim))
 
 
 def _mask_array(mask, queries: int, keys: int) -> np.ndarray | None:
@@ -135,11 +144,8 @@ def softmax(scores: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 
 def _swiglu_mlp(mlp, x: mx.array) -> mx.array:
-    """``down(silu(gate(x)) * up(x))`` with the SiLU in NumPy."""
-    gate, up = mlp.gate_proj(x).astype(mx.float32), mlp.up_proj(x).astype(mx.float32)
-    mx.eval(gate, up)
-    mixed = swiglu(_to_numpy(gate), _to_numpy(up))
-    return mlp.down_proj(mx.array(mixed).astype(x.dtype))
+    """``down(silu(gate(x)) * up(x))`` with the SiLU in NumPy (`_swiglu_fn`, differentiable)."""
+    return mlp.down_proj(_swiglu_fn(mlp.gate_proj(x), mlp.up_proj(x)))
 
 
 def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -175,8 +181,9 @@ def _softmax_vjp(primals, cotangent, output):
 
 @mx.custom_function
 def _swiglu_fn(gate: mx.array, up: mx.array) -> mx.array:
-    mixed = swiglu(_to_numpy(gate.astype(mx.float32)), _to_numpy(up.astype(mx.float32)))
-    return mx.array(mixed).astype(gate.dtype)
+    gate32, up32 = gate.astype(mx.float32), up.astype(mx.float32)
+    mx.eval(gate32, up32)  # one hand-off to NumPy for both
+    return mx.array(swiglu(_to_numpy(gate32), _to_numpy(up32))).astype(gate.dtype)
 
 
 @_swiglu_fn.vjp
@@ -211,21 +218,15 @@ def training_hidden_states(model, tokens: mx.array) -> mx.array:
     causal = mx.arange(length)[:, None] >= mx.arange(length)[None]
     for layer in inner.layers:
         h = h + _causal_attention(layer.self_attn, layer.input_layernorm(h), causal)
-        mlp = layer.mlp
-        x = layer.post_attention_layernorm(h)
-        h = h + mlp.down_proj(_swiglu_fn(mlp.gate_proj(x), mlp.up_proj(x)))
+        h = h + _swiglu_mlp(layer.mlp, layer.post_attention_layernorm(h))
     return inner.norm(h)
 
 
 def _causal_attention(attn, x: mx.array, causal: mx.array) -> mx.array:
     B, L, _ = x.shape
-    queries, keys, values = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
-    queries = attn.rope(attn.q_norm(queries.reshape(B, L, attn.n_heads, -1)).transpose(0, 2, 1, 3))
-    keys = attn.rope(attn.k_norm(keys.reshape(B, L, attn.n_kv_heads, -1)).transpose(0, 2, 1, 3))
-    values = values.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    queries, keys, values = _heads(attn, x)
     kv_heads, dim = keys.shape[1], keys.shape[3]
     repeats = attn.n_heads // kv_heads
     grouped = (queries * attn.scale).reshape(B, kv_heads, repeats, L, dim)
     scores = mx.where(causal, grouped @ keys[:, :, None].swapaxes(-1, -2), float(_MASKED))
-    out = (_softmax_fn(scores) @ values[:, :, None]).reshape(B, attn.n_heads, L, dim)
-    return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+    return _merge_heads(attn, (_softmax_fn(scores) @ values[:, :, None]).reshape(B, attn.n_heads, L, dim))
