@@ -51,6 +51,11 @@ def validate_date(date: str) -> str:
     return date
 
 
+def today_utc() -> str:
+    """Today's logical date (UTC). The wall clock picks *which* day a trigger asks for; nothing downstream reads it."""
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
 def shift_date(date: str, days: int) -> str:
     return (dt.date.fromisoformat(date) + dt.timedelta(days=days)).isoformat()
 

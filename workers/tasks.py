@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from events.ids import derive_event_id
+from events.ids import derive_event_id, today_utc
 from jobs import daily
 from jobs.context import JobContext, derive_seed
 from workers.runtime import get_runtime
@@ -116,12 +116,8 @@ def train(ns: str, date: str, cause: str, correlation_id: str, force: bool = Fal
 
 def request_daily(ns: str, source: str = "rss") -> str:
     """What the cron schedule runs: request today's run (idempotent per day)."""
-    import datetime as dt
-
-    rt = get_runtime()
-    ctx = rt.context(ns)
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
-    return daily.request_day(ctx, today, trigger="cron", source=source).event.event_id
+    ctx = get_runtime().context(ns)
+    return daily.request_day(ctx, today_utc(), trigger="cron", source=source).event.event_id
 
 
 def copy_recorded_headlines(ctx: JobContext, date: str, source_ns: str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -44,9 +43,6 @@ def parse_date(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter(str(exc)) from None
 
 
-def today_utc() -> str:
-    """The wall clock picks *which* day a trigger asks for; nothing downstream reads it."""
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
 def runtime_for(cfg: VarroConfig):

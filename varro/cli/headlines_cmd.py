@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from events.ids import today_utc
 from events.schema import HeadlinesFetched, SourceReport
-from varro.cli.common import config_options, parse_date, today_utc
+from varro.cli.common import config_options, parse_date
 from varro.config import VarroConfig
 from varro.headlines.collect import SOURCE_KINDS, NoHeadlinesError, PastDateError, file_dates
 from varro.headlines.feeds import FeedListError, load_feeds

@@ -12,8 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from events.ids import date_range
-from varro.cli.common import config_options, parse_date, runtime_for, today_utc
+from events.ids import date_range, today_utc
+from varro.cli.common import config_options, parse_date, runtime_for
 from varro.config import VarroConfig
 
 # Off a terminal (logs, CI) rich would wrap the per-day table at 80 columns.

@@ -8,7 +8,6 @@ same payloads always give the same day.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from typing import Literal
 
 import httpx
 
-from events.ids import sha256_hex, shift_date, validate_date
+from events.ids import sha256_hex, shift_date, today_utc, validate_date
 from events.schema import Headline, SourceReport
 from varro.config import HeadlinesConfig
 from varro.headlines.feeds import Feed, FeedState, fetch_feed, load_feeds
@@ -83,7 +82,7 @@ def collect(
             reads.append(read_file(Path(path)))
             report(reads[-1])
     elif kind == "rss":
-        today = today or dt.datetime.now(dt.timezone.utc).date().isoformat()
+        today = today or today_utc()
         if date != today:
             raise PastDateError(
                 f"live RSS feeds carry today's news ({today}), so they cannot be fetched for {date}: "
