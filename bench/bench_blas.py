@@ -21,17 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def child(repeats: int) -> dict:
     sys.path.insert(0, str(ROOT))
-    import varro  # noqa: F401  (preloads the BLAS before mlx)
-    from varro import blas
-
     import time
 
     import mlx.core as mx
     from mlx_lm.models import qwen3
 
+    import varro  # noqa: F401  (preloads the BLAS before mlx)
+    from varro import blas
+
     choice = blas.preload()
-    out: dict = {"blas": choice.library or "bundled reference",
-                 "sgemm_from": blas.resolved_sgemm_library() or "the mlx wheel (not in the global scope)"}
+    out: dict = {
+        "blas": choice.library or "bundled reference",
+        "sgemm_from": blas.resolved_sgemm_library() or "the mlx wheel (not in the global scope)",
+    }
 
     def best(fn) -> float:
         mx.eval(fn())
@@ -45,22 +47,44 @@ def child(repeats: int) -> dict:
     for n in (512, 1024):
         a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
         mx.eval(a, b)
-        out[f"matmul_{n}_gflops"] = 2 * n**3 / best(lambda: a @ b) / 1e9
+        out[f"matmul_{n}_gflops"] = 2 * n**3 / best(lambda a=a, b=b: a @ b) / 1e9
 
     shapes = {
-        "tiny": dict(hidden_size=128, num_hidden_layers=4, intermediate_size=384, num_attention_heads=4,
-                     num_key_value_heads=2, head_dim=32, vocab_size=2048, tokens=(8, 256)),
-        "qwen3-0.6b": dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
-                           num_key_value_heads=8, head_dim=128, vocab_size=151936, tokens=(1, 64)),
+        "tiny": dict(
+            hidden_size=128,
+            num_hidden_layers=4,
+            intermediate_size=384,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            vocab_size=2048,
+            tokens=(8, 256),
+        ),
+        "qwen3-0.6b": dict(
+            hidden_size=1024,
+            num_hidden_layers=28,
+            intermediate_size=3072,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            vocab_size=151936,
+            tokens=(1, 64),
+        ),
     }
     for name, shape in shapes.items():
         batch, length = shape.pop("tokens")
-        args = qwen3.ModelArgs(model_type="qwen3", rms_norm_eps=1e-6, max_position_embeddings=4096,
-                               rope_theta=1e6, tie_word_embeddings=True, **shape)
+        args = qwen3.ModelArgs(
+            model_type="qwen3",
+            rms_norm_eps=1e-6,
+            max_position_embeddings=4096,
+            rope_theta=1e6,
+            tie_word_embeddings=True,
+            **shape,
+        )
         model = qwen3.Model(args)
         mx.eval(model.parameters())
         tokens = mx.random.randint(0, shape["vocab_size"], (batch, length))
-        out[f"forward_{name}_{batch}x{length}_s"] = best(lambda: model(tokens))
+        out[f"forward_{name}_{batch}x{length}_s"] = best(lambda model=model, tokens=tokens: model(tokens))
     return out
 
 
@@ -75,8 +99,13 @@ def main() -> None:
     results = {}
     for side in ("reference", "auto"):
         env = dict(os.environ, VARRO_BLAS=side)
-        proc = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats)],
-                              env=env, capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", "--repeats", str(args.repeats)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
     ref, opt = results["reference"], results["auto"]
     print(f"reference: {ref['blas']} (cblas_sgemm from {ref['sgemm_from']})")

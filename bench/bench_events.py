@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import varro  # noqa: E402,F401  (first: BLAS preload before anything imports mlx)
 import redis  # noqa: E402
 
+import varro  # noqa: E402,F401  (first: BLAS preload before anything imports mlx)
 from events import codec  # noqa: E402
 from events.ids import derive_event_id  # noqa: E402
 from events.schema import DailyRunRequested  # noqa: E402
@@ -34,8 +34,15 @@ from events.store import EventStore  # noqa: E402
 
 def make_events(ns: str, start: int, n: int) -> list[DailyRunRequested]:
     return [
-        DailyRunRequested(event_id=derive_event_id(ns, "DailyRunRequested", "2025-01-01", [str(i)]), ns=ns,
-                          date="2025-01-01", correlation_id=f"bench-{i}", trigger="bench", seed=i, source="feeds")
+        DailyRunRequested(
+            event_id=derive_event_id(ns, "DailyRunRequested", "2025-01-01", [str(i)]),
+            ns=ns,
+            date="2025-01-01",
+            correlation_id=f"bench-{i}",
+            trigger="bench",
+            seed=i,
+            source="feeds",
+        )
         for i in range(start, start + n)
     ]
 
@@ -71,7 +78,7 @@ def main() -> None:
 
         def batched() -> None:
             for i in range(0, len(events), args.batch):
-                store.append_many(events[i: i + args.batch])
+                store.append_many(events[i : i + args.batch])
 
         secs, _ = timed(batched)
         rows.append((f"append_many, batches of {args.batch}", args.events, secs))
@@ -91,8 +98,10 @@ def main() -> None:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    print(f"embedded Valkey, unix socket, AOF appendfsync=always; event = {len(raw)} bytes encoded "
-          f"({type(codec.decode(raw)).__name__}); AOF after run: {aof / 1e6:.1f} MB")
+    print(
+        f"embedded Valkey, unix socket, AOF appendfsync=always; event = {len(raw)} bytes encoded "
+        f"({type(codec.decode(raw)).__name__}); AOF after run: {aof / 1e6:.1f} MB"
+    )
     print(f"{'operation':<38} {'events':>8} {'seconds':>9} {'events/s':>10}")
     for name, n, secs in rows:
         print(f"{name:<38} {n:>8} {secs:>9.2f} {n / secs:>10,.0f}")

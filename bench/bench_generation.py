@@ -28,28 +28,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import varro  # noqa: E402,F401  (preloads the BLAS before mlx)
+import mlx.core as mx
+from mlx_lm import generate as mlx_generate
+from mlx_lm.generate import generate_step
+from mlx_lm.sample_utils import make_sampler
 
-import mlx.core as mx  # noqa: E402
-from mlx_lm import generate as mlx_generate  # noqa: E402
-from mlx_lm.generate import generate_step  # noqa: E402
-from mlx_lm.sample_utils import make_sampler  # noqa: E402
-
-from events.schema import CheckpointRef, Headline, SamplerSpec  # noqa: E402
-from varro.config import VarroConfig  # noqa: E402
-from varro.generation import batch_rows, generate_rollouts, sample_responses, sequence_logprobs  # noqa: E402
-from varro.model.cache import LoadedModel, ModelCache  # noqa: E402
-from varro.prompts import prompt_ids  # noqa: E402
+import varro  # noqa: F401  (preloads the BLAS before mlx)
+from events.schema import CheckpointRef, Headline, SamplerSpec
+from varro.config import VarroConfig
+from varro.generation import batch_rows, generate_rollouts, sample_responses, sequence_logprobs
+from varro.model.cache import LoadedModel, ModelCache
+from varro.prompts import prompt_ids
 
 HEADLINES = [
-    "Oil falls as OPEC signals higher output", "Fed cuts rates by half a point",
-    "Gold slides as the dollar firms", "Nvidia beats estimates on data center demand",
-    "China factory activity contracts again", "Bitcoin jumps after ETF inflows",
-    "UK inflation falls to a three-year low", "Tesla recalls vehicles over software fault",
+    "Oil falls as OPEC signals higher output",
+    "Fed cuts rates by half a point",
+    "Gold slides as the dollar firms",
+    "Nvidia beats estimates on data center demand",
+    "China factory activity contracts again",
+    "Bitcoin jumps after ETF inflows",
+    "UK inflation falls to a three-year low",
+    "Tesla recalls vehicles over software fault",
 ]
-QWEN3_06B = dict(model_type="qwen3", hidden_size=1024, num_hidden_layers=28, intermediate_size=3072,
-                 num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
-                 rms_norm_eps=1e-6, max_position_embeddings=40960, rope_theta=1e6, tie_word_embeddings=True)
+QWEN3_06B = dict(
+    model_type="qwen3",
+    hidden_size=1024,
+    num_hidden_layers=28,
+    intermediate_size=3072,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=40960,
+    rope_theta=1e6,
+    tie_word_embeddings=True,
+)
 
 
 def tiny_model() -> LoadedModel:
@@ -64,8 +78,9 @@ def random_qwen3(tokenizer, dtype) -> LoadedModel:
     model = qwen3.Model(qwen3.ModelArgs.from_dict(QWEN3_06B))
     model.set_dtype(dtype)
     mx.eval(model.parameters())
-    return LoadedModel(model=model, tokenizer=tokenizer, ref=CheckpointRef(sha256="random", base_model="qwen3-0.6b"),
-                       path=Path("."))
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, ref=CheckpointRef(sha256="random", base_model="qwen3-0.6b"), path=Path(".")
+    )
 
 
 SAMPLE_DAY = Path(__file__).resolve().parent.parent / "varro" / "data" / "sample_headlines" / "2025-08-04.jsonl"
@@ -81,11 +96,15 @@ def prompts_for(loaded: LoadedModel, n: int, *, day: Path | None = None) -> list
     else:
         texts, date = [HEADLINES[i % len(HEADLINES)] for i in range(n)], "2025-03-04"
     cfg = VarroConfig()
-    return [(f"h{i}", prompt_ids(cfg, loaded.tokenizer, Headline(id=f"h{i}", text=texts[i], source="Reuters"), date))
-            for i in range(n)]
+    return [
+        (f"h{i}", prompt_ids(cfg, loaded.tokenizer, Headline(id=f"h{i}", text=texts[i], source="Reuters"), date))
+        for i in range(n)
+    ]
 
 
-def baseline(loaded: LoadedModel, prompts, per_headline: int, sampler: SamplerSpec, decode: bool) -> tuple[int, int, float]:
+def baseline(
+    loaded: LoadedModel, prompts, per_headline: int, sampler: SamplerSpec, decode: bool
+) -> tuple[int, int, float]:
     """One mlx_lm call per roll-out, as the original system generated (text decoded where it can be)."""
     sample = make_sampler(sampler.temperature, sampler.top_p, top_k=sampler.top_k)
     eos = set(loaded.tokenizer.eos_token_ids)
@@ -98,21 +117,29 @@ def baseline(loaded: LoadedModel, prompts, per_headline: int, sampler: SamplerSp
                 text = mlx_generate(loaded.model, loaded.tokenizer, ids, max_tokens=sampler.max_tokens, sampler=sample)
                 tokens += len(loaded.tokenizer.encode(text, add_special_tokens=False)) + 1
             else:
-                for n, (token, _) in enumerate(generate_step(mx.array(ids), loaded.model, max_tokens=sampler.max_tokens,
-                                                             sampler=sample), start=1):
+                steps = generate_step(mx.array(ids), loaded.model, max_tokens=sampler.max_tokens, sampler=sample)
+                for token, _ in steps:
+                    tokens += 1
                     if token in eos:
                         break
-                tokens += n
             rollouts += 1
     return rollouts, tokens, time.perf_counter() - started
 
 
 def warm_up(loaded: LoadedModel, prompts, sampler: SamplerSpec) -> None:
     """One short untimed run of each path, so neither timing carries first-call costs."""
-    short = SamplerSpec(name="warm-up", temperature=sampler.temperature, top_p=sampler.top_p, top_k=sampler.top_k,
-                        max_tokens=8)
-    generate_rollouts(loaded, prompts[:1], group_size=2, sampler=short, seeds={(prompts[0][0], i): i for i in range(2)},
-                      batch_size=2, eos_token_ids=loaded.tokenizer.eos_token_ids)
+    short = SamplerSpec(
+        name="warm-up", temperature=sampler.temperature, top_p=sampler.top_p, top_k=sampler.top_k, max_tokens=8
+    )
+    generate_rollouts(
+        loaded,
+        prompts[:1],
+        group_size=2,
+        sampler=short,
+        seeds={(prompts[0][0], i): i for i in range(2)},
+        batch_size=2,
+        eos_token_ids=loaded.tokenizer.eos_token_ids,
+    )
     baseline(loaded, prompts[:1], 1, short, decode=True)
 
 
@@ -120,8 +147,15 @@ def batched(loaded: LoadedModel, prompts, group: int, sampler: SamplerSpec, batc
     """Varro's path, `generate_rollouts`: sampling plus the teacher-forced fp32 pass."""
     seeds = {(hid, i): 1000 * n + i for n, (hid, _) in enumerate(prompts) for i in range(group)}
     started = time.perf_counter()
-    records = generate_rollouts(loaded, prompts, group_size=group, sampler=sampler, seeds=seeds,
-                                batch_size=batch_size, eos_token_ids=loaded.tokenizer.eos_token_ids)
+    records = generate_rollouts(
+        loaded,
+        prompts,
+        group_size=group,
+        sampler=sampler,
+        seeds=seeds,
+        batch_size=batch_size,
+        eos_token_ids=loaded.tokenizer.eos_token_ids,
+    )
     return dict(n=len(records), tokens=sum(len(r.response_ids) for r in records), s=time.perf_counter() - started)
 
 
@@ -132,23 +166,44 @@ def parts(loaded: LoadedModel, prompts, group: int, sampler: SamplerSpec, batch_
     started = time.perf_counter()
     sampled = []
     for at in range(0, len(prompts), per_pass):
-        sampled += sample_responses(loaded, prompts[at : at + per_pass], group_size=group, sampler=sampler,
-                                    seeds=seeds, eos_token_ids=loaded.tokenizer.eos_token_ids)
+        sampled += sample_responses(
+            loaded,
+            prompts[at : at + per_pass],
+            group_size=group,
+            sampler=sampler,
+            seeds=seeds,
+            eos_token_ids=loaded.tokenizer.eos_token_ids,
+        )
     sample_s = time.perf_counter() - started
     prompt_of = dict(prompts)
     started = time.perf_counter()
-    sequence_logprobs(loaded.model, [prompt_of[s.headline_id] for s in sampled], [s.response_ids for s in sampled],
-                      temperature=sampler.temperature or 1.0)
+    sequence_logprobs(
+        loaded.model,
+        [prompt_of[s.headline_id] for s in sampled],
+        [s.response_ids for s in sampled],
+        temperature=sampler.temperature or 1.0,
+    )
     return dict(sample_s=sample_s, teacher_s=time.perf_counter() - started)
 
 
-def compare(name: str, loaded: LoadedModel, prompts, base_prompts, sampler: SamplerSpec, batch: int, repeats: int,
-            decode: bool, base_per_headline: int = 8) -> None:
+def compare(
+    name: str,
+    loaded: LoadedModel,
+    prompts,
+    base_prompts,
+    sampler: SamplerSpec,
+    batch: int,
+    repeats: int,
+    decode: bool,
+    base_per_headline: int = 8,
+) -> None:
     """`repeats` back-to-back pairs of (baseline, batched day), then the halves of the batched path once."""
     warm_up(loaded, prompts, sampler)
     print(f"\n== {name}")
-    print(f"{'repeat':>6s} {'baseline roll-outs':>18s} {'tokens':>7s} {'s':>6s} {'r/s':>6s} | "
-          f"{'batched roll-outs':>17s} {'tokens':>7s} {'s':>6s} {'r/s':>6s} {'tok/s':>7s} | {'speed-up':>8s}")
+    print(
+        f"{'repeat':>6s} {'baseline roll-outs':>18s} {'tokens':>7s} {'s':>6s} {'r/s':>6s} | "
+        f"{'batched roll-outs':>17s} {'tokens':>7s} {'s':>6s} {'r/s':>6s} {'tok/s':>7s} | {'speed-up':>8s}"
+    )
     ratios, token_ratios = [], []
     for k in range(repeats):
         b_n, b_tok, b_s = baseline(loaded, base_prompts, base_per_headline, sampler, decode)
@@ -156,12 +211,16 @@ def compare(name: str, loaded: LoadedModel, prompts, base_prompts, sampler: Samp
         ratio = (fast["n"] / fast["s"]) / (b_n / b_s)
         ratios.append(ratio)
         token_ratios.append((fast["tokens"] / fast["s"]) / (b_tok / b_s))
-        print(f"{k + 1:6d} {b_n:18d} {b_tok:7d} {b_s:6.2f} {b_n / b_s:6.2f} | {fast['n']:17d} {fast['tokens']:7d} "
-              f"{fast['s']:6.2f} {fast['n'] / fast['s']:6.2f} {fast['tokens'] / fast['s']:7.1f} | {ratio:7.1f}x")
+        print(
+            f"{k + 1:6d} {b_n:18d} {b_tok:7d} {b_s:6.2f} {b_n / b_s:6.2f} | {fast['n']:17d} {fast['tokens']:7d} "
+            f"{fast['s']:6.2f} {fast['n'] / fast['s']:6.2f} {fast['tokens'] / fast['s']:7.1f} | {ratio:7.1f}x"
+        )
     halves = parts(loaded, prompts, 8, sampler, batch)
-    print(f"median speed-up: {statistics.median(ratios):.1f}x in roll-outs/s, "
-          f"{statistics.median(token_ratios):.1f}x in tokens/s (min {min(ratios):.1f}x, max {max(ratios):.1f}x); "
-          f"batched path alone: sampling {halves['sample_s']:.2f} s + teacher-forced pass {halves['teacher_s']:.2f} s")
+    print(
+        f"median speed-up: {statistics.median(ratios):.1f}x in roll-outs/s, "
+        f"{statistics.median(token_ratios):.1f}x in tokens/s (min {min(ratios):.1f}x, max {max(ratios):.1f}x); "
+        f"batched path alone: sampling {halves['sample_s']:.2f} s + teacher-forced pass {halves['teacher_s']:.2f} s"
+    )
 
 
 def main() -> None:
@@ -181,21 +240,40 @@ def main() -> None:
     if "tiny" in args.models:
         sampler = VarroConfig().sampler()
         prompts = prompts_for(tiny, args.headlines, day=SAMPLE_DAY)
-        rows = batch_rows(batch_setting, tiny.model, group_size=8, max_tokens=sampler.max_tokens,
-                          kv_cache_mb=gen.kv_cache_mb)
-        compare(f"varro-tiny, {len(prompts)} headlines of {SAMPLE_DAY.stem} x 8 roll-outs, sampler {sampler.name} "
-                f"(T={sampler.temperature}, top_p={sampler.top_p}, top_k={sampler.top_k}, "
-                f"max_tokens={sampler.max_tokens}), batch {args.batch} = {rows} rows",
-                tiny, prompts, prompts[: args.baseline_headlines], sampler, rows, args.repeats, decode=True)
+        rows = batch_rows(
+            batch_setting, tiny.model, group_size=8, max_tokens=sampler.max_tokens, kv_cache_mb=gen.kv_cache_mb
+        )
+        compare(
+            f"varro-tiny, {len(prompts)} headlines of {SAMPLE_DAY.stem} x 8 roll-outs, sampler {sampler.name} "
+            f"(T={sampler.temperature}, top_p={sampler.top_p}, top_k={sampler.top_k}, "
+            f"max_tokens={sampler.max_tokens}), batch {args.batch} = {rows} rows",
+            tiny,
+            prompts,
+            prompts[: args.baseline_headlines],
+            sampler,
+            rows,
+            args.repeats,
+            decode=True,
+        )
     if "qwen3-0.6b" in args.models:
         big = random_qwen3(tiny.tokenizer, getattr(mx, args.big_dtype))
         sampler = SamplerSpec(name="bench", max_tokens=args.big_tokens)
         prompts = prompts_for(big, args.big_headlines, day=SAMPLE_DAY)
-        rows = batch_rows(batch_setting, big.model, group_size=8, max_tokens=sampler.max_tokens,
-                          kv_cache_mb=gen.kv_cache_mb)
-        compare(f"Qwen3-0.6B shape, random weights, {args.big_dtype}, {len(prompts)} headlines x 8 roll-outs, "
-                f"max_tokens={args.big_tokens}, batch {args.batch} = {rows} rows",
-                big, prompts, prompts[:1], sampler, rows, args.repeats, decode=False, base_per_headline=2)
+        rows = batch_rows(
+            batch_setting, big.model, group_size=8, max_tokens=sampler.max_tokens, kv_cache_mb=gen.kv_cache_mb
+        )
+        compare(
+            f"Qwen3-0.6B shape, random weights, {args.big_dtype}, {len(prompts)} headlines x 8 roll-outs, "
+            f"max_tokens={args.big_tokens}, batch {args.batch} = {rows} rows",
+            big,
+            prompts,
+            prompts[:1],
+            sampler,
+            rows,
+            args.repeats,
+            decode=False,
+            base_per_headline=2,
+        )
 
 
 if __name__ == "__main__":

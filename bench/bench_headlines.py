@@ -3,10 +3,9 @@
 Run: .venv/bin/python -m bench.bench_headlines
 """
 
-import varro  # noqa: F401  (first, before anything may import mlx)
-
 import time
 
+import varro  # noqa: F401  (first, before anything may import mlx)
 from varro.config import HeadlinesConfig
 from varro.headlines.collect import collect, sample_dates
 from varro.headlines.finance import finance_match
@@ -27,8 +26,10 @@ def main(repeats: int = 20) -> None:
         for text in texts:
             finance_match(text, "strict")
     filtered = time.perf_counter() - start
-    print(f"assemble (sample days, file read included): {items / assembled:,.0f} items/s "
-          f"({assembled / (repeats * len(days)) * 1e3:.2f} ms per day of ~38 items)")
+    print(
+        f"assemble (sample days, file read included): {items / assembled:,.0f} items/s "
+        f"({assembled / (repeats * len(days)) * 1e3:.2f} ms per day of ~38 items)"
+    )
     print(f"finance filter, strict: {len(texts) * repeats * 10 / filtered:,.0f} headlines/s")
 
 

@@ -20,8 +20,6 @@ optional `bench` extra (torch); the MLX side runs without it.
 
 from __future__ import annotations
 
-import varro  # noqa: F401  (preloads OpenBLAS before mlx)
-
 import argparse
 import json
 import os
@@ -34,16 +32,33 @@ from pathlib import Path
 
 import numpy as np
 
+import varro  # noqa: F401  (preloads OpenBLAS before mlx)
+
 MODELS = {
     # the project's default small model (varro.model.build.Recipe)
-    "tiny": dict(hidden_size=128, num_hidden_layers=4, intermediate_size=384, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=32, vocab_size=2048),
+    "tiny": dict(
+        hidden_size=128,
+        num_hidden_layers=4,
+        intermediate_size=384,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=2048,
+    ),
     # Qwen3-0.6B's published shape
-    "qwen3-0.6b": dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    "qwen3-0.6b": dict(
+        hidden_size=1024,
+        num_hidden_layers=28,
+        intermediate_size=3072,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+    ),
 }
-COMMON = dict(model_type="qwen3", rms_norm_eps=1e-6, tie_word_embeddings=True, max_position_embeddings=4096,
-              rope_theta=1000000.0)
+COMMON = dict(
+    model_type="qwen3", rms_norm_eps=1e-6, tie_word_embeddings=True, max_position_embeddings=4096, rope_theta=1000000.0
+)
 EPS_LOW, EPS_HIGH, LR = 3e-4, 4e-4, 1e-5
 
 
@@ -65,17 +80,21 @@ def init_weights(shape, seed=0):
     w = {"model.embed_tokens.weight": rng.normal(0, 0.02, (shape["vocab_size"], h)), "model.norm.weight": np.ones(h)}
     for i in range(shape["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        w.update({
-            p + "self_attn.q_proj.weight": rng.normal(0, 0.02, (nh * hd, h)),
-            p + "self_attn.k_proj.weight": rng.normal(0, 0.02, (kv * hd, h)),
-            p + "self_attn.v_proj.weight": rng.normal(0, 0.02, (kv * hd, h)),
-            p + "self_attn.o_proj.weight": rng.normal(0, 0.02, (h, nh * hd)),
-            p + "self_attn.q_norm.weight": np.ones(hd), p + "self_attn.k_norm.weight": np.ones(hd),
-            p + "mlp.gate_proj.weight": rng.normal(0, 0.02, (inter, h)),
-            p + "mlp.up_proj.weight": rng.normal(0, 0.02, (inter, h)),
-            p + "mlp.down_proj.weight": rng.normal(0, 0.02, (h, inter)),
-            p + "input_layernorm.weight": np.ones(h), p + "post_attention_layernorm.weight": np.ones(h),
-        })
+        w.update(
+            {
+                p + "self_attn.q_proj.weight": rng.normal(0, 0.02, (nh * hd, h)),
+                p + "self_attn.k_proj.weight": rng.normal(0, 0.02, (kv * hd, h)),
+                p + "self_attn.v_proj.weight": rng.normal(0, 0.02, (kv * hd, h)),
+                p + "self_attn.o_proj.weight": rng.normal(0, 0.02, (h, nh * hd)),
+                p + "self_attn.q_norm.weight": np.ones(hd),
+                p + "self_attn.k_norm.weight": np.ones(hd),
+                p + "mlp.gate_proj.weight": rng.normal(0, 0.02, (inter, h)),
+                p + "mlp.up_proj.weight": rng.normal(0, 0.02, (inter, h)),
+                p + "mlp.down_proj.weight": rng.normal(0, 0.02, (h, inter)),
+                p + "input_layernorm.weight": np.ones(h),
+                p + "post_attention_layernorm.weight": np.ones(h),
+            }
+        )
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
@@ -99,18 +118,35 @@ def run_mlx(args, shape, weights_file, compiled, kernels="auto"):
     model = qwen3.Model(qwen3.ModelArgs(**COMMON, **shape))
     if weights_file:
         model.load_weights(list(mx.load(weights_file).items()))
-    cfg = TrainConfig(minibatches=1, microbatch_size=args.batch, learning_rate=LR, eps_low=EPS_LOW,
-                      eps_high=EPS_HIGH, compile=compiled, logprob_chunk=args.chunk)
+    cfg = TrainConfig(
+        minibatches=1,
+        microbatch_size=args.batch,
+        learning_rate=LR,
+        eps_low=EPS_LOW,
+        eps_high=EPS_HIGH,
+        compile=compiled,
+        logprob_chunk=args.chunk,
+    )
     model = prepare_policy(model, cfg, seed=0)
     mx.eval(model.parameters())
     tokens, adv, old_shift = synthetic(args, shape["vocab_size"])
-    seqs = [TrainingSequence(headline_id="h", index=i, prompt_ids=tuple(int(t) for t in row[: args.prompt]),
-                             response_ids=tuple(int(t) for t in row[args.prompt:]),
-                             behaviour_logprobs=(0.0,) * args.response, reward=0.0, raw_score=None, rank=1)
-            for i, row in enumerate(tokens)]
-    old = sequence_logprobs(model, seqs, loss_on="response", chunk=cfg.logprob_chunk, batch_size=args.batch,
-                            kernels=kernels)
-    old = [o + old_shift[i, args.prompt - 1:] for i, o in enumerate(old)]
+    seqs = [
+        TrainingSequence(
+            headline_id="h",
+            index=i,
+            prompt_ids=tuple(int(t) for t in row[: args.prompt]),
+            response_ids=tuple(int(t) for t in row[args.prompt :]),
+            behaviour_logprobs=(0.0,) * args.response,
+            reward=0.0,
+            raw_score=None,
+            rank=1,
+        )
+        for i, row in enumerate(tokens)
+    ]
+    old = sequence_logprobs(
+        model, seqs, loss_on="response", chunk=cfg.logprob_chunk, batch_size=args.batch, kernels=kernels
+    )
+    old = [o + old_shift[i, args.prompt - 1 :] for i, o in enumerate(old)]
     data = EpochData(seqs=seqs, old=old, ref=None, advantages=adv, weights=np.ones(args.batch, np.float32))
     opt = optim.AdamW(learning_rate=LR, weight_decay=0.0, bias_correction=True)
     loss_and_grad = make_loss_and_grad(model, cfg, kernels=kernels)
@@ -166,7 +202,7 @@ def run_torch(args, shape, weights_file):
             return self.o_proj(out.transpose(1, 2).reshape(b, length, nh * hd))
 
     def rope(x, cos, sin):
-        x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+        x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
     class Layer(nn.Module):
@@ -215,7 +251,7 @@ def run_torch(args, shape, weights_file):
 
     def response_logprobs():
         logits = model(tokens)[:, start:-1].float()
-        return torch.log_softmax(logits, -1).gather(-1, tokens[:, start + 1:, None])[..., 0]
+        return torch.log_softmax(logits, -1).gather(-1, tokens[:, start + 1 :, None])[..., 0]
 
     with torch.no_grad():
         old = response_logprobs() + torch.from_numpy(old_shift[:, start:])
@@ -243,22 +279,39 @@ def worker(args):
     if args.framework == "torch":
         times, losses, peak = run_torch(args, shape, args.weights and args.weights + ".npz")
     else:
-        times, losses, peak = run_mlx(args, shape, args.weights and args.weights + ".safetensors",
-                                      compiled=args.framework == "mlx-compiled",
-                                      kernels="mlx" if args.framework == "mlx-mlx-kernels" else "auto")
+        times, losses, peak = run_mlx(
+            args,
+            shape,
+            args.weights and args.weights + ".safetensors",
+            compiled=args.framework == "mlx-compiled",
+            kernels="mlx" if args.framework == "mlx-mlx-kernels" else "auto",
+        )
     timed = times[1:]  # the first step warms up (and compiles)
     tokens = args.batch * (args.prompt + args.response)
-    print(json.dumps(dict(framework=args.framework, model=args.model, step_s=float(np.median(timed)),
-                          tokens_per_s=tokens / float(np.median(timed)), loss_after_update=losses[1],
-                          peak_mb=peak, rss_mb=rss_mb())))
+    print(
+        json.dumps(
+            dict(
+                framework=args.framework,
+                model=args.model,
+                step_s=float(np.median(timed)),
+                tokens_per_s=tokens / float(np.median(timed)),
+                loss_after_update=losses[1],
+                peak_mb=peak,
+                rss_mb=rss_mb(),
+            )
+        )
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,qwen3-0.6b")
-    parser.add_argument("--frameworks", default="mlx,mlx-mlx-kernels,mlx-compiled,torch",
-                        help="mlx = the default config (model.kernels auto: NumPy softmax/SwiGLU on the CPU); "
-                             "mlx-mlx-kernels = MLX's own kernels; mlx-compiled = mx.compile (MLX's kernels)")
+    parser.add_argument(
+        "--frameworks",
+        default="mlx,mlx-mlx-kernels,mlx-compiled,torch",
+        help="mlx = the default config (model.kernels auto: NumPy softmax/SwiGLU on the CPU); "
+        "mlx-mlx-kernels = MLX's own kernels; mlx-compiled = mx.compile (MLX's kernels)",
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompt", type=int, default=48)
@@ -273,9 +326,12 @@ def main():
         return worker(args)
 
     from varro.blas import preload
-    print(f"BLAS for MLX: {preload().library}; cores: {os.cpu_count()}; "
-          f"batch {args.batch} x ({args.prompt} prompt + {args.response} response) tokens, "
-          f"median of {args.steps} steps after 1 warm-up")
+
+    print(
+        f"BLAS for MLX: {preload().library}; cores: {os.cpu_count()}; "
+        f"batch {args.batch} x ({args.prompt} prompt + {args.response} response) tokens, "
+        f"median of {args.steps} steps after 1 warm-up"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
@@ -288,23 +344,38 @@ def main():
                 np.savez(weights + ".npz", **w)
                 mx.save_safetensors(weights + ".safetensors", {k: mx.array(v) for k, v in w.items()})
             for fw in args.frameworks.split(","):
-                cmd = [sys.executable, "-m", "bench.bench_train", "--worker", "--framework", fw, "--model", model, "--weights", weights,
-                       *(f"--{k}={getattr(args, k)}" for k in ("steps", "batch", "prompt", "response", "chunk"))]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "bench.bench_train",
+                    "--worker",
+                    "--framework",
+                    fw,
+                    "--model",
+                    model,
+                    "--weights",
+                    weights,
+                    *(f"--{k}={getattr(args, k)}" for k in ("steps", "batch", "prompt", "response", "chunk")),
+                ]
                 out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
                 if out.returncode != 0:
                     print(f"{fw} on {model} failed:\n{out.stderr[-2000:]}")
                     continue
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = rows[-1]
-                print(f"{r['model']:>11} {r['framework']:>15}: {r['step_s']:7.3f} s/step "
-                      f"{r['tokens_per_s']:9.1f} tok/s  loss1 {r['loss_after_update']:+.7f}  "
-                      f"MLX peak {r['peak_mb'] or 0:8.1f} MB  RSS max {r['rss_mb']:8.1f} MB", flush=True)
+                print(
+                    f"{r['model']:>11} {r['framework']:>15}: {r['step_s']:7.3f} s/step "
+                    f"{r['tokens_per_s']:9.1f} tok/s  loss1 {r['loss_after_update']:+.7f}  "
+                    f"MLX peak {r['peak_mb'] or 0:8.1f} MB  RSS max {r['rss_mb']:8.1f} MB",
+                    flush=True,
+                )
     for model in args.models.split(","):
         by = {r["framework"]: r for r in rows if r["model"] == model}
         if "torch" in by:
             for fw in ("mlx", "mlx-mlx-kernels", "mlx-compiled"):
                 if fw in by:
-                    print(f"{model}: {fw} / torch throughput = {by[fw]['tokens_per_s'] / by['torch']['tokens_per_s']:.2f}x")
+                    ratio = by[fw]["tokens_per_s"] / by["torch"]["tokens_per_s"]
+                    print(f"{model}: {fw} / torch throughput = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -73,9 +73,7 @@ def from_builtins(value: dict[str, Any]) -> AnyEvent:
         raise EventDecodeError("event has no 'type' field")
     cls = schema.EVENT_TYPES.get(event_type)
     if cls is None:
-        raise EventDecodeError(
-            f"unknown event type {event_type!r} (known: {', '.join(sorted(schema.EVENT_TYPES))})"
-        )
+        raise EventDecodeError(f"unknown event type {event_type!r} (known: {', '.join(sorted(schema.EVENT_TYPES))})")
     version = value.get("schema_version", 1)
     current = schema.CURRENT_VERSIONS[event_type]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:

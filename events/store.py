@@ -16,9 +16,8 @@ last entry).
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import datetime as dt
+import importlib.metadata
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, TextIO
 
 import msgspec
 import redis
+
 from events import codec
 from events.errors import ChainConflict, EventDecodeError, EventError, NamespaceNotEmpty, PreconditionError
 from events.ids import validate_date, validate_ns
@@ -126,7 +126,7 @@ def installed_version() -> str:
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 class EventStore:
@@ -172,7 +172,7 @@ class EventStore:
             for item in prepared:
                 self._append_script(keys=item.keys, args=item.args, client=pipe)
             done = 0
-            for item, (status, value) in zip(prepared, pipe.execute()):
+            for item, (status, value) in zip(prepared, pipe.execute(), strict=True):
                 status, value = _s(status), _s(value)
                 if status == "ok":
                     results.append(Appended(value, item.event, True))
@@ -206,25 +206,50 @@ class EventStore:
             raise EventError(f"event {event.event_id}: {exc}") from None
         # Events are always written at their type's current schema version, so the
         # codec never runs a fresh event through an upcaster meant for old ones.
-        return msgspec.structs.replace(event, recorded_at=utc_now(), code_version=self.code_version,
-                                       schema_version=CURRENT_VERSIONS[type(event).__name__])
+        return msgspec.structs.replace(
+            event,
+            recorded_at=utc_now(),
+            code_version=self.code_version,
+            schema_version=CURRENT_VERSIONS[type(event).__name__],
+        )
 
     def _prepare(self, event: Event) -> _Prepared:
         event_type = type(event).__name__
         predecessors = PRECONDITIONS.get(event_type, ())
         encoded = codec.encode(event)
-        return self._prepared_from(event, event_type, event.date, event.event_id, event.prev_hash,
-                                   encoded, predecessors,
-                                   [getattr(event, field) for _, field in predecessors], "*")
+        return self._prepared_from(
+            event,
+            event_type,
+            event.date,
+            event.event_id,
+            event.prev_hash,
+            encoded,
+            predecessors,
+            [getattr(event, field) for _, field in predecessors],
+            "*",
+        )
 
-    def _prepared_from(self, event: Any, event_type: str, date: str, event_id: str, prev_hash: str,
-                       encoded: bytes, predecessors: tuple[tuple[str, str], ...],
-                       predecessor_dates: list[str], entry_id: str) -> _Prepared:
-        keys = [self.stream, ids_key(self.ns), tip_key(self.ns),
-                index_key(self.ns, event_type, date), dates_key(self.ns, event_type)]
-        keys += [index_key(self.ns, t, d) for (t, _), d in zip(predecessors, predecessor_dates)]
-        args = [event_id, encoded, prev_hash, codec.entry_hash(encoded), event_type, date, entry_id,
-                GENESIS_HASH]
+    def _prepared_from(
+        self,
+        event: Any,
+        event_type: str,
+        date: str,
+        event_id: str,
+        prev_hash: str,
+        encoded: bytes,
+        predecessors: tuple[tuple[str, str], ...],
+        predecessor_dates: list[str],
+        entry_id: str,
+    ) -> _Prepared:
+        keys = [
+            self.stream,
+            ids_key(self.ns),
+            tip_key(self.ns),
+            index_key(self.ns, event_type, date),
+            dates_key(self.ns, event_type),
+        ]
+        keys += [index_key(self.ns, t, d) for (t, _), d in zip(predecessors, predecessor_dates, strict=True)]
+        args = [event_id, encoded, prev_hash, codec.entry_hash(encoded), event_type, date, entry_id, GENESIS_HASH]
         return _Prepared(keys, args, event, event_type, date, predecessors)
 
     # ------------------------------------------------------------- reading
@@ -268,8 +293,14 @@ class EventStore:
             pipe.xrange(self.stream, entry, entry)
         return [self._stored(*rows[0]).event for rows in pipe.execute()]
 
-    def read(self, *, start: str = "-", end: str = "+", types: Iterable[str] | None = None,
-             dates: Iterable[str] | None = None) -> Iterator[StoredEvent]:
+    def read(
+        self,
+        *,
+        start: str = "-",
+        end: str = "+",
+        types: Iterable[str] | None = None,
+        dates: Iterable[str] | None = None,
+    ) -> Iterator[StoredEvent]:
         """Entries from `start` to `end` (inclusive stream ids) in append order, paged."""
         want_types = None if types is None else {t.encode() for t in types}
         want_dates = None if dates is None else {d.encode() for d in dates}
@@ -305,8 +336,9 @@ class EventStore:
         rows = self.redis.xrevrange(self.stream, count=1)
         return _s(rows[0][0]) if rows else None
 
-    def follow(self, *, last_id: str = "$", block_ms: int = 1000,
-               stop: Callable[[], bool] | None = None) -> Iterator[StoredEvent]:
+    def follow(
+        self, *, last_id: str = "$", block_ms: int = 1000, stop: Callable[[], bool] | None = None
+    ) -> Iterator[StoredEvent]:
         """Entries appended after `last_id` ("$" = after this call), as they arrive;
         `stop` is checked at least every `block_ms`."""
         cursor = (self.last_entry_id() or "0-0") if last_id == "$" else last_id
@@ -337,25 +369,35 @@ class EventStore:
             actual = codec.entry_hash(raw)
             recorded = _s(fields.get(b"h", b""))
             if recorded != actual:
-                return VerifyReport(False, checked, entry,
-                                    f"content hashes to {actual[:16]}, but the entry records {recorded[:16]}: "
-                                    "its bytes were altered")
+                return VerifyReport(
+                    False,
+                    checked,
+                    entry,
+                    f"content hashes to {actual[:16]}, but the entry records {recorded[:16]}: its bytes were altered",
+                )
             try:
                 event = codec.decode(raw)
             except EventDecodeError as exc:
                 return VerifyReport(False, checked, entry, f"undecodable: {exc}")
             if event.prev_hash != expected_prev:
-                return VerifyReport(False, checked, entry,
-                                    f"prev_hash {event.prev_hash[:16]} does not match the previous entry "
-                                    f"({last or 'genesis'}) which hashes to {expected_prev[:16]}")
+                return VerifyReport(
+                    False,
+                    checked,
+                    entry,
+                    f"prev_hash {event.prev_hash[:16]} does not match the previous entry "
+                    f"({last or 'genesis'}) which hashes to {expected_prev[:16]}",
+                )
             expected_prev = actual
             last = entry
             checked += 1
         tip = _s(self.redis.get(tip_key(self.ns)) or GENESIS_HASH)
         if tip != expected_prev:
-            return VerifyReport(False, checked, last,
-                                f"recorded chain tip {tip[:16]} does not match the last entry's hash "
-                                f"{expected_prev[:16]}")
+            return VerifyReport(
+                False,
+                checked,
+                last,
+                f"recorded chain tip {tip[:16]} does not match the last entry's hash {expected_prev[:16]}",
+            )
         return VerifyReport(True, checked)
 
     # ------------------------------------------------------------- backup
@@ -393,8 +435,10 @@ class EventStore:
             status, reply = (_s(x) for x in self._append_script(keys=item.keys, args=item.args))
             if status == "missing":
                 pre_type, field = item.predecessors[int(reply) - 1]
-                raise PreconditionError(f"line {lineno}: {item.event_type} for {item.date} needs {pre_type} "
-                                        f"for {item.event[field]}, which comes later or not at all")
+                raise PreconditionError(
+                    f"line {lineno}: {item.event_type} for {item.date} needs {pre_type} "
+                    f"for {item.event[field]}, which comes later or not at all"
+                )
             if status == "dup":
                 raise EventError(f"line {lineno}: event {item.event['event_id']} appears twice")
             if status != "ok":
@@ -417,11 +461,22 @@ class EventStore:
                 f"{expected[:16]}; the line was edited or holds a value JSON cannot carry (NaN)"
             )
         if value.get("prev_hash") != link:
-            raise EventError(f"line {lineno} (entry {entry_id}): prev_hash does not link to the line before; "
-                             "the export is out of order or its chain was already broken")
+            raise EventError(
+                f"line {lineno} (entry {entry_id}): prev_hash does not link to the line before; "
+                "the export is out of order or its chain was already broken"
+            )
         predecessors = PRECONDITIONS.get(value["type"], ())
-        return self._prepared_from(value, value["type"], value["date"], value["event_id"], link,
-                                   encoded, predecessors, [value[field] for _, field in predecessors], entry_id)
+        return self._prepared_from(
+            value,
+            value["type"],
+            value["date"],
+            value["event_id"],
+            link,
+            encoded,
+            predecessors,
+            [value[field] for _, field in predecessors],
+            entry_id,
+        )
 
     @staticmethod
     def namespaces(redis: redis.Redis) -> list[str]:

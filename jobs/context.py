@@ -32,10 +32,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class JobContext:
-    cfg: "VarroConfig"
-    store: "EventStore"
-    artifacts: "ArtifactStore"
-    models: "ModelCache"
+    cfg: VarroConfig
+    store: EventStore
+    artifacts: ArtifactStore
+    models: ModelCache
     correlation_id: str = ""
     log: Any = field(default_factory=structlog.get_logger)
 
@@ -44,7 +44,7 @@ class JobContext:
         return self.store.ns
 
 
-def force_input(store: "EventStore", event_type: str, date: str) -> str:
+def force_input(store: EventStore, event_type: str, date: str) -> str:
     """The extra id input that makes a forced re-run a distinct event."""
     return f"force:{len(store.all_for(event_type, date))}"
 

@@ -54,8 +54,14 @@ def fetch_headlines(
     event_id = derive_event_id(ctx.ns, "HeadlinesFetched", date, inputs)
     cfg = ctx.cfg.headlines
     day = collect(
-        source, date, cfg, paths=paths, today=today,
-        state_path=feed_state_path(ctx), recall=lambda sha: _recall(ctx, sha), on_source=on_source,
+        source,
+        date,
+        cfg,
+        paths=paths,
+        today=today,
+        state_path=feed_state_path(ctx),
+        recall=lambda sha: _recall(ctx, sha),
+        on_source=on_source,
     )
     if not day.headlines:
         failures = "; ".join(f"{r.source}: {r.error}" for r in day.reports if r.error) or "every item was dropped"
@@ -78,8 +84,13 @@ def fetch_headlines(
     )
     appended = ctx.store.append(event)
     ctx.log.info(
-        "headlines fetched", date=date, source=source, headlines=len(day.headlines),
-        failed_sources=sum(r.status == "failed" for r in reports), created=appended.created, forced=force,
+        "headlines fetched",
+        date=date,
+        source=source,
+        headlines=len(day.headlines),
+        failed_sources=sum(r.status == "failed" for r in reports),
+        created=appended.created,
+        forced=force,
     )
     return appended
 

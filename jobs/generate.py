@@ -218,8 +218,14 @@ def _generate(ctx: JobContext, plan: Plan, headlines: list[Headline]) -> rollout
     from varro.model.forward import resolve
 
     rows, kernels = _batch_rows(ctx, plan, loaded), ctx.cfg.model.kernels
-    ctx.log.info("generating", date=plan.date, headlines=len(headlines), group_size=plan.group_size,
-                 batch_rows=rows, kernels=f"{kernels} -> {resolve(loaded.model, kernels)}")
+    ctx.log.info(
+        "generating",
+        date=plan.date,
+        headlines=len(headlines),
+        group_size=plan.group_size,
+        batch_rows=rows,
+        kernels=f"{kernels} -> {resolve(loaded.model, kernels)}",
+    )
     records = generate_rollouts(
         loaded,
         prompts,
@@ -242,8 +248,13 @@ def _batch_rows(ctx: JobContext, plan: Plan, loaded) -> int:
     from varro.generation import batch_rows
 
     gen = ctx.cfg.generation
-    return batch_rows(gen.batch_size, loaded.model, group_size=plan.group_size, max_tokens=plan.sampler.max_tokens,
-                      kv_cache_mb=gen.kv_cache_mb)
+    return batch_rows(
+        gen.batch_size,
+        loaded.model,
+        group_size=plan.group_size,
+        max_tokens=plan.sampler.max_tokens,
+        kv_cache_mb=gen.kv_cache_mb,
+    )
 
 
 def _record(ctx: JobContext, plan: Plan, artifact: rollouts.RolloutArtifact, wall_s: float) -> Appended:
@@ -297,8 +308,14 @@ def _record(ctx: JobContext, plan: Plan, artifact: rollouts.RolloutArtifact, wal
     )
     appended = ctx.store.append(event)
     ctx.log.info(
-        "rollouts generated", date=plan.date, headlines=stats.headlines, rollouts=stats.rollouts,
-        tokens=stats.generated_tokens, structure=round(stats.avg_structure_score, 3),
-        wall_s=stats.wall_s, created=appended.created, forced=plan.forced,
+        "rollouts generated",
+        date=plan.date,
+        headlines=stats.headlines,
+        rollouts=stats.rollouts,
+        tokens=stats.generated_tokens,
+        structure=round(stats.avg_structure_score, 3),
+        wall_s=stats.wall_s,
+        created=appended.created,
+        forced=plan.forced,
     )
     return appended

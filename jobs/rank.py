@@ -61,12 +61,14 @@ def rank_job(
         raise RankInputError(
             f"RolloutsGenerated({date}) names headlines {generated.headlines_event_id}, which are not recorded"
         )
-    outcomes = require_outcomes(outcome_headlines(outcomes_event.headlines, predicted_from.headlines),
-                                outcome_date, date)
+    outcomes = require_outcomes(
+        outcome_headlines(outcomes_event.headlines, predicted_from.headlines), outcome_date, date
+    )
     groups = _groups(generated, predicted_from, date)
     primary, fallback = _judges(ctx, judge_model)
-    day = rank_day(groups, [h.text for h in outcomes], primary, fallback, seed=seed,
-                   agreement_groups=cfg.judge.agreement_sample)
+    day = rank_day(
+        groups, [h.text for h in outcomes], primary, fallback, seed=seed, agreement_groups=cfg.judge.agreement_sample
+    )
 
     event = Ranked(
         event_id=event_id,
@@ -85,9 +87,16 @@ def rank_job(
         forced=force,
     )
     appended = ctx.store.append(event)
-    ctx.log.info("rank.done", event_id=event_id, outcome_date=outcome_date, judge=primary.name,
-                 groups=day.stats.groups, avg=day.stats.avg, primary_share=day.stats.primary_share,
-                 agreement=day.stats.agreement)
+    ctx.log.info(
+        "rank.done",
+        event_id=event_id,
+        outcome_date=outcome_date,
+        judge=primary.name,
+        groups=day.stats.groups,
+        avg=day.stats.avg,
+        primary_share=day.stats.primary_share,
+        agreement=day.stats.agreement,
+    )
     return appended
 
 
@@ -101,8 +110,13 @@ def _groups(generated: RolloutsGenerated, predicted_from: HeadlinesFetched, date
         if group.headline_id not in texts:
             raise RankInputError(f"RolloutsGenerated({date}) has roll-outs for unknown headline {group.headline_id}")
         seen.add(group.headline_id)
-        groups.append(GroupToRank(headline_id=group.headline_id, headline=texts[group.headline_id],
-                                  texts=tuple(r.text for r in group.rollouts)))
+        groups.append(
+            GroupToRank(
+                headline_id=group.headline_id,
+                headline=texts[group.headline_id],
+                texts=tuple(r.text for r in group.rollouts),
+            )
+        )
     return groups
 
 

@@ -1,10 +1,9 @@
 """Shared test set-up. `varro` is imported first so OpenBLAS is preloaded before mlx."""
 
-import varro  # noqa: F401  (must precede any mlx import)
-
 import pytest
 import redis as redis_py
 
+import varro  # noqa: F401  (must precede any mlx import)
 from events.server import EmbeddedServer
 from events.store import EventStore
 

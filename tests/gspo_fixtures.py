@@ -15,9 +15,18 @@ from varro.gspo.batch import TrainingSequence
 
 VOCAB = 128
 ARGS = dict(
-    model_type="qwen3", hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
-    num_key_value_heads=2, rms_norm_eps=1e-6, vocab_size=VOCAB, head_dim=16, tie_word_embeddings=True,
-    max_position_embeddings=512, rope_theta=10000.0,
+    model_type="qwen3",
+    hidden_size=64,
+    num_hidden_layers=2,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-6,
+    vocab_size=VOCAB,
+    head_dim=16,
+    tie_word_embeddings=True,
+    max_position_embeddings=512,
+    rope_theta=10000.0,
 )
 
 
@@ -48,9 +57,14 @@ def make_groups(
             resp = tuple(int(t) for t in rng.integers(1, VOCAB, rng.integers(*response_len)))
             group.append(
                 TrainingSequence(
-                    headline_id=f"h{h}", index=i, prompt_ids=prompt, response_ids=resp,
+                    headline_id=f"h{h}",
+                    index=i,
+                    prompt_ids=prompt,
+                    response_ids=resp,
                     behaviour_logprobs=tuple(float(x) for x in rng.normal(-4.8, 0.3, len(resp))),
-                    reward=1 - (int(ranks[i]) - 1) / (group_size - 1), raw_score=None, rank=int(ranks[i]),
+                    reward=1 - (int(ranks[i]) - 1) / (group_size - 1),
+                    raw_score=None,
+                    rank=int(ranks[i]),
                 )
             )
         groups.append(group)

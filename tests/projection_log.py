@@ -84,7 +84,11 @@ def request(date: str) -> DailyRunRequested:
 def fetched(date: str, correlation_id: str) -> HeadlinesFetched:
     headlines = [
         Headline(
-            id=headline_id(t), text=t, source="reuters.com", url=f"https://reuters.com/{i}", published=f"{date}T0{i}:00:00Z"
+            id=headline_id(t),
+            text=t,
+            source="reuters.com",
+            url=f"https://reuters.com/{i}",
+            published=f"{date}T0{i}:00:00Z",
         )
         for i, t in enumerate(HEADLINES[date])
     ]

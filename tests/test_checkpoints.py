@@ -7,10 +7,10 @@ import mlx.core as mx
 import mlx_lm
 import numpy as np
 import pytest
+from gspo_fixtures import VOCAB, tiny_model, write_model_dir
 from mlx.utils import tree_flatten
 
 import varro.checkpoints as checkpoints
-from gspo_fixtures import VOCAB, tiny_model, write_model_dir
 from varro.checkpoints import (
     CheckpointError,
     TrainerState,
@@ -38,7 +38,10 @@ def trained_model(seed):
 
 def save(model, parent, data_dir, step=1, optimizer=None):
     return save_checkpoint(
-        model, parent_dir=parent, data_dir=data_dir, base_model="tiny",
+        model,
+        parent_dir=parent,
+        data_dir=data_dir,
+        base_model="tiny",
         trainer_state=TrainerState(step=step, ema_baseline=0.4, seed=3, parent_sha256="p" * 64),
         optimizer_state=optimizer,
     )
@@ -51,8 +54,14 @@ def test_save_then_stock_load_gives_bit_identical_logits(parent, tmp_path):
     path = tmp_path / "data" / "checkpoints" / ref.sha256
     assert ref.path == str(path) and ref.base_model == "tiny"
     assert sorted(os.listdir(path)) == sorted(
-        ["config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json", "tokenizer_config.json",
-         "trainer_state.json"]
+        [
+            "config.json",
+            "model.safetensors",
+            "optimizer.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "trainer_state.json",
+        ]
     )
     np.testing.assert_array_equal(np.array(model(TOKENS)), want)  # saving did not empty the model
     loaded, tokenizer = mlx_lm.load(str(path))

@@ -8,7 +8,9 @@ from varro.config import ConfigError, VarroConfig, config_from_recorded, load_co
 
 def test_layers_apply_in_order(tmp_path):
     toml = tmp_path / "varro.toml"
-    toml.write_text('seed = 7\n[model]\nkernels = "mlx"\n[generation]\nbatch_size = 32\n[train]\nlearning_rate = 1e-5\n')
+    toml.write_text(
+        'seed = 7\n[model]\nkernels = "mlx"\n[generation]\nbatch_size = 32\n[train]\nlearning_rate = 1e-5\n'
+    )
     assert load_config(environ={}).generation.batch_size == "auto"  # the default
     from_file = load_config(toml, environ={})
     assert (from_file.seed, from_file.generation.batch_size, from_file.model.kernels) == (7, 32, "mlx")
@@ -47,7 +49,9 @@ def test_bad_files_are_named(tmp_path):
 
 
 def test_the_recorded_config_leaves_out_the_machine_and_round_trips():
-    cfg = load_config(environ={"VARRO_NS": "exp1", "VARRO_DATA_DIR": "/srv/varro", "VARRO_GENERATION__BATCH_SIZE": "24"})
+    cfg = load_config(
+        environ={"VARRO_NS": "exp1", "VARRO_DATA_DIR": "/srv/varro", "VARRO_GENERATION__BATCH_SIZE": "24"}
+    )
     data = recorded_config_bytes(cfg)
     assert b"/srv/varro" not in data and b"exp1" not in data
     here = VarroConfig(ns="replay", data_dir="/tmp/here")

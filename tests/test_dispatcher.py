@@ -54,7 +54,9 @@ def test_fetch_plans_rank_of_yesterday_when_yesterday_has_rollouts(runtime, samp
     events = sample_events("disp", yesterday)
     for event in events.values():
         if event.date == yesterday and type(event).__name__ in (
-            "DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated"
+            "DailyRunRequested",
+            "HeadlinesFetched",
+            "RolloutsGenerated",
         ):
             store.append(event)
     from jobs.fetch import fetch_headlines

@@ -30,16 +30,32 @@ def cli(redis_server, monkeypatch, tmp_path):
 def filled(event_store, sample_events):
     store = event_store("prod")
     events = sample_events("prod")
-    for name in ("DailyRunRequested", "HeadlinesFetched", "HeadlinesFetched:outcome", "RolloutsGenerated",
-                 "Ranked", "EpochTrained"):
+    for name in (
+        "DailyRunRequested",
+        "HeadlinesFetched",
+        "HeadlinesFetched:outcome",
+        "RolloutsGenerated",
+        "Ranked",
+        "EpochTrained",
+    ):
         store.append(events[name])
     return store, events
 
 
 def test_every_subcommand_has_help(cli):
-    for args in (["events"], ["events", "tail"], ["events", "show"], ["events", "verify"], ["events", "export"],
-                 ["events", "import"], ["server"], ["server", "start"], ["server", "stop"], ["server", "status"],
-                 ["doctor"]):
+    for args in (
+        ["events"],
+        ["events", "tail"],
+        ["events", "show"],
+        ["events", "verify"],
+        ["events", "export"],
+        ["events", "import"],
+        ["server"],
+        ["server", "start"],
+        ["server", "stop"],
+        ["server", "status"],
+        ["doctor"],
+    ):
         result = cli(*args, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output, args
 
@@ -49,8 +65,9 @@ def test_tail_lists_latest_events_with_filters(cli, redis_server, filled):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 0 and len(lines) == 6
     assert "DailyRunRequested" in lines[0] and "EpochTrained" in lines[-1]
-    result = cli("events", "tail", "--ns", "prod", "--redis-url", redis_server.url, "--type", "HeadlinesFetched",
-                 "-n", "1")
+    result = cli(
+        "events", "tail", "--ns", "prod", "--redis-url", redis_server.url, "--type", "HeadlinesFetched", "-n", "1"
+    )
     (only,) = result.output.strip().splitlines()
     assert "2025-01-03" in only and "headlines=1" in only
 
@@ -62,8 +79,9 @@ def test_show_prints_the_event_as_json(cli, redis_server, filled):
     assert result.exit_code == 0
     shown = json.loads(result.output)
     assert shown["type"] == "Ranked" and shown["outcome_date"] == "2025-01-03"
-    by_date = cli("events", "show", "--type", "Ranked", "--date", "2025-01-02", "--ns", "prod", "--redis-url",
-                  redis_server.url)
+    by_date = cli(
+        "events", "show", "--type", "Ranked", "--date", "2025-01-02", "--ns", "prod", "--redis-url", redis_server.url
+    )
     assert json.loads(by_date.output)["event_id"] == ranked.event_id
     missing = cli("events", "show", "nope", "--ns", "prod", "--redis-url", redis_server.url)
     assert missing.exit_code == 1 and "no event nope" in missing.output
@@ -118,8 +136,21 @@ def test_server_start_status_stop(cli, tmp_path):
 def test_doctor_reports_the_installation(cli, redis_server, tmp_path):
     result = cli("doctor", "--redis-url", redis_server.url, "--data-dir", tmp_path)
     assert result.exit_code == 0, result.output
-    for key in ("python", "varro", "mlx", "mlx-lm", "rq", "redis-py", "redis url", "redis reachable",
-                "data dir", "mlx device", "blas preload", "blas sgemm", "model kernels"):
+    for key in (
+        "python",
+        "varro",
+        "mlx",
+        "mlx-lm",
+        "rq",
+        "redis-py",
+        "redis url",
+        "redis reachable",
+        "data dir",
+        "mlx device",
+        "blas preload",
+        "blas sgemm",
+        "model kernels",
+    ):
         assert any(line.startswith(key + " ") for line in result.output.splitlines()), key
     assert "external" in result.output and "valkey 9" in result.output
     assert "auto: numpy softmax/SwiGLU for qwen3 models on the CPU" in result.output
@@ -137,8 +168,9 @@ def test_import_refuses_an_invalid_target_namespace(cli, redis_server, tmp_path)
     assert result.exit_code == 2 and "invalid namespace" in result.output
 
 
-def test_tail_follow_prints_new_events_as_they_arrive_and_stops_cleanly(redis_server, event_store, sample_events,
-                                                                        tmp_path):
+def test_tail_follow_prints_new_events_as_they_arrive_and_stops_cleanly(
+    redis_server, event_store, sample_events, tmp_path
+):
     """A real `varro events tail --follow` process: the listing, then each new event (filters applied), then Ctrl-C."""
     import os
     import queue
@@ -156,9 +188,24 @@ def test_tail_follow_prints_new_events_as_they_arrive_and_stops_cleanly(redis_se
 
     def follow(*extra: str) -> tuple[subprocess.Popen, queue.Queue]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "varro.cli", "events", "tail", "--follow", "--ns", "live",
-             "--redis-url", redis_server.url, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            [
+                sys.executable,
+                "-m",
+                "varro.cli",
+                "events",
+                "tail",
+                "--follow",
+                "--ns",
+                "live",
+                "--redis-url",
+                redis_server.url,
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
         lines: queue.Queue = queue.Queue()
         readers.append(threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True))
         readers[-1].start()

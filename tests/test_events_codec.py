@@ -40,8 +40,9 @@ def test_golden_files_decode_forever(path):
         assert {k: v for k, v in msgspec.to_builtins(event).items() if k in written} == written
 
 
-@pytest.mark.parametrize("name", ["DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated", "Ranked",
-                                  "EpochTrained"])
+@pytest.mark.parametrize(
+    "name", ["DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated", "Ranked", "EpochTrained"]
+)
 def test_encode_decode_round_trip_is_exact(sample_events, name):
     event = sample_events()[name]
     raw = encode(event)
@@ -50,12 +51,15 @@ def test_encode_decode_round_trip_is_exact(sample_events, name):
     assert codec.entry_hash(raw) == codec.entry_hash(encode(sample_events()[name]))
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"\xc1\x00garbage", "not a msgpack event"),
-    (b"", "not a msgpack event"),
-    (msgspec.msgpack.encode([1, 2, 3]), "expected a map"),
-    (msgspec.msgpack.encode({"event_id": "x"}), "no 'type' field"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\xc1\x00garbage", "not a msgpack event"),
+        (b"", "not a msgpack event"),
+        (msgspec.msgpack.encode([1, 2, 3]), "expected a map"),
+        (msgspec.msgpack.encode({"event_id": "x"}), "no 'type' field"),
+    ],
+)
 def test_garbage_is_a_typed_error(data, message):
     with pytest.raises(EventDecodeError, match=message):
         decode(data)
@@ -68,7 +72,7 @@ def test_unknown_type_is_named(run_dict):
 
 def test_missing_field_is_named(run_dict):
     del run_dict["seed"]
-    with pytest.raises(EventDecodeError, match="DailyRunRequested.*missing required field `seed`"):
+    with pytest.raises(EventDecodeError, match=r"DailyRunRequested.*missing required field `seed`"):
         decode(msgspec.msgpack.encode(run_dict))
 
 
@@ -85,10 +89,8 @@ def test_future_schema_version_is_refused(run_dict):
 def test_old_versions_are_upcast_step_by_step(monkeypatch, run_dict):
     """Simulate two schema bumps: v1 had `seed` as a string, v2 called it `rng_seed`."""
     monkeypatch.setitem(schema.CURRENT_VERSIONS, "DailyRunRequested", 3)
-    monkeypatch.setitem(codec.UPCASTERS, ("DailyRunRequested", 1),
-                        lambda d: {**d, "rng_seed": int(d.pop("seed"))})
-    monkeypatch.setitem(codec.UPCASTERS, ("DailyRunRequested", 2),
-                        lambda d: {**d, "seed": d.pop("rng_seed")})
+    monkeypatch.setitem(codec.UPCASTERS, ("DailyRunRequested", 1), lambda d: {**d, "rng_seed": int(d.pop("seed"))})
+    monkeypatch.setitem(codec.UPCASTERS, ("DailyRunRequested", 2), lambda d: {**d, "seed": d.pop("rng_seed")})
     old = msgspec.msgpack.encode({**run_dict, "seed": "77", "schema_version": 1})
     event = decode(old)
     assert event.seed == 77 and event.schema_version == 3

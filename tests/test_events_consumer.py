@@ -19,9 +19,15 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def run_event(n: int) -> DailyRunRequested:
-    return DailyRunRequested(event_id=derive_event_id("test", "DailyRunRequested", "2025-01-01", [str(n)]),
-                             ns="test", date="2025-01-01", correlation_id="c", trigger="test", seed=n,
-                             source="feeds")
+    return DailyRunRequested(
+        event_id=derive_event_id("test", "DailyRunRequested", "2025-01-01", [str(n)]),
+        ns="test",
+        date="2025-01-01",
+        correlation_id="c",
+        trigger="test",
+        seed=n,
+        source="feeds",
+    )
 
 
 def consumer(redis_client, name: str, **kwargs) -> Consumer:

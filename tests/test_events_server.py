@@ -24,8 +24,15 @@ def server(tmp_path):
 
 
 def run_event(n: int) -> DailyRunRequested:
-    return DailyRunRequested(event_id=derive_event_id("ops", "DailyRunRequested", "2025-01-01", [str(n)]),
-                             ns="ops", date="2025-01-01", correlation_id="c", trigger="test", seed=n, source="feeds")
+    return DailyRunRequested(
+        event_id=derive_event_id("ops", "DailyRunRequested", "2025-01-01", [str(n)]),
+        ns="ops",
+        date="2025-01-01",
+        correlation_id="c",
+        trigger="test",
+        seed=n,
+        source="feeds",
+    )
 
 
 def test_killed_server_restarts_with_every_appended_event(server, tmp_path):

@@ -4,6 +4,7 @@ chain, backup/restore and concurrent writers."""
 from __future__ import annotations
 
 import io
+import itertools
 import multiprocessing
 import threading
 
@@ -19,13 +20,26 @@ from events.store import EventStore, stream_key
 
 pytestmark = pytest.mark.timeout(120)
 
-LINEAGE = ("DailyRunRequested", "HeadlinesFetched", "HeadlinesFetched:outcome", "RolloutsGenerated", "Ranked",
-           "EpochTrained")
+LINEAGE = (
+    "DailyRunRequested",
+    "HeadlinesFetched",
+    "HeadlinesFetched:outcome",
+    "RolloutsGenerated",
+    "Ranked",
+    "EpochTrained",
+)
 
 
 def run_event(ns: str, date: str, n: int) -> DailyRunRequested:
-    return DailyRunRequested(event_id=derive_event_id(ns, "DailyRunRequested", date, [str(n)]), ns=ns, date=date,
-                             correlation_id=f"c{n}", trigger="test", seed=n, source="feeds")
+    return DailyRunRequested(
+        event_id=derive_event_id(ns, "DailyRunRequested", date, [str(n)]),
+        ns=ns,
+        date=date,
+        correlation_id=f"c{n}",
+        trigger="test",
+        seed=n,
+        source="feeds",
+    )
 
 
 def fill(store: EventStore, sample_events, date: str = "2025-01-02") -> dict:
@@ -62,7 +76,7 @@ def test_append_stamps_envelope_and_links_the_chain(event_store, sample_events):
     fill(store, sample_events)
     entries = list(store.read())
     assert entries[0].event.prev_hash == "0" * 64
-    for before, after in zip(entries, entries[1:]):
+    for before, after in itertools.pairwise(entries):
         assert after.event.prev_hash == codec.entry_hash(before.raw)
     assert all(e.event.code_version == "9.9.9" and e.event.recorded_at.endswith("+00:00") for e in entries)
 
@@ -90,7 +104,9 @@ def test_lookups_by_type_and_date(event_store, sample_events):
     rerun = msgspec.structs.replace(events["HeadlinesFetched"], event_id="forced-1", forced=True)
     store.append(rerun)
     assert [e.event_id for e in store.all_for("HeadlinesFetched", "2025-01-02")] == [
-        events["HeadlinesFetched"].event_id, "forced-1"]
+        events["HeadlinesFetched"].event_id,
+        "forced-1",
+    ]
     assert store.latest("HeadlinesFetched", "2025-01-02").event_id == "forced-1"
     assert store.latest("Ranked", "2025-01-04") is None
     assert store.all_for("Ranked", "2025-01-04") == []
@@ -161,8 +177,9 @@ def test_verify_finds_a_forged_hash_at_the_next_link(event_store, redis_client, 
     fill(store, sample_events)
     entries = list(store.read())
     evil = codec.encode(msgspec.structs.replace(entries[2].event, correlation_id="forged"))
-    rewrite_stream(redis_client, "test",
-                   lambda i, f: {**f, b"e": evil, b"h": codec.entry_hash(evil).encode()} if i == 2 else f)
+    rewrite_stream(
+        redis_client, "test", lambda i, f: {**f, b"e": evil, b"h": codec.entry_hash(evil).encode()} if i == 2 else f
+    )
     report = store.verify()
     assert not report.ok
     assert report.first_broken == entries[3].entry_id
@@ -175,8 +192,9 @@ def test_verify_finds_a_forged_last_entry_by_the_tip(event_store, redis_client, 
     entries = list(store.read())
     last = len(entries) - 1
     evil = codec.encode(msgspec.structs.replace(entries[last].event, seed=99))
-    rewrite_stream(redis_client, "test",
-                   lambda i, f: {**f, b"e": evil, b"h": codec.entry_hash(evil).encode()} if i == last else f)
+    rewrite_stream(
+        redis_client, "test", lambda i, f: {**f, b"e": evil, b"h": codec.entry_hash(evil).encode()} if i == last else f
+    )
     report = store.verify()
     assert not report.ok and "tip" in report.reason
 
@@ -218,7 +236,7 @@ def test_import_refuses_an_edited_line(event_store, sample_events):
     dump = io.StringIO()
     source.export_jsonl(dump)
     edited = dump.getvalue().replace('"seed":1234', '"seed":4321', 1)
-    with pytest.raises(EventError, match="line 1 .*do not hash"):
+    with pytest.raises(EventError, match=r"line 1 .*do not hash"):
         event_store("copy").import_jsonl(io.StringIO(edited))
 
 
@@ -268,7 +286,7 @@ def test_import_checks_the_whole_file_before_writing(event_store, sample_events)
     lines = dump.getvalue().splitlines(keepends=True)
     swapped = "".join([lines[0], lines[2], lines[1], *lines[3:]])
     target = event_store("copy")
-    with pytest.raises(EventError, match="line 2 .*does not link"):
+    with pytest.raises(EventError, match=r"line 2 .*does not link"):
         target.import_jsonl(io.StringIO(swapped))
     with pytest.raises(EventError, match="line 1: not an exported event"):
         target.import_jsonl(io.StringIO('{"entry_id": "1-0", "hash": "x", "event": {"type": "Nope"}}\n'))

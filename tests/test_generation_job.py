@@ -29,13 +29,23 @@ def models(tiny_model_path, tmp_path_factory):
 @pytest.fixture
 def ctx(event_store, tmp_path, models):
     store = event_store("gentest")
-    store.append(HeadlinesFetched(
-        event_id=derive_event_id(store.ns, "HeadlinesFetched", D, ["files"]), ns=store.ns, date=D,
-        correlation_id="run-1", headlines=HEADLINES, sources=[], source_kind="file",
-    ))
+    store.append(
+        HeadlinesFetched(
+            event_id=derive_event_id(store.ns, "HeadlinesFetched", D, ["files"]),
+            ns=store.ns,
+            date=D,
+            correlation_id="run-1",
+            headlines=HEADLINES,
+            sources=[],
+            source_kind="file",
+        )
+    )
     profiles = {"short": SamplerSpec(name="short", temperature=0.8, top_p=0.95, top_k=50, max_tokens=48)}
-    cfg = VarroConfig(ns=store.ns, data_dir=str(tmp_path),
-                      generation=GenerationConfig(group_size=4, batch_size=8, sampler="short", profiles=profiles))
+    cfg = VarroConfig(
+        ns=store.ns,
+        data_dir=str(tmp_path),
+        generation=GenerationConfig(group_size=4, batch_size=8, sampler="short", profiles=profiles),
+    )
     return JobContext(cfg=cfg, store=store, artifacts=ArtifactStore(tmp_path), models=models, correlation_id="c1")
 
 
@@ -59,7 +69,9 @@ def test_generates_once_and_is_a_noop_the_second_time(ctx):
             assert summary.seed == derive_seed(11, D, group.headline_id, summary.index)
     recorded = {(r.headline_id, r.index): r for r in artifact.rollouts}
     assert all(recorded[(g.headline_id, s.index)].text == s.text for g in event.groups for s in g.rollouts)
-    assert event.stats.rollouts == 12 and event.stats.generated_tokens == sum(len(r.response_ids) for r in artifact.rollouts)
+    assert event.stats.rollouts == 12 and event.stats.generated_tokens == sum(
+        len(r.response_ids) for r in artifact.rollouts
+    )
 
     again = generate_rollouts_job(ctx, D, base_seed=11)
     assert not again.created and again.event.event_id == event.event_id

@@ -38,8 +38,13 @@ def seeds_for(prompts, offset=0):
 
 def run(loaded, prompts, sampler=SAMPLER, seeds=None, batch_size=64):
     return generate_rollouts(
-        loaded, prompts, group_size=G, sampler=sampler, seeds=seeds or seeds_for(prompts),
-        batch_size=batch_size, eos_token_ids=loaded.tokenizer.eos_token_ids,
+        loaded,
+        prompts,
+        group_size=G,
+        sampler=sampler,
+        seeds=seeds or seeds_for(prompts),
+        batch_size=batch_size,
+        eos_token_ids=loaded.tokenizer.eos_token_ids,
     )
 
 
@@ -87,21 +92,24 @@ def test_recorded_logprobs_equal_a_fresh_teacher_forced_pass(loaded, prompts, re
         assert len(r.logprobs) == len(r.response_ids)
         np.testing.assert_allclose(r.logprobs, fresh, atol=2e-5)
     again = sequence_logprobs(
-        loaded.model, [prompt_of[r.headline_id] for r in records], [r.response_ids for r in records],
+        loaded.model,
+        [prompt_of[r.headline_id] for r in records],
+        [r.response_ids for r in records],
         temperature=SAMPLER.temperature,
     )
-    assert all(np.array_equal(np.float32(r.logprobs), a) for r, a in zip(records, again))
+    assert all(np.array_equal(np.float32(r.logprobs), a) for r, a in zip(records, again, strict=True))
 
 
 def test_untruncated_t1_logprobs_are_the_ones_the_sampler_used(loaded, prompts):
     """At T = 1 without truncation the recorded log-prob is the log of the probability the token was drawn with."""
     wide = SamplerSpec(name="wide", temperature=1.0, top_p=1.0, top_k=0, max_tokens=40)
     seeds = seeds_for(prompts)
-    engine = sample_responses(loaded, prompts, group_size=G, sampler=wide, seeds=seeds,
-                              eos_token_ids=loaded.tokenizer.eos_token_ids)
+    engine = sample_responses(
+        loaded, prompts, group_size=G, sampler=wide, seeds=seeds, eos_token_ids=loaded.tokenizer.eos_token_ids
+    )
     recorded = run(loaded, prompts, sampler=wide, seeds=seeds)
     prompt_of = dict(prompts)
-    for e, r in zip(engine, recorded):
+    for e, r in zip(engine, recorded, strict=True):
         assert e.response_ids == r.response_ids
         np.testing.assert_allclose(r.logprobs, e.logprobs, atol=2e-5)
         fresh = plain_logprobs(loaded.model, prompt_of[r.headline_id], r.response_ids, 1.0)
@@ -114,8 +122,15 @@ def test_a_bf16_checkpoint_records_fp32_teacher_forced_logprobs(tiny_model_path,
     half = cache.load(cache.base_ref())
     half.model.set_dtype(mx.bfloat16)
     sampler = SamplerSpec(name="short", max_tokens=24)
-    out = generate_rollouts(half, prompts[:1], group_size=2, sampler=sampler, seeds=seeds_for(prompts),
-                            batch_size=2, eos_token_ids=half.tokenizer.eos_token_ids)
+    out = generate_rollouts(
+        half,
+        prompts[:1],
+        group_size=2,
+        sampler=sampler,
+        seeds=seeds_for(prompts),
+        batch_size=2,
+        eos_token_ids=half.tokenizer.eos_token_ids,
+    )
     assert all(p.dtype == mx.bfloat16 for _, p in tree_flatten(half.model.parameters()))
     upcast = cache.load(cache.base_ref()).model
     upcast.update(tree_map(lambda p: p.astype(mx.float32), half.model.parameters()))
@@ -142,9 +157,11 @@ def test_keys_are_per_rollout_even_where_batch_numerics_differ(loaded, prompts, 
     bit-match across batches); with per-roll-out keys the draws still agree, at least for a long prefix."""
     alone = run(loaded, prompts[1:2], seeds=seeds_for(prompts), batch_size=G)
     together = [r for r in records if r.headline_id == "h-fed"]
-    for a, b in zip(alone, together):
-        agree = next((i for i, (x, y) in enumerate(zip(a.response_ids, b.response_ids)) if x != y),
-                     min(len(a.response_ids), len(b.response_ids)))
+    for a, b in zip(alone, together, strict=True):
+        agree = next(
+            (i for i, (x, y) in enumerate(zip(a.response_ids, b.response_ids, strict=True)) if x != y),
+            min(len(a.response_ids), len(b.response_ids)),
+        )
         assert agree >= 32
 
 
@@ -165,13 +182,17 @@ def test_sample_tokens_respects_top_k_top_p_and_the_distribution():
 
     p = np.array([0.5, 0.3, 0.15, 0.05])
     np.testing.assert_allclose(frequencies(SamplerSpec(temperature=1.0, top_p=1.0, top_k=0)), p, atol=0.03)
-    np.testing.assert_allclose(frequencies(SamplerSpec(temperature=0.5, top_p=1.0, top_k=0)), p**2 / (p**2).sum(), atol=0.03)
+    np.testing.assert_allclose(
+        frequencies(SamplerSpec(temperature=0.5, top_p=1.0, top_k=0)), p**2 / (p**2).sum(), atol=0.03
+    )
     two = np.array([0.625, 0.375, 0.0, 0.0])
     np.testing.assert_array_equal(frequencies(SamplerSpec(temperature=1.0, top_p=1.0, top_k=2)) > 0, two > 0)
     np.testing.assert_allclose(frequencies(SamplerSpec(temperature=1.0, top_p=1.0, top_k=2)), two, atol=0.03)
     np.testing.assert_allclose(frequencies(SamplerSpec(temperature=1.0, top_p=0.7, top_k=0)), two, atol=0.03)
     np.testing.assert_array_equal(frequencies(SamplerSpec(temperature=1.0, top_p=0.1, top_k=3)), [1, 0, 0, 0])
-    greedy = sample_tokens(mx.array([[0.1, 2.0, 0.3], [3.0, 1.0, 0.0]]), mx.array([0.9, 0.9]), SamplerSpec(temperature=0.0))
+    greedy = sample_tokens(
+        mx.array([[0.1, 2.0, 0.3], [3.0, 1.0, 0.0]]), mx.array([0.9, 0.9]), SamplerSpec(temperature=0.0)
+    )
     assert greedy.tolist() == [1, 0]
 
 
@@ -254,8 +275,13 @@ def test_non_finite_logits_are_refused_with_a_clear_error():
     ],
 )
 def test_bad_inputs_fail_with_a_named_problem(loaded, prompts, kwargs, message):
-    args = dict(group_size=G, sampler=SAMPLER, seeds=seeds_for(prompts), batch_size=8,
-                eos_token_ids=loaded.tokenizer.eos_token_ids)
+    args = dict(
+        group_size=G,
+        sampler=SAMPLER,
+        seeds=seeds_for(prompts),
+        batch_size=8,
+        eos_token_ids=loaded.tokenizer.eos_token_ids,
+    )
     with pytest.raises(GenerationError, match="only once"):
         generate_rollouts(loaded, prompts + prompts[:1], **args)
     args.update(kwargs)
@@ -264,7 +290,7 @@ def test_bad_inputs_fail_with_a_named_problem(loaded, prompts, kwargs, message):
 
 
 def test_auto_batch_fills_the_kv_budget_with_whole_headlines(loaded):
-    """"auto" rows come from the checkpoint's shape and dtype and recorded settings only."""
+    """ "auto" rows come from the checkpoint's shape and dtype and recorded settings only."""
     from mlx_lm.models import qwen3
 
     from varro.generation import MAX_AUTO_ROWS, PROMPT_ALLOWANCE, batch_rows, kv_bytes_per_token
@@ -278,10 +304,24 @@ def test_auto_batch_fills_the_kv_budget_with_whole_headlines(loaded):
     assert per_row == 851968 and batch_rows("auto", tiny, group_size=8, max_tokens=160, kv_cache_mb=40) == 48
     assert batch_rows("auto", tiny, group_size=8, max_tokens=160 * 1000, kv_cache_mb=1) == 8  # never below one headline
     # A Qwen3-0.6B-shaped bf16 model: 28 layers x 8 KV heads x 128 x 2 bytes x 2 = 112 KiB a token.
-    big = qwen3.Model(qwen3.ModelArgs.from_dict(dict(
-        model_type="qwen3", hidden_size=64, num_hidden_layers=28, intermediate_size=64, num_attention_heads=16,
-        num_key_value_heads=8, head_dim=128, vocab_size=32, rms_norm_eps=1e-6, max_position_embeddings=512,
-        rope_theta=1e6, tie_word_embeddings=True)))
+    big = qwen3.Model(
+        qwen3.ModelArgs.from_dict(
+            dict(
+                model_type="qwen3",
+                hidden_size=64,
+                num_hidden_layers=28,
+                intermediate_size=64,
+                num_attention_heads=16,
+                num_key_value_heads=8,
+                head_dim=128,
+                vocab_size=32,
+                rms_norm_eps=1e-6,
+                max_position_embeddings=512,
+                rope_theta=1e6,
+                tie_word_embeddings=True,
+            )
+        )
+    )
     big.set_dtype(mx.bfloat16)
     assert kv_bytes_per_token(big) == 114688
     assert batch_rows("auto", big, group_size=8, max_tokens=160, kv_cache_mb=4096) == 88

@@ -10,17 +10,30 @@ from varro.rollouts import PromptRecord, RolloutArtifact, RolloutRecord
 
 def artifact(n=3):
     rollouts = [
-        RolloutRecord(headline_id="h", index=i, seed=i, response_ids=[10 + i, 20, 0], logprobs=[-1.0, -2.0, -0.5],
-                      truncated=False, text="", structure_score=0.0)
+        RolloutRecord(
+            headline_id="h",
+            index=i,
+            seed=i,
+            response_ids=[10 + i, 20, 0],
+            logprobs=[-1.0, -2.0, -0.5],
+            truncated=False,
+            text="",
+            structure_score=0.0,
+        )
         for i in range(n)
     ]
-    return RolloutArtifact(checkpoint_sha256="c" * 64, sampler=SamplerSpec(),
-                           prompts=[PromptRecord(headline_id="h", prompt_ids=[1, 2, 3, 4])], rollouts=rollouts)
+    return RolloutArtifact(
+        checkpoint_sha256="c" * 64,
+        sampler=SamplerSpec(),
+        prompts=[PromptRecord(headline_id="h", prompt_ids=[1, 2, 3, 4])],
+        rollouts=rollouts,
+    )
 
 
 def group(n=3, **kw):
-    return RankedGroup(headline_id="h", ranks=list(range(1, n + 1)), rewards=[1.0, 0.5, 0.0][:n],
-                       raw_scores=[0.9, None, 0.1][:n], **kw)
+    return RankedGroup(
+        headline_id="h", ranks=list(range(1, n + 1)), rewards=[1.0, 0.5, 0.0][:n], raw_scores=[0.9, None, 0.1][:n], **kw
+    )
 
 
 def test_build_sequences_joins_by_headline_and_index():
@@ -36,10 +49,22 @@ def test_build_sequences_names_what_is_missing():
     with pytest.raises(TrainingDataError, match="no prompt"):
         build_sequences(artifact(), [RankedGroup(headline_id="x", ranks=[1], rewards=[1.0], raw_scores=[None])])
     good = artifact()
-    short = RolloutRecord(headline_id="h", index=2, seed=0, response_ids=[5, 0], logprobs=[-1.0],
-                          truncated=False, text="", structure_score=0.0)
-    bad = RolloutArtifact(checkpoint_sha256=good.checkpoint_sha256, sampler=good.sampler, prompts=good.prompts,
-                          rollouts=good.rollouts[:2] + [short])
+    short = RolloutRecord(
+        headline_id="h",
+        index=2,
+        seed=0,
+        response_ids=[5, 0],
+        logprobs=[-1.0],
+        truncated=False,
+        text="",
+        structure_score=0.0,
+    )
+    bad = RolloutArtifact(
+        checkpoint_sha256=good.checkpoint_sha256,
+        sampler=good.sampler,
+        prompts=good.prompts,
+        rollouts=[*good.rollouts[:2], short],
+    )
     with pytest.raises(TrainingDataError, match="1 log-probs for 2"):
         build_sequences(bad, [group()])
     with pytest.raises(TrainingDataError, match="no ranked groups"):
@@ -48,8 +73,12 @@ def test_build_sequences_names_what_is_missing():
 
 def test_collate_right_pads_and_aligns_columns():
     (seqs,) = build_sequences(artifact(), [group()])
-    seqs = [seqs[0], type(seqs[0])(**{**seqs[1].__dict__, "prompt_ids": (7, 8), "response_ids": (9,),
-                                      "behaviour_logprobs": (-3.0,)})]
+    seqs = [
+        seqs[0],
+        type(seqs[0])(
+            **{**seqs[1].__dict__, "prompt_ids": (7, 8), "response_ids": (9,), "behaviour_logprobs": (-3.0,)}
+        ),
+    ]
     b = collate(seqs, loss_on="response")
     assert b.tokens.shape == (2, 16)
     assert b.tokens[0, :7].tolist() == [1, 2, 3, 4, 10, 20, 0] and not b.tokens[0, 7:].any()
@@ -67,8 +96,8 @@ def test_minibatch_plan_is_a_seeded_partition():
     parts = plan_minibatches(10, 4, seed=3)
     assert sorted(np.concatenate(parts).tolist()) == list(range(10))
     assert [len(p) for p in parts] == [3, 3, 2, 2]
-    assert all((a == b).all() for a, b in zip(parts, plan_minibatches(10, 4, seed=3)))
-    assert any((a != b).any() for a, b in zip(parts, plan_minibatches(10, 4, seed=4)))
+    assert all((a == b).all() for a, b in zip(parts, plan_minibatches(10, 4, seed=3), strict=True))
+    assert any((a != b).any() for a, b in zip(parts, plan_minibatches(10, 4, seed=4), strict=True))
     assert len(plan_minibatches(2, 4, seed=0)) == 2
     assert [len(m) for m in microbatches(np.arange(7), 3)] == [3, 3, 1]
     with pytest.raises(ValueError, match="minibatches"):

@@ -4,9 +4,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from gspo_fixtures import VOCAB, make_groups, tiny_model
 from mlx.utils import tree_flatten
 
-from gspo_fixtures import VOCAB, make_groups, tiny_model
 from varro.gspo.batch import collate
 from varro.gspo.logprobs import UnsupportedModelError, token_logprobs
 

@@ -67,8 +67,16 @@ def mlx_loss_and_grad(logp, old, mask, adv, variant, denom, w=None, ref=None, be
 
     def fn(lp):
         return policy_loss(
-            lp, f32(old), f32(mask), f32(adv), variant=variant, clip=CLIP, denom=denom,
-            weights=f32(w), ref=f32(ref), beta=beta,
+            lp,
+            f32(old),
+            f32(mask),
+            f32(adv),
+            variant=variant,
+            clip=CLIP,
+            denom=denom,
+            weights=f32(w),
+            ref=f32(ref),
+            beta=beta,
         )[0]
 
     value, grad = mx.value_and_grad(fn)(f32(logp))
@@ -103,7 +111,7 @@ def test_numpy_reference_gradient_is_the_derivative_of_its_value(variant):
     _, analytic = np_loss_and_grad(logp, old, mask, adv, variant, CLIP, 3.0, w=w, ref=ref, beta=0.2)
     h = 1e-6
     numeric = np.zeros_like(logp)
-    for idx in zip(*np.nonzero(mask)):
+    for idx in zip(*np.nonzero(mask), strict=True):
         up, down = logp.copy(), logp.copy()
         up[idx] += h
         down[idx] -= h
@@ -146,8 +154,13 @@ def test_clip_quadrants(variant, log_s, a):
     else:
         assert np.all(np.abs(grad) > 1e-3)
     _, stats = policy_loss(
-        mx.array(logp, dtype=mx.float32), mx.array(old, dtype=mx.float32), mx.ones((1, T)), mx.array([a]),
-        variant=variant, clip=CLIP, denom=1.0,
+        mx.array(logp, dtype=mx.float32),
+        mx.array(old, dtype=mx.float32),
+        mx.ones((1, T)),
+        mx.array([a]),
+        variant=variant,
+        clip=CLIP,
+        denom=1.0,
     )
     assert (stats["clip_low"].item() + stats["clip_high"].item() > 0) == clipped
 
@@ -179,9 +192,11 @@ def test_k3_is_nonnegative_and_zero_at_equality():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="train.variant"):
+    with pytest.raises(ValueError, match=r"train\.variant"):
         policy_loss(mx.zeros((1, 2)), mx.zeros((1, 2)), mx.ones((1, 2)), mx.zeros(1), variant="ppo", clip=CLIP, denom=1)
     with pytest.raises(ValueError, match="gspo_token"):
-        policy_loss(mx.zeros((1, 2)), mx.zeros((1, 2)), mx.ones((1, 2)), mx.zeros((1, 2)), variant="gspo", clip=CLIP, denom=1)
+        policy_loss(
+            mx.zeros((1, 2)), mx.zeros((1, 2)), mx.ones((1, 2)), mx.zeros((1, 2)), variant="gspo", clip=CLIP, denom=1
+        )
     with pytest.raises(ValueError, match="eps_low"):
         ClipRange(1.5, 0.1)

@@ -5,12 +5,12 @@ import mlx_lm
 import msgspec
 import numpy as np
 import pytest
+from gspo_fixtures import VOCAB, tiny_model, write_model_dir
 from mlx.utils import tree_flatten
 
 import jobs.train as train_module
 from events.ids import shift_date
 from events.schema import EpochTrained, SamplerSpec
-from gspo_fixtures import VOCAB, tiny_model, write_model_dir
 from jobs.context import JobContext
 from jobs.train import TrainInputError, train_job
 from varro import rollouts
@@ -27,19 +27,38 @@ def rollout_artifact():
     records = []
     for i in range(8):
         resp = [int(t) for t in rng.integers(1, VOCAB, 5 + i)] + [0]
-        records.append(rollouts.RolloutRecord(headline_id="h1", index=i, seed=i, response_ids=resp,
-                                              logprobs=[-4.5] * len(resp), truncated=False, text="", structure_score=0.5))
-    return rollouts.RolloutArtifact(checkpoint_sha256="c0" * 32, sampler=SamplerSpec(),
-                                    prompts=[rollouts.PromptRecord(headline_id="h1", prompt_ids=[3, 4, 5, 6])],
-                                    rollouts=records)
+        records.append(
+            rollouts.RolloutRecord(
+                headline_id="h1",
+                index=i,
+                seed=i,
+                response_ids=resp,
+                logprobs=[-4.5] * len(resp),
+                truncated=False,
+                text="",
+                structure_score=0.5,
+            )
+        )
+    return rollouts.RolloutArtifact(
+        checkpoint_sha256="c0" * 32,
+        sampler=SamplerSpec(),
+        prompts=[rollouts.PromptRecord(headline_id="h1", prompt_ids=[3, 4, 5, 6])],
+        rollouts=records,
+    )
 
 
 @pytest.fixture
 def ctx(tmp_path, event_store, sample_events):
     base = write_model_dir(tiny_model(4), tmp_path / "base")
-    cfg = load_config(overrides={"ns": "gs", "data_dir": str(tmp_path / "data"), "model": {"base": str(base)},
-                                 "train": {"minibatches": 2, "microbatch_size": 4, "learning_rate": 1e-3}},
-                      environ={})
+    cfg = load_config(
+        overrides={
+            "ns": "gs",
+            "data_dir": str(tmp_path / "data"),
+            "model": {"base": str(base)},
+            "train": {"minibatches": 2, "microbatch_size": 4, "learning_rate": 1e-3},
+        },
+        environ={},
+    )
     artifacts = ArtifactStore(cfg.data_path)
     art = artifacts.put(rollouts.encode(rollout_artifact()), kind="rollouts")
     store = event_store("gs")

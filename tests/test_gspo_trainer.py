@@ -5,9 +5,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from gspo_fixtures import clone, make_groups, tiny_model
 from mlx.utils import tree_flatten, tree_map
 
-from gspo_fixtures import clone, make_groups, tiny_model
 from varro.config import TrainConfig
 from varro.gspo.advantages import group_advantages
 from varro.gspo.trainer import (
@@ -35,8 +35,9 @@ def epoch_data(model, groups, cfg, old_noise=0.0, with_ref=False):
         old = [o + rng.normal(0, old_noise, o.shape).astype(np.float32) for o in old]
     ref = [o - 0.1 for o in old] if with_ref else None
     adv = np.concatenate(group_advantages([[s.reward for s in g] for g in groups], ddof=0, eps=1e-4))
-    return EpochData(seqs=seqs, old=old, ref=ref, advantages=adv.astype(np.float32),
-                     weights=np.ones(len(seqs), np.float32))
+    return EpochData(
+        seqs=seqs, old=old, ref=ref, advantages=adv.astype(np.float32), weights=np.ones(len(seqs), np.float32)
+    )
 
 
 @pytest.mark.parametrize("variant", ["gspo", "gspo_token", "grpo"])
@@ -55,7 +56,7 @@ def test_on_policy_identity_is_reinforce_with_a_sequence_mean(variant):
         """−(1/G) Σ Â_i · mean_t log π(y_t), each sequence on its own, unpadded, full log-softmax."""
         model.update(params)
         total = 0.0
-        for s, a in zip(data.seqs, data.advantages):
+        for s, a in zip(data.seqs, data.advantages, strict=True):
             tokens = mx.array([list(s.prompt_ids + s.response_ids)])
             lp = nn.log_softmax(model(tokens)[0, :-1].astype(mx.float32), axis=-1)
             picked = mx.take_along_axis(lp, tokens[0, 1:, None], axis=-1)[:, 0]
@@ -109,16 +110,21 @@ def test_full_finetuning_keeps_fp32_master_weights_so_tiny_updates_land():
 def test_lora_weights_move_after_one_step_and_are_fused(compiled):
     model = tiny_model()
     before = flat(model.parameters())
-    cfg = TrainConfig(lora=True, lora_layers=1, lora_rank=4, learning_rate=1e-3, minibatches=1,
-                      microbatch_size=16, compile=compiled)
+    cfg = TrainConfig(
+        lora=True, lora_layers=1, lora_rank=4, learning_rate=1e-3, minibatches=1, microbatch_size=16, compile=compiled
+    )
     result = train_epoch(model, make_groups(2, 4), cfg, seed=0)
     after = flat(result.model.parameters())
     assert set(after) == set(before)  # fused: a plain model again, loadable by stock mlx_lm
     assert result.metrics.steps == 1 and result.optimizer_origin == "fresh" and result.optimizer_state == {}
-    assert np.abs(after["model.layers.1.self_attn.q_proj.weight"] - before["model.layers.1.self_attn.q_proj.weight"]).max() > 0
+    assert (
+        np.abs(after["model.layers.1.self_attn.q_proj.weight"] - before["model.layers.1.self_attn.q_proj.weight"]).max()
+        > 0
+    )
     # the frozen base outside the adapted layers does not move
-    np.testing.assert_array_equal(after["model.layers.0.self_attn.q_proj.weight"],
-                                  before["model.layers.0.self_attn.q_proj.weight"])
+    np.testing.assert_array_equal(
+        after["model.layers.0.self_attn.q_proj.weight"], before["model.layers.0.self_attn.q_proj.weight"]
+    )
     np.testing.assert_array_equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
 
 
@@ -126,8 +132,9 @@ def test_compiled_and_eager_epochs_agree():
     """Compiling the step changes nothing but speed (a compiled step always runs MLX's kernels)."""
     groups = make_groups(2, 4)
     results = [
-        train_epoch(tiny_model(), groups, TrainConfig(learning_rate=1e-3, microbatch_size=4, compile=c), seed=3,
-                    kernels="mlx")
+        train_epoch(
+            tiny_model(), groups, TrainConfig(learning_rate=1e-3, microbatch_size=4, compile=c), seed=3, kernels="mlx"
+        )
         for c in (False, True)
     ]
     a, b = (flat(r.model.parameters()) for r in results)
@@ -171,7 +178,10 @@ def test_epoch_metrics_and_determinism():
     assert m.learning_rate == cfg.learning_rate and m.peak_memory_mb > 0 and m.peak_rss_mb > 0
     assert r1.step == 4 and r1.optimizer_origin == "fresh"
     other = train_epoch(tiny_model(), groups, cfg, seed=10)
-    assert flat(other.model.parameters())["model.norm.weight"].tolist() != flat(r1.model.parameters())["model.norm.weight"].tolist()
+    assert (
+        flat(other.model.parameters())["model.norm.weight"].tolist()
+        != flat(r1.model.parameters())["model.norm.weight"].tolist()
+    )
 
 
 def test_reference_kl_is_zero_against_itself_at_the_start():
@@ -192,11 +202,13 @@ def test_optimizer_state_resumes_resets_or_refuses():
     day2 = train_epoch(day1.model, groups, cfg, seed=1, prior=prior)
     assert day2.optimizer_origin == "resumed" and day2.step == 4
     assert day2.optimizer_state["step"].item() == 4
-    reset = train_epoch(clone(day1.model), groups, TrainConfig(**{**_fields(cfg), "reset_optimizer": True}), seed=1,
-                        prior=prior)
+    reset = train_epoch(
+        clone(day1.model), groups, TrainConfig(**{**_fields(cfg), "reset_optimizer": True}), seed=1, prior=prior
+    )
     assert reset.optimizer_origin == "reset" and reset.optimizer_state["step"].item() == 2
-    assert not np.array_equal(flat(reset.model.parameters())["model.norm.weight"],
-                              flat(day2.model.parameters())["model.norm.weight"])
+    assert not np.array_equal(
+        flat(reset.model.parameters())["model.norm.weight"], flat(day2.model.parameters())["model.norm.weight"]
+    )
     broken = dict(day1.optimizer_state)
     broken.pop("model.norm.weight.m")
     with pytest.raises(OptimizerStateError, match="reset_optimizer"):
@@ -220,7 +232,7 @@ def test_ema_baseline_is_carried():
 def test_behaviour_weights_are_truncated_sequence_ratios():
     groups = make_groups(1, 3)
     seqs = groups[0]
-    old = [np.asarray(s.behaviour_logprobs, np.float32) + d for s, d in zip(seqs, (0.0, 0.3, 5.0))]
+    old = [np.asarray(s.behaviour_logprobs, np.float32) + d for s, d in zip(seqs, (0.0, 0.3, 5.0), strict=True)]
     w = behaviour_weights(seqs, old, cap=2.0)
     np.testing.assert_allclose(w, [1.0, np.exp(0.3), 2.0], rtol=1e-5)
     result = train_epoch(tiny_model(), groups, TrainConfig(pi_old="behaviour", minibatches=1), seed=0)
@@ -268,10 +280,18 @@ def test_mean_reward_of_fresh_rollouts_rises():
             group = []
             for i in range(8):
                 row = toks[h * 8 + i].tolist()
-                group.append(TrainingSequence(
-                    headline_id=f"h{h}", index=i, prompt_ids=tuple(prompt), response_ids=tuple(row),
-                    behaviour_logprobs=tuple(lps[h * 8 + i].tolist()),
-                    reward=float(np.mean([t in target for t in row])), raw_score=None, rank=0))
+                group.append(
+                    TrainingSequence(
+                        headline_id=f"h{h}",
+                        index=i,
+                        prompt_ids=tuple(prompt),
+                        response_ids=tuple(row),
+                        behaviour_logprobs=tuple(lps[h * 8 + i].tolist()),
+                        reward=float(np.mean([t in target for t in row])),
+                        raw_score=None,
+                        rank=0,
+                    )
+                )
             groups.append(group)
         result = train_epoch(model, groups, cfg, seed=epoch, prior=prior)
         model = result.model
@@ -293,12 +313,20 @@ def test_trainer_logprobs_are_taken_at_the_sampling_temperature_like_the_recorde
     responses = [tuple(int(t) for t in rng.integers(1, 128, size=n)) for n in (5, 9, 7)]
     mu = recorded_logprobs(model, prompts, responses, temperature=0.8)
     seqs = [
-        TrainingSequence(headline_id="h", index=i, prompt_ids=p, response_ids=r,
-                         behaviour_logprobs=tuple(float(x) for x in m), reward=0.5, raw_score=None, rank=1)
-        for i, (p, r, m) in enumerate(zip(prompts, responses, mu))
+        TrainingSequence(
+            headline_id="h",
+            index=i,
+            prompt_ids=p,
+            response_ids=r,
+            behaviour_logprobs=tuple(float(x) for x in m),
+            reward=0.5,
+            raw_score=None,
+            rank=1,
+        )
+        for i, (p, r, m) in enumerate(zip(prompts, responses, mu, strict=True))
     ]
     tempered = sequence_logprobs(model, seqs, loss_on="response", chunk=4, batch_size=2, temperature=0.8)
-    for got, want in zip(tempered, mu):
+    for got, want in zip(tempered, mu, strict=True):
         np.testing.assert_allclose(got, want, atol=2e-5)
     np.testing.assert_allclose(behaviour_weights(seqs, tempered, cap=2.0), 1.0, atol=1e-4)
     untempered = sequence_logprobs(model, seqs, loss_on="response", chunk=4, batch_size=2)

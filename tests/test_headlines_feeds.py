@@ -33,8 +33,14 @@ def config(tmp_path, server, general=(), markets=(), **overrides) -> HeadlinesCo
     lines += ["[markets]"] + [f'{n} = "{server.url(p)}"' for n, p in markets]
     feeds = tmp_path / "feeds.toml"
     feeds.write_text("\n".join(lines) + "\n")
-    settings = dict(feeds_file=str(feeds), timeout_s=1.5, retries=1, backoff_s=0.01, max_bytes=200_000,
-                    user_agent="VarroTest/1.0 (+https://example.test/bot)")
+    settings = dict(
+        feeds_file=str(feeds),
+        timeout_s=1.5,
+        retries=1,
+        backoff_s=0.01,
+        max_bytes=200_000,
+        user_agent="VarroTest/1.0 (+https://example.test/bot)",
+    )
     settings.update(overrides)
     return HeadlinesConfig(**settings)
 
@@ -44,8 +50,16 @@ def by_source(result):
 
 
 def test_rss2_atom_and_rss1_are_normalised_and_deduplicated(tmp_path, server):
-    cfg = config(tmp_path, server, markets=[("rss2", "/feeds/rss2.xml"), ("atom", "/feeds/atom.xml"),
-                                            ("rss1", "/feeds/rss1.xml"), ("agg", "/feeds/aggregator.xml")])
+    cfg = config(
+        tmp_path,
+        server,
+        markets=[
+            ("rss2", "/feeds/rss2.xml"),
+            ("atom", "/feeds/atom.xml"),
+            ("rss1", "/feeds/rss1.xml"),
+            ("agg", "/feeds/aggregator.xml"),
+        ],
+    )
     day = collect("rss", TODAY, cfg, today=TODAY)
     texts = {h.text: h for h in day.headlines}
     assert set(texts) == {
@@ -82,18 +96,29 @@ def test_general_news_is_kept_only_when_finance_related(tmp_path, server):
     ]
     assert all(h.category == "general" for h in strict.headlines)
     assert strict.reports[0].dropped_by_filter == 3
-    everything = collect("rss", TODAY, config(tmp_path, server, general=[("world", "/feeds/general.xml")], filter="off"),
-                         today=TODAY)
+    everything = collect(
+        "rss", TODAY, config(tmp_path, server, general=[("world", "/feeds/general.xml")], filter="off"), today=TODAY
+    )
     assert len(everything.headlines) == 5 and everything.reports[0].dropped_by_filter == 0
 
 
 def test_each_bad_feed_fails_alone_with_its_reason(tmp_path, server):
     cfg = config(
-        tmp_path, server,
-        markets=[("good", "/feeds/rss1.xml"), ("broken", "/feeds/broken.xml"), ("html", "/feeds/page.html"),
-                 ("empty-body", "/empty-body"), ("empty-feed", "/feeds/empty.xml"), ("latin1", "/feeds/latin1.xml"),
-                 ("slow", "/slow"), ("huge", "/huge"), ("huge-declared", "/huge-declared"),
-                 ("gone", "/missing"), ("flaky", "/flaky")],
+        tmp_path,
+        server,
+        markets=[
+            ("good", "/feeds/rss1.xml"),
+            ("broken", "/feeds/broken.xml"),
+            ("html", "/feeds/page.html"),
+            ("empty-body", "/empty-body"),
+            ("empty-feed", "/feeds/empty.xml"),
+            ("latin1", "/feeds/latin1.xml"),
+            ("slow", "/slow"),
+            ("huge", "/huge"),
+            ("huge-declared", "/huge-declared"),
+            ("gone", "/missing"),
+            ("flaky", "/flaky"),
+        ],
     )
     day = collect("rss", TODAY, cfg, today=TODAY)
     reports = by_source(day)

@@ -1,5 +1,6 @@
 """File sources (JSON, JSONL, CSV), the bundled sample days, and how a day is assembled."""
 
+import itertools
 import json
 import re
 
@@ -19,12 +20,20 @@ def write(path, text: str | bytes):
 
 
 def test_json_jsonl_and_csv_with_column_aliases(tmp_path):
-    rows = [{"text": "Fed holds rates", "link": "https://a.example.com/1", "source": "a.example.com",
-             "published": "2025-08-04T10:00:00Z"}]
+    rows = [
+        {
+            "text": "Fed holds rates",
+            "link": "https://a.example.com/1",
+            "source": "a.example.com",
+            "published": "2025-08-04T10:00:00Z",
+        }
+    ]
     as_list = read_file(write(tmp_path / "a.json", json.dumps(rows)))
     as_object = read_file(write(tmp_path / "b.json", json.dumps({"headlines": rows})))
     jsonl = read_file(write(tmp_path / "c.jsonl", json.dumps(rows[0]) + "\n{not json\n\n"))
-    csv = read_file(write(tmp_path / "d.csv", "title,url,published\nFed holds rates,https://a.example.com/1,2025-08-04\n"))
+    csv = read_file(
+        write(tmp_path / "d.csv", "title,url,published\nFed holds rates,https://a.example.com/1,2025-08-04\n")
+    )
     for read in (as_list, as_object, jsonl, csv):
         assert read.status == "ok", read.error
         assert [(i.title, i.link) for i in read.items] == [("Fed holds rates", "https://a.example.com/1")]
@@ -72,18 +81,25 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
     assert [h.text for h in result.headlines] == ["Gold rises 1%"]
     assert report.fetched == 9 and report.kept == 1 and report.duplicates == 2
     assert report.skipped == {
-        "link is not an http(s) URL": 1, "no link": 1, "no title": 2,
-        "record is not an object": 1, "unknown category 'sports'": 1,
+        "link is not an http(s) URL": 1,
+        "no link": 1,
+        "no title": 2,
+        "record is not an object": 1,
+        "unknown category 'sports'": 1,
     }
     assert result.payloads == {"day.jsonl": path.read_bytes()}
 
 
 def test_a_file_day_is_exactly_its_day_and_undated_items_take_the_file_name(tmp_path):
-    dated = write(tmp_path / "history.csv",
-                  "text,link,published\n"
-                  "Oil rises 2%,https://o.example.com/1,2025-08-04T23:30:00-04:00\n"
-                  "Oil falls 1%,https://o.example.com/2,2025-08-04T12:00:00Z\n")
-    undated = write(tmp_path / "2025-08-06.jsonl", json.dumps({"text": "Gold rises", "link": "https://g.example.com"}) + "\n")
+    dated = write(
+        tmp_path / "history.csv",
+        "text,link,published\n"
+        "Oil rises 2%,https://o.example.com/1,2025-08-04T23:30:00-04:00\n"
+        "Oil falls 1%,https://o.example.com/2,2025-08-04T12:00:00Z\n",
+    )
+    undated = write(
+        tmp_path / "2025-08-06.jsonl", json.dumps({"text": "Gold rises", "link": "https://g.example.com"}) + "\n"
+    )
     assert file_dates([dated, undated]) == ["2025-08-04", "2025-08-05", "2025-08-06"]
     day = collect("files", "2025-08-05", CFG, paths=[dated, undated])
     assert [h.text for h in day.headlines] == ["Oil rises 2%"]
@@ -98,8 +114,10 @@ def test_file_without_dates_counts_for_the_requested_day(tmp_path):
 
 
 def test_cap_picks_the_same_headlines_whatever_the_order(tmp_path):
-    rows = [{"text": f"Stock {n} rises {n}%", "link": f"https://s.example.com/{n}", "published": "2025-08-04"}
-            for n in range(30)]
+    rows = [
+        {"text": f"Stock {n} rises {n}%", "link": f"https://s.example.com/{n}", "published": "2025-08-04"}
+        for n in range(30)
+    ]
     forward = write(tmp_path / "f.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     backward = write(tmp_path / "b.jsonl", "".join(json.dumps(r) + "\n" for r in reversed(rows)))
     capped = HeadlinesConfig(cap_per_day=10)
@@ -110,14 +128,19 @@ def test_cap_picks_the_same_headlines_whatever_the_order(tmp_path):
     assert a.reports[0].kept == 10 and a.reports[0].skipped == {"over the daily cap": 20}
     assert collect("files", "2025-08-04", capped, paths=[forward]).headlines == a.headlines
     rows_5 = [dict(r, published="2025-08-05") for r in rows]
-    next_day = collect("files", "2025-08-05", capped, paths=[write(tmp_path / "n.jsonl", "".join(json.dumps(r) + "\n" for r in rows_5))])
+    next_day = collect(
+        "files",
+        "2025-08-05",
+        capped,
+        paths=[write(tmp_path / "n.jsonl", "".join(json.dumps(r) + "\n" for r in rows_5))],
+    )
     assert {h.id for h in next_day.headlines} != {h.id for h in a.headlines}
 
 
 def test_the_sample_is_ten_consecutive_days_of_32_to_40_headlines():
     days = sample_dates()
     assert len(days) == 10
-    assert all(shift_date(a, 1) == b for a, b in zip(days, days[1:]))
+    assert all(shift_date(a, 1) == b for a, b in itertools.pairwise(days))
     for day in days:
         result = collect("sample", day, CFG)
         assert 32 <= len(result.headlines) <= 40, day
@@ -134,13 +157,13 @@ def test_sample_stories_carry_over_to_the_next_day():
     topics = ["fed", "tariff", "oil|brent", "bitcoin", "ether", "gold", "dollar", "yield", "nikkei", "intel", "summit"]
     days = sample_dates()
     texts = {d: " ".join(h.text.lower() for h in collect("sample", d, CFG).headlines) for d in days}
-    for today, tomorrow in zip(days, days[1:]):
+    for today, tomorrow in itertools.pairwise(days):
         shared = [t for t in topics if re.search(t, texts[today]) and re.search(t, texts[tomorrow])]
         assert len(shared) >= 5, (today, shared)
 
 
 def test_unknown_sample_day_is_refused_with_the_covered_range():
-    with pytest.raises(ValueError, match="covers 2025-08-04 .. 2025-08-13"):
+    with pytest.raises(ValueError, match=r"covers 2025-08-04 \.\. 2025-08-13"):
         collect("sample", "2024-01-01", CFG)
 
 

@@ -61,7 +61,9 @@ def test_a_forced_refetch_is_a_new_event_that_says_so(make_ctx):
     assert forced.event.headlines == first.headlines
     assert ctx.store.latest("HeadlinesFetched", DAY).event_id == forced.event.event_id
     assert fetch_headlines(ctx, DAY, source="sample", force=True).event.event_id not in (
-        first.event_id, forced.event.event_id)
+        first.event_id,
+        forced.event.event_id,
+    )
     assert len(ctx.store.all_for("HeadlinesFetched", DAY)) == 3
 
 
@@ -78,7 +80,9 @@ def test_a_recorded_rss_day_is_returned_without_touching_the_network(make_ctx, s
     ctx = make_ctx(HeadlinesConfig(feeds_file=str(feeds), timeout_s=1.0, retries=0))
     first = fetch_headlines(ctx, "2025-07-30", source="rss", today="2025-07-30")
     assert [h.text for h in first.event.headlines] == [
-        "Bitcoin rises 2% to $118,000 as ETF inflows resume", "Copper falls 1.5% on weak China factory data"]
+        "Bitcoin rises 2% to $118,000 as ETF inflows resume",
+        "Copper falls 1.5% on weak China factory data",
+    ]
     wire, bad = first.event.sources
     assert ctx.artifacts.get(wire.payload) == (FIXTURES / "rss1.xml").read_bytes()
     assert bad.status == "failed" and bad.payload is not None, "the bad payload is kept for the audit"
@@ -116,9 +120,15 @@ def _cli(redis_server, tmp_path, *args, env=None):
 def test_cli_rss_fetch_reports_each_feed_as_it_finishes(redis_server, server, tmp_path):
     """Today's RSS through the CLI: one progress line per feed with its outcome, then the summary table."""
     feeds = tmp_path / "feeds.toml"
-    feeds.write_text(f'[markets]\nwire = "{server.url("/today")}"\nbad = "{server.url("/feeds/page.html")}"\n'
-                     f'gone = "{server.url("/missing")}"\n')
-    env = {"VARRO_HEADLINES__FEEDS_FILE": str(feeds), "VARRO_HEADLINES__TIMEOUT_S": "2", "VARRO_HEADLINES__RETRIES": "0"}
+    feeds.write_text(
+        f'[markets]\nwire = "{server.url("/today")}"\nbad = "{server.url("/feeds/page.html")}"\n'
+        f'gone = "{server.url("/missing")}"\n'
+    )
+    env = {
+        "VARRO_HEADLINES__FEEDS_FILE": str(feeds),
+        "VARRO_HEADLINES__TIMEOUT_S": "2",
+        "VARRO_HEADLINES__RETRIES": "0",
+    }
     result = _cli(redis_server, tmp_path, "fetch", env=env)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -143,10 +153,23 @@ def test_cli_fetch_show_and_import(redis_server, redis_client, tmp_path, monkeyp
     past = _cli(redis_server, tmp_path, "fetch", "--source", "rss", "--date", "2020-01-01")
     assert past.exit_code == 2 and "cannot be fetched for 2020-01-01" in past.output
     history = tmp_path / "history.jsonl"
-    history.write_text("".join(json.dumps({"text": f"Gold rises {n}%", "link": f"https://g.example.com/{n}",
-                                           "published": f"2024-03-0{n}T10:00:00Z"}) + "\n" for n in (1, 2)))
+    history.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "text": f"Gold rises {n}%",
+                    "link": f"https://g.example.com/{n}",
+                    "published": f"2024-03-0{n}T10:00:00Z",
+                }
+            )
+            + "\n"
+            for n in (1, 2)
+        )
+    )
     imported = _cli(redis_server, tmp_path, "import", str(history))
     assert imported.exit_code == 0, imported.output
-    assert "2024-03-01: 1 headlines recorded" in imported.output and "2024-03-02: 1 headlines recorded" in imported.output
+    assert (
+        "2024-03-01: 1 headlines recorded" in imported.output and "2024-03-02: 1 headlines recorded" in imported.output
+    )
     missing = _cli(redis_server, tmp_path, "show", "--date", "2024-03-05")
     assert missing.exit_code == 1 and "no headlines recorded for 2024-03-05" in missing.output

@@ -54,7 +54,10 @@ def test_times_become_utc_iso():
     assert to_utc_iso("2025-07-30T09:15:00Z") == "2025-07-30T09:15:00Z"
     assert to_utc_iso("2025-07-30 09:15") == "2025-07-30T09:15:00Z"
     assert to_utc_iso(time.struct_time((2025, 7, 30, 18, 5, 0, 2, 211, 0))) == "2025-07-30T18:05:00Z"
-    assert to_utc_iso(dt.datetime(2025, 7, 30, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))) == "2025-07-31T04:30:00Z"
+    assert (
+        to_utc_iso(dt.datetime(2025, 7, 30, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))))
+        == "2025-07-31T04:30:00Z"
+    )
     assert to_utc_iso(1753869600) == "2025-07-30T10:00:00Z"
     assert to_utc_iso("yesterday-ish") is None
     assert to_utc_iso(None) is None
@@ -73,7 +76,10 @@ def test_headline_id_is_a_hash_of_normalised_text_not_a_prefix():
 
 
 def test_clean_text_decodes_markup_and_drops_the_aggregator_suffix():
-    assert clean_text("Yen &amp;amp; franc gain as <b>haven</b>\n demand  rises") == "Yen & franc gain as haven demand rises"
+    assert (
+        clean_text("Yen &amp;amp; franc gain as <b>haven</b>\n demand  rises")
+        == "Yen & franc gain as haven demand rises"
+    )
     assert clean_text("Nvidia hits record - Example Wire", source_title="Example Wire") == "Nvidia hits record"
     assert clean_text("Nvidia hits record - Example Wire") == "Nvidia hits record - Example Wire"
     assert text_key("“Quoted” – dash") == text_key('"quoted" - dash')

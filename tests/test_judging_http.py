@@ -1,5 +1,6 @@
 """The HTTP judge against a real loopback server that misbehaves on purpose."""
 
+import contextlib
 import json
 import threading
 import time
@@ -48,10 +49,8 @@ class ScriptedServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -68,8 +67,9 @@ class ScriptedServer:
 
 
 def request(n=3, key="g1"):
-    return RoundRequest(key=key, headline="OPEC meets", outcomes=OUTCOMES,
-                        candidates=tuple(f"prediction {i}" for i in range(n)))
+    return RoundRequest(
+        key=key, headline="OPEC meets", outcomes=OUTCOMES, candidates=tuple(f"prediction {i}" for i in range(n))
+    )
 
 
 def judge(url, retries, **kw):

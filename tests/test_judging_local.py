@@ -31,8 +31,11 @@ def make_tokenizer(chat: bool) -> TokenizerWrapper:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS, trainer)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
     if chat:
@@ -42,10 +45,22 @@ def make_tokenizer(chat: bool) -> TokenizerWrapper:
 
 def make_model(vocab_size: int) -> qwen3.Model:
     mx.random.seed(0)
-    model = qwen3.Model(qwen3.ModelArgs(
-        model_type="qwen3", hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
-        num_key_value_heads=2, rms_norm_eps=1e-6, vocab_size=vocab_size, head_dim=16, tie_word_embeddings=True,
-        max_position_embeddings=2048, rope_theta=10000.0))
+    model = qwen3.Model(
+        qwen3.ModelArgs(
+            model_type="qwen3",
+            hidden_size=64,
+            num_hidden_layers=2,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rms_norm_eps=1e-6,
+            vocab_size=vocab_size,
+            head_dim=16,
+            tie_word_embeddings=True,
+            max_position_embeddings=2048,
+            rope_theta=10000.0,
+        )
+    )
     mx.eval(model.parameters())
     return model
 
@@ -61,8 +76,16 @@ def requests(n: int) -> list[RoundRequest]:
     out = []
     for i in range(n):
         size = int(rng.integers(2, 9))
-        out.append(RoundRequest(key=f"g{i}", headline=CORPUS[i % 4], outcomes=OUTCOMES, candidates=tuple(
-            " ".join(rng.choice(" ".join(CORPUS).split(), size=int(rng.integers(0, 25)))) for _ in range(size))))
+        out.append(
+            RoundRequest(
+                key=f"g{i}",
+                headline=CORPUS[i % 4],
+                outcomes=OUTCOMES,
+                candidates=tuple(
+                    " ".join(rng.choice(" ".join(CORPUS).split(), size=int(rng.integers(0, 25)))) for _ in range(size)
+                ),
+            )
+        )
     return out
 
 
@@ -81,14 +104,16 @@ def full_prompt_scores(judge: MlxJudge, request: RoundRequest) -> np.ndarray:
 def test_constrained_choice_is_always_a_remaining_letter_even_from_a_random_model(judge):
     batch = requests(24)
     answers = judge.pick(batch)
-    for request, answer in zip(batch, answers):
+    for request, answer in zip(batch, answers, strict=True):
         assert 0 <= answer.choice < len(request.candidates)
         assert answer.raw == request.letters[answer.choice]
         assert len(answer.scores) == len(request.candidates)
         assert sum(np.exp(answer.scores)) == pytest.approx(1.0)
     free = [int(np.argmax(full_prompt_logits(judge, r))) for r in batch]
     valid = [set(judge.template.letter_ids[: len(r.candidates)]) for r in batch]
-    assert sum(f in v for f, v in zip(free, valid)) < len(batch) // 2  # unconstrained, it would mostly be invalid
+    assert (
+        sum(f in v for f, v in zip(free, valid, strict=True)) < len(batch) // 2
+    )  # unconstrained, it would mostly be invalid
 
 
 def test_batched_padded_prefix_shared_forward_equals_one_plain_forward_per_prompt(judge):
@@ -97,7 +122,7 @@ def test_batched_padded_prefix_shared_forward_equals_one_plain_forward_per_promp
     assert len(lengths) > 3  # the batch really needs padding
     batched = judge.pick(batch)
     one_by_one = [judge.pick([r])[0] for r in batch]
-    for request, a, b in zip(batch, batched, one_by_one):
+    for request, a, b in zip(batch, batched, one_by_one, strict=True):
         reference = full_prompt_scores(judge, request)
         assert np.asarray(a.scores) == pytest.approx(reference, abs=2e-4)
         assert np.asarray(b.scores) == pytest.approx(reference, abs=2e-4)
@@ -105,8 +130,12 @@ def test_batched_padded_prefix_shared_forward_equals_one_plain_forward_per_promp
 
 
 def test_a_day_of_groups_gets_strict_ranks_from_the_local_judge(judge):
-    groups = [GroupToRank(headline_id=f"h{i}", headline=CORPUS[i % 4],
-                          texts=tuple(f"{CORPUS[(i + j) % 4]} {j}" for j in range(8))) for i in range(6)]
+    groups = [
+        GroupToRank(
+            headline_id=f"h{i}", headline=CORPUS[i % 4], texts=tuple(f"{CORPUS[(i + j) % 4]} {j}" for j in range(8))
+        )
+        for i in range(6)
+    ]
     for ranked in rank_groups(groups, OUTCOMES, judge, None, seed=9):
         assert sorted(ranked.ranks) == list(range(1, 9))
         assert all(r is not None for r in ranked.raw_scores)

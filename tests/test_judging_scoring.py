@@ -34,8 +34,13 @@ def test_outcome_date_defaults_to_the_next_day_and_accepts_an_override():
 
 def test_the_prediction_days_own_headlines_are_not_outcomes():
     today = [h("a", "Oil prices surge!"), h("b", "Gold flat")]
-    tomorrow = [h("a", "renamed but same id"), h("c", "oil  PRICES surge"), h("d", "Stocks rally"),
-                h("e", "Stocks rally."), h("f", "Bonds slip")]
+    tomorrow = [
+        h("a", "renamed but same id"),
+        h("c", "oil  PRICES surge"),
+        h("d", "Stocks rally"),
+        h("e", "Stocks rally."),
+        h("f", "Bonds slip"),
+    ]
     assert [x.id for x in outcome_headlines(tomorrow, today)] == ["d", "f"]
     with pytest.raises(NoOutcomes, match="nothing to judge"):
         require_outcomes(outcome_headlines(today, today), "2025-01-02", "2025-01-01")
@@ -43,8 +48,10 @@ def test_the_prediction_days_own_headlines_are_not_outcomes():
 
 def test_tfidf_scores_empty_and_stopword_text_lowest_not_highest():
     index = TfidfIndex(OUTCOMES)
-    scores = {text: index.score(text) for text in
-              ["", "the and of", "   ", GOOD, "Gold climbs on safe-haven demand", "banana bread recipe"]}
+    scores = {
+        text: index.score(text)
+        for text in ["", "the and of", "   ", GOOD, "Gold climbs on safe-haven demand", "banana bread recipe"]
+    }
     assert scores[""] == 0.0 and scores["the and of"] == 0.0 and scores["   "] == 0.0
     assert scores[GOOD] > 0.1 and scores["Gold climbs on safe-haven demand"] > 0.1
     assert scores["banana bread recipe"] == 0.0
@@ -65,8 +72,12 @@ def test_tfidf_vectors_follow_the_standard_formula():
 
 
 def test_semantic_judge_ranks_a_matching_prediction_first_and_empty_last():
-    request = RoundRequest(key="g", headline="OPEC meets", outcomes=OUTCOMES,
-                           candidates=("", "banana bread", GOOD, "sunny weather tomorrow"))
+    request = RoundRequest(
+        key="g",
+        headline="OPEC meets",
+        outcomes=OUTCOMES,
+        candidates=("", "banana bread", GOOD, "sunny weather tomorrow"),
+    )
     [answer] = SemanticJudge().pick([request])
     assert answer.choice == 2
     assert answer.scores[0] == 0.0 and answer.scores[0] == min(answer.scores)
@@ -80,8 +91,7 @@ def test_lexical_parts_and_judge():
     assert lexical_parts("AAPL will drop sharply", OUTCOMES)["direction"] == 1.0
     assert lexical_score("", OUTCOMES) == 0.0
     assert lexical_score(GOOD, OUTCOMES) == lexical_score(GOOD, OUTCOMES)
-    request = RoundRequest(key="g", headline="x", outcomes=OUTCOMES,
-                           candidates=("nothing relevant here", GOOD, ""))
+    request = RoundRequest(key="g", headline="x", outcomes=OUTCOMES, candidates=("nothing relevant here", GOOD, ""))
     [answer] = LexicalJudge().pick([request])
     assert answer.choice == 1 and answer.scores[2] == 0.0
     assert answer.raw.split()[1] == f"{lexical_score(GOOD, OUTCOMES):.6g}"

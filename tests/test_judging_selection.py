@@ -24,8 +24,14 @@ class LowestIndexJudge:
 
     def pick(self, rounds):
         self.calls.append(rounds)
-        return [RoundAnswer(choice=r.candidates.index(min(r.candidates, key=lambda t: int(t[1:]))),
-                            raw="x", scores=tuple(-float(t[1:]) for t in r.candidates)) for r in rounds]
+        return [
+            RoundAnswer(
+                choice=r.candidates.index(min(r.candidates, key=lambda t: int(t[1:]))),
+                raw="x",
+                scores=tuple(-float(t[1:]) for t in r.candidates),
+            )
+            for r in rounds
+        ]
 
 
 class FirstShownJudge:
@@ -108,7 +114,7 @@ def test_a_group_the_judge_gives_up_on_is_ranked_by_the_fallback_and_recorded():
 
 
 def test_without_a_fallback_a_failed_group_is_an_error_not_a_padded_ranking():
-    with pytest.raises(JudgeFailed, match="bad.*no valid pick in round 2|no fallback"):
+    with pytest.raises(JudgeFailed, match=r"bad.*no valid pick in round 2|no fallback"):
         rank_groups([group("bad", 8)], OUTCOMES, GivesUpJudge("bad"), None, seed=3)
 
 
@@ -133,8 +139,11 @@ def test_position_bias_is_measured_against_chance():
 
 def test_day_stats_and_reversed_order_agreement():
     groups = [
-        GroupToRank(headline_id=f"h{i}", headline="oil", texts=tuple(
-            " ".join("oil prices surge opec cuts output".split()[:k]) for k in range(6)))
+        GroupToRank(
+            headline_id=f"h{i}",
+            headline="oil",
+            texts=tuple(" ".join(["oil", "prices", "surge", "opec", "cuts", "output"][:k]) for k in range(6)),
+        )
         for i in range(6)
     ]
     day = rank_day(groups, OUTCOMES, LexicalJudge(), None, seed=11, agreement_groups=4)

@@ -45,7 +45,7 @@ def test_base_model_has_no_epochs(log):
 
 
 def test_ambiguous_prefix_is_a_clear_error(log):
-    with pytest.raises(LineageError, match="ambiguous checkpoint prefix 'ab12'.*2 checkpoints") as info:
+    with pytest.raises(LineageError, match=r"ambiguous checkpoint prefix 'ab12'.*2 checkpoints") as info:
         lineage(log["events"], "ab12")
     assert C2.sha256[:16] in str(info.value) and C2B.sha256[:16] in str(info.value)
 

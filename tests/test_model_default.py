@@ -29,7 +29,7 @@ def test_default_model_is_a_qwen3_checkpoint_in_the_mlx_lm_layout(tiny_model_pat
 
 
 def test_stock_mlx_lm_load_and_chat_template(stock):
-    model, tokenizer = stock
+    _model, tokenizer = stock
     im_end = tokenizer.convert_tokens_to_ids(tiny.IM_END)
     assert im_end in tokenizer.eos_token_ids
     messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Headline: Oil rises"}]
@@ -40,7 +40,10 @@ def test_stock_mlx_lm_load_and_chat_template(stock):
     assert on.endswith("<|im_start|>assistant\n")
     ids = tokenizer.encode(off, add_special_tokens=False)
     assert tokenizer.convert_tokens_to_ids(tiny.IM_START) in ids
-    assert tokenizer.decode(tokenizer.encode("Buy NVDA; yields 4.2% €", add_special_tokens=False)) == "Buy NVDA; yields 4.2% €"
+    assert (
+        tokenizer.decode(tokenizer.encode("Buy NVDA; yields 4.2% €", add_special_tokens=False))
+        == "Buy NVDA; yields 4.2% €"
+    )
 
 
 def test_corpus_examples_all_have_six_sections():

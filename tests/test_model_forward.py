@@ -142,13 +142,29 @@ def test_generation_on_either_kernels_records_the_same_rollouts(loaded, prompts)
     sampler = SamplerSpec(name="t", temperature=0.8, top_p=0.95, top_k=50, max_tokens=48)
     named = [(f"h{i}", ids) for i, ids in enumerate(prompts)]
     seeds = {(h, i): 100 * n + i for n, (h, _) in enumerate(named) for i in range(4)}
-    runs = {k: generate_rollouts(loaded, named, group_size=4, sampler=sampler, seeds=seeds, batch_size=16,
-                                 eos_token_ids=loaded.tokenizer.eos_token_ids, kernels=k) for k in ("mlx", "numpy")}
-    same = sum(a.response_ids == b.response_ids for a, b in zip(runs["mlx"], runs["numpy"]))
+    runs = {
+        k: generate_rollouts(
+            loaded,
+            named,
+            group_size=4,
+            sampler=sampler,
+            seeds=seeds,
+            batch_size=16,
+            eos_token_ids=loaded.tokenizer.eos_token_ids,
+            kernels=k,
+        )
+        for k in ("mlx", "numpy")
+    }
+    same = sum(a.response_ids == b.response_ids for a, b in zip(runs["mlx"], runs["numpy"], strict=True))
     assert same >= len(runs["mlx"]) * 3 // 4, f"only {same} of {len(runs['mlx'])} roll-outs agree"
     records = runs["numpy"]
     prompt_of = dict(named)
-    on_mlx = sequence_logprobs(loaded.model, [prompt_of[r.headline_id] for r in records],
-                               [r.response_ids for r in records], temperature=0.8, kernels="mlx")
-    for record, other in zip(records, on_mlx):
+    on_mlx = sequence_logprobs(
+        loaded.model,
+        [prompt_of[r.headline_id] for r in records],
+        [r.response_ids for r in records],
+        temperature=0.8,
+        kernels="mlx",
+    )
+    for record, other in zip(records, on_mlx, strict=True):
         np.testing.assert_allclose(record.logprobs, other, atol=5e-5)

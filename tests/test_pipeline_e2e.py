@@ -34,8 +34,9 @@ def small_config(data_dir: Path, ns: str = "e2e"):
             "data_dir": str(data_dir),
             "generation": {
                 "max_headlines": 4,
-                "profiles": {"default": {"name": "default", "temperature": 0.8, "top_p": 0.95,
-                                         "top_k": 50, "max_tokens": 40}},
+                "profiles": {
+                    "default": {"name": "default", "temperature": 0.8, "top_p": 0.95, "top_k": 50, "max_tokens": 40}
+                },
             },
             "train": {"minibatches": 2, "microbatch_size": 16},
             "workers": {"retries": 0},
@@ -121,8 +122,9 @@ def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_pat
 
     url = redis_client.connection_pool.connection_kwargs["path"]
     newest = store.latest("EpochTrained", DAYS[1]).checkpoint.sha256
-    lineage = CliRunner().invoke(main, ["lineage", newest[:12], "--ns", "e2e", "--data-dir", str(tmp_path),
-                                        "--redis-url", f"unix://{url}"])
+    lineage = CliRunner().invoke(
+        main, ["lineage", newest[:12], "--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+    )
     assert lineage.exit_code == 0, lineage.output
     rows = [line for line in lineage.output.splitlines() if line.startswith("│ 2025")]
     # newest first: the forced re-train (same inputs, so the same checkpoint bytes), then its parent's epoch
@@ -201,8 +203,22 @@ def test_backfill_resumes_a_requested_day_whose_chain_was_lost(runtime, tmp_path
     assert store.latest("HeadlinesFetched", DAYS[1]) is None
 
     url = redis_client.connection_pool.connection_kwargs["path"]
-    result = CliRunner().invoke(main, ["backfill", "--from", DAYS[0], "--to", DAYS[1], "--ns", "e2e",
-                                       "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "backfill",
+            "--from",
+            DAYS[0],
+            "--to",
+            DAYS[1],
+            "--ns",
+            "e2e",
+            "--data-dir",
+            str(tmp_path),
+            "--redis-url",
+            f"unix://{url}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert store.latest("EpochTrained", DAYS[0]) is not None
     assert store.latest("RolloutsGenerated", DAYS[1]).checkpoint == store.latest("EpochTrained", DAYS[0]).checkpoint
@@ -224,10 +240,22 @@ def test_override_ranks_against_chosen_day_then_continues(runtime, tmp_path, red
     refused = CliRunner().invoke(main, ["override", "--prediction-date", third, "--headlines-date", first, *common])
     assert refused.exit_code != 0 and "must be after" in refused.output
 
-    result = CliRunner().invoke(main, [
-        "override", "--prediction-date", first, "--headlines-date", third,
-        "--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "override",
+            "--prediction-date",
+            first,
+            "--headlines-date",
+            third,
+            "--ns",
+            "e2e",
+            "--data-dir",
+            str(tmp_path),
+            "--redis-url",
+            f"unix://{url}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert store.latest("Ranked", first).outcome_date == third
     trained = store.latest("EpochTrained", first)
@@ -244,8 +272,22 @@ def test_override_ranks_against_chosen_day_then_continues(runtime, tmp_path, red
 
 def test_concurrent_daily_requests_give_one_run(tmp_path, redis_server):
     url = redis_server.url
-    cmd = [sys.executable, "-m", "varro.cli", "daily", "--date", DAYS[0], "--source", "sample",
-           "--ns", "race", "--data-dir", str(tmp_path), "--redis-url", url]
+    cmd = [
+        sys.executable,
+        "-m",
+        "varro.cli",
+        "daily",
+        "--date",
+        DAYS[0],
+        "--source",
+        "sample",
+        "--ns",
+        "race",
+        "--data-dir",
+        str(tmp_path),
+        "--redis-url",
+        url,
+    ]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(4)]
     outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
@@ -316,9 +358,18 @@ def test_failed_day_is_rerun_by_backfill_reprocess_failed(tmp_path, redis_client
         cfg = small_config(tmp_path)
         import msgspec
 
-        cfg = msgspec.structs.replace(cfg, judge=msgspec.structs.replace(
-            cfg.judge, kind="http", fallback="none", http_url=judge.url, retries=1, http_backoff_s=0.0,
-            http_timeout_s=5.0))
+        cfg = msgspec.structs.replace(
+            cfg,
+            judge=msgspec.structs.replace(
+                cfg.judge,
+                kind="http",
+                fallback="none",
+                http_url=judge.url,
+                retries=1,
+                http_backoff_s=0.0,
+                http_timeout_s=5.0,
+            ),
+        )
         rt = Runtime.create(cfg, redis=redis_client)
         from workers.inprocess import RunFailed
 
@@ -334,14 +385,16 @@ def test_failed_day_is_rerun_by_backfill_reprocess_failed(tmp_path, redis_client
         assert "failed" in status.output
 
         judge.healthy = True
-        result = CliRunner().invoke(main, ["backfill", "--from", DAYS[0], "--to", DAYS[1],
-                                           "--reprocess", "failed", *common])
+        result = CliRunner().invoke(
+            main, ["backfill", "--from", DAYS[0], "--to", DAYS[1], "--reprocess", "failed", *common]
+        )
         assert result.exit_code == 0, result.output
         ranked = store.latest("Ranked", DAYS[0])
         assert ranked is not None and ranked.judge.startswith("http")
         assert store.latest("EpochTrained", DAYS[0]) is not None
         assert store.latest("RolloutsGenerated", DAYS[1]).checkpoint.sha256 == (
-            store.latest("EpochTrained", DAYS[0]).checkpoint.sha256)
+            store.latest("EpochTrained", DAYS[0]).checkpoint.sha256
+        )
         rt.models.release()
     finally:
         judge.close()
@@ -357,7 +410,8 @@ def test_sharded_generation_merges_into_the_same_rollouts_as_one_job(tmp_path, r
     run_days(reference, "reference", DAYS[:1], source="sample", seed=42)
 
     sharded_cfg = msgspec.structs.replace(
-        base, ns="sharded", workers=msgspec.structs.replace(base.workers, generate_shards=3))
+        base, ns="sharded", workers=msgspec.structs.replace(base.workers, generate_shards=3)
+    )
     sharded = Runtime(cfg=sharded_cfg, redis=redis_client, artifacts=reference.artifacts, models=reference.models)
     run_days(sharded, "sharded", DAYS[:1], source="sample", seed=42)
 
@@ -380,21 +434,46 @@ def test_sharded_generation_merges_into_the_same_rollouts_as_one_job(tmp_path, r
 
 def test_run_command_over_a_file_source_defaults_to_the_files_dates(tmp_path, redis_client):
     lines = [
-        {"text": "Fed holds rates steady as inflation cools to 2.9%", "link": "https://news.example/a",
-         "source": "wire", "published": "2025-09-01T13:00:00Z"},
-        {"text": "Oil falls 3% as OPEC+ signals higher output", "link": "https://news.example/b",
-         "source": "wire", "published": "2025-09-01T15:00:00Z"},
-        {"text": "Treasury yields drop after Fed decision; dollar slips", "link": "https://news.example/c",
-         "source": "wire", "published": "2025-09-02T09:00:00Z"},
+        {
+            "text": "Fed holds rates steady as inflation cools to 2.9%",
+            "link": "https://news.example/a",
+            "source": "wire",
+            "published": "2025-09-01T13:00:00Z",
+        },
+        {
+            "text": "Oil falls 3% as OPEC+ signals higher output",
+            "link": "https://news.example/b",
+            "source": "wire",
+            "published": "2025-09-01T15:00:00Z",
+        },
+        {
+            "text": "Treasury yields drop after Fed decision; dollar slips",
+            "link": "https://news.example/c",
+            "source": "wire",
+            "published": "2025-09-02T09:00:00Z",
+        },
     ]
     feed = tmp_path / "headlines.jsonl"
     feed.write_text("".join(json.dumps(line) + "\n" for line in lines))
     url = redis_client.connection_pool.connection_kwargs["path"]
     env = {"VARRO_GENERATION__PROFILES__DEFAULT__MAX_TOKENS": "24", "VARRO_WORKERS__RETRIES": "0"}
-    result = CliRunner().invoke(main, [
-        "run", "--source", "files", "--file", str(feed), "--ns", "files",
-        "--data-dir", str(tmp_path / "data"), "--redis-url", f"unix://{url}",
-    ], env=env)
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--source",
+            "files",
+            "--file",
+            str(feed),
+            "--ns",
+            "files",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--redis-url",
+            f"unix://{url}",
+        ],
+        env=env,
+    )
     assert result.exit_code == 0, result.output
     assert "2 day(s) 2025-09-01 .. 2025-09-02" in result.output
     assert "Varro: per-day summary" in result.output

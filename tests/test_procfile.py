@@ -46,11 +46,22 @@ def test_procfile_processes_carry_out_a_daily_request(tmp_path):
     }
     env.pop("REDIS_URL", None)
     subprocess.run([bindir / "varro", "server", "start", "--data-dir", str(tmp_path)], env=env, check=True)
-    proc = subprocess.Popen([honcho, "start", "-f", str(ROOT / "Procfile"), "-p", str(free_port())], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [honcho, "start", "-f", str(ROOT / "Procfile"), "-p", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run([bindir / "varro", "daily", "--date", DAY, "--source", "sample"],
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [bindir / "varro", "daily", "--date", DAY, "--source", "sample"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         store = EventStore(connect(None, tmp_path), "deploy")
         deadline = time.monotonic() + 240
@@ -61,7 +72,10 @@ def test_procfile_processes_carry_out_a_daily_request(tmp_path):
         assert generated is not None, "the deployment did not carry out the day in time"
         assert len(generated.groups) == 2
         assert [type(s.event).__name__ for s in store.read()] == [
-            "DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated"]
+            "DailyRunRequested",
+            "HeadlinesFetched",
+            "RolloutsGenerated",
+        ]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -74,7 +74,7 @@ def test_predictions_file_holds_every_rollout(log, files):
     first = d["predictions"][0]
     assert first["headline"] == HEADLINES[D2][0]
     assert first["headline_id"] == event.groups[0].headline_id
-    for got, rollout in zip(first["rollouts"], event.groups[0].rollouts):
+    for got, rollout in zip(first["rollouts"], event.groups[0].rollouts, strict=True):
         assert got == {
             "index": rollout.index,
             "seed": rollout.seed,
@@ -112,7 +112,7 @@ def test_evaluations_hold_ranks_rewards_rounds_and_per_day_stats(log, files):
     d = doc(files, f"{S}/{D2}_evaluations.json")
     event = log["k2b"]
     assert d["seed"] == 9 and d["outcome_date"] == D3
-    for got, group in zip(d["groups"], event.groups):
+    for got, group in zip(d["groups"], event.groups, strict=True):
         assert got["headline_id"] == group.headline_id
         assert [r["rank"] for r in got["rollouts"]] == group.ranks
         assert [r["reward_scaled"] for r in got["rollouts"]] == group.rewards

@@ -55,8 +55,18 @@ def test_training_columns_use_the_latest_epoch(log, rows):
 def test_stages_not_run_are_none(rows):
     three = rows[2]
     assert three.headlines == 3 and three.rollouts == 24
-    not_yet = ("outcome_date", "reward_n", "reward_avg", "reward_min", "reward_max", "reward_negatives",
-               "train_steps", "kl_old", "clip_frac", "improvement")
+    not_yet = (
+        "outcome_date",
+        "reward_n",
+        "reward_avg",
+        "reward_min",
+        "reward_max",
+        "reward_negatives",
+        "train_steps",
+        "kl_old",
+        "clip_frac",
+        "improvement",
+    )
     assert all(getattr(three, name) is None for name in not_yet)
 
 

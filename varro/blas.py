@@ -46,8 +46,7 @@ _choice: BlasChoice | None = None
 def _load(name: str) -> bool:
     try:
         lib = ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
-        getattr(lib, "cblas_sgemm")
-        return True
+        return hasattr(lib, "cblas_sgemm")
     except (OSError, AttributeError):
         return False
 

@@ -46,8 +46,14 @@ from varro.artifacts import fsync_dir
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 TRAINER_STATE = "trainer_state.json"
-_NOT_COPIED = {"config.json", "model.safetensors.index.json", OPTIMIZER, TRAINER_STATE,
-               "adapters.safetensors", "adapter_config.json"}
+_NOT_COPIED = {
+    "config.json",
+    "model.safetensors.index.json",
+    OPTIMIZER,
+    TRAINER_STATE,
+    "adapters.safetensors",
+    "adapter_config.json",
+}
 
 
 class CheckpointError(RuntimeError):
@@ -76,7 +82,9 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
         raise CheckpointError(f"checkpoint directory {root} does not exist")
     digest = hashlib.sha256()
     files = sorted(
-        p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not files:
         raise CheckpointError(f"checkpoint directory {root} is empty")
@@ -102,7 +110,9 @@ def _write(path: Path, writer) -> None:
 def _save_safetensors(path: Path, arrays: dict[str, mx.array]) -> None:
     # sorted insertion order: MLX writes tensors in insertion order, and the
     # bytes must not depend on how the dict was built
-    _write(path, lambda p: mx.save_safetensors(str(p), {k: arrays[k] for k in sorted(arrays)}, metadata={"format": "mlx"}))
+    _write(
+        path, lambda p: mx.save_safetensors(str(p), {k: arrays[k] for k in sorted(arrays)}, metadata={"format": "mlx"})
+    )
 
 
 def _config_bytes(parent: Path) -> bytes:

@@ -168,7 +168,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for key, value in environ.items():
         if not key.startswith("VARRO_") or key in ("VARRO_BLAS", "VARRO_CONFIG"):
             continue
-        path = key[len("VARRO_"):].lower().split("__")
+        path = key[len("VARRO_") :].lower().split("__")
         if path[0] not in _TOP_LEVEL:
             continue
         node = out
@@ -301,9 +301,7 @@ def config_from_recorded(data: bytes, *, machine: VarroConfig, ns: str | None = 
     """The recorded experiment settings with this machine's data dir, Redis and namespace."""
     try:
         recorded = msgspec.json.decode(data)
-        recorded.update(
-            ns=ns or machine.ns, data_dir=machine.data_dir, redis_url=machine.redis_url
-        )
+        recorded.update(ns=ns or machine.ns, data_dir=machine.data_dir, redis_url=machine.redis_url)
         return msgspec.convert(recorded, VarroConfig)
     except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
         raise ConfigError(f"recorded config cannot be read: {_keyed(str(exc))}") from None

@@ -153,7 +153,7 @@ def device_candidates(values: mx.array, k: int) -> Candidates:
     Rows whose (k+1)-th value ties the k-th fall back to `host_candidates`,
     which breaks the tie by token id; the result equals the host's exactly.
     """
-    rows, vocab = values.shape
+    _rows, vocab = values.shape
     if k >= vocab:
         return host_candidates(np.array(values), k)
     part = mx.argpartition(-values, kth=k, axis=-1)[:, : k + 1]
@@ -279,7 +279,7 @@ def sample_responses(
         k = _k(sampler, values.shape[-1])
         candidates = host_candidates(np.array(values), k) if on_host else device_candidates(values, k)
         drawn, picked = _draw(candidates, uniforms[:, t], sampler)
-        for row, token, lp in zip(rows, drawn.tolist(), picked.tolist()):
+        for row, token, lp in zip(rows, drawn.tolist(), picked.tolist(), strict=True):
             if not stopped[row]:
                 tokens[row].append(token)
                 logprobs[row].append(lp)
@@ -323,7 +323,9 @@ class _Float32:
         if all(p.dtype == mx.float32 for _, p in tree_flatten(params)):
             return self.model
         self.original = params
-        self.model.update(tree_map(lambda p: p.astype(mx.float32) if mx.issubdtype(p.dtype, mx.floating) else p, params))
+        self.model.update(
+            tree_map(lambda p: p.astype(mx.float32) if mx.issubdtype(p.dtype, mx.floating) else p, params)
+        )
         return self.model
 
     def __exit__(self, *exc):
@@ -512,7 +514,7 @@ def generate_rollouts(
     )
     eos = {int(t) for t in eos_token_ids}
     records = []
-    for s, lp in zip(sampled, logprobs):
+    for s, lp in zip(sampled, logprobs, strict=True):
         body = s.response_ids[:-1] if s.response_ids and s.response_ids[-1] in eos else s.response_ids
         text = loaded.tokenizer.decode(body)
         records.append(

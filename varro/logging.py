@@ -37,11 +37,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None, stream: Tex
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=tty)
-    )
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=tty)
     # Tracebacks as data in JSON, without frame locals (they may hold whole batches).
     final = (
         [structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]

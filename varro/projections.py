@@ -132,10 +132,13 @@ def project(events: Iterable[AnyEvent], ns: str) -> dict[str, bytes]:
         elif isinstance(item.event, RolloutsGenerated):
             stage, built = "generate", {_dated(ns, date, "predictions"): _predictions_doc(item, by_id)}
         elif isinstance(item.event, Ranked):
-            stage, built = "rank", {
-                _dated(ns, date, "outcome_tracking"): _outcome_doc(item, by_id),
-                _dated(ns, date, "evaluations"): _evaluations_doc(item, by_id),
-            }
+            stage, built = (
+                "rank",
+                {
+                    _dated(ns, date, "outcome_tracking"): _outcome_doc(item, by_id),
+                    _dated(ns, date, "evaluations"): _evaluations_doc(item, by_id),
+                },
+            )
         elif isinstance(item.event, EpochTrained):
             stage, built = "train", {f"{training_dir(ns)}/gspo_training_{date}.json": _training_doc(item, history)}
         else:
@@ -308,7 +311,7 @@ def _ranked_group(group: RankedGroup, headline: str | None, event: Ranked) -> di
         "headline": headline,
         "rollouts": [
             {"index": i, "rank": rank, "reward_scaled": reward, "raw_score_unscaled": raw}
-            for i, (rank, reward, raw) in enumerate(zip(group.ranks, group.rewards, group.raw_scores))
+            for i, (rank, reward, raw) in enumerate(zip(group.ranks, group.rewards, group.raw_scores, strict=True))
         ],
     }
 

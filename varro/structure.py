@@ -24,14 +24,12 @@ SECTIONS: tuple[str, ...] = (
 
 # "Time frame" and "Time-frame" are common spellings of the same heading.
 _NAME_PATTERNS = {
-    name: r"time[\s-]?frame" if name == "Timeframe" else r"\s+".join(name.lower().split())
-    for name in SECTIONS
+    name: r"time[\s-]?frame" if name == "Timeframe" else r"\s+".join(name.lower().split()) for name in SECTIONS
 }
 _LEAD = r"^[ \t>]*(?:#{1,6}[ \t]*)?(?:(?:\d{1,2}|[a-f])[.)][ \t]*|[-*+•][ \t]+)?[*_]{0,3}[ \t]*"
-_TAIL = r"[ \t]*[*_]{0,3}[ \t]*(?:[:：\-–—.]|$)"
+_TAIL = r"[ \t]*[*_]{0,3}[ \t]*(?:[:\uff1a\-–—.]|$)"
 _HEADING = {
-    name: re.compile(_LEAD + pattern + _TAIL, re.IGNORECASE | re.MULTILINE)
-    for name, pattern in _NAME_PATTERNS.items()
+    name: re.compile(_LEAD + pattern + _TAIL, re.IGNORECASE | re.MULTILINE) for name, pattern in _NAME_PATTERNS.items()
 }
 
 

@@ -77,8 +77,15 @@ def generation_specs(spec: JobSpec, shards: int) -> list[JobSpec]:
     if shards <= 1:
         return [spec]
     return [
-        JobSpec("generate", spec.ns, spec.date, spec.cause, spec.correlation_id,
-                {**spec.kwargs, "shard": shard, "shards": shards}, task="generate_shard")
+        JobSpec(
+            "generate",
+            spec.ns,
+            spec.date,
+            spec.cause,
+            spec.correlation_id,
+            {**spec.kwargs, "shard": shard, "shards": shards},
+            task="generate_shard",
+        )
         for shard in range(shards)
     ]
 

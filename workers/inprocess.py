@@ -45,8 +45,11 @@ def failed_jobs(rt: Runtime, ns: str) -> list[FailedJob]:
                 continue
             result = job.latest_result()
             error = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-            out.append(FailedJob(job_id, job.meta.get("stage", ""), job.meta.get("date", ""),
-                                 error[0] if error else "unknown error"))
+            out.append(
+                FailedJob(
+                    job_id, job.meta.get("stage", ""), job.meta.get("date", ""), error[0] if error else "unknown error"
+                )
+            )
     return out
 
 
@@ -112,10 +115,14 @@ def run_days(
             drain(rt, dispatcher, [ns])
         missing = unfinished_stages(ctx.store, date)
         if missing:
-            errors = [f"{f.stage} {f.date} ({f.job_id}): {f.error}" for f in failed_jobs(rt, ns)
-                      if f.date in (date, shift_date(date, -1))]
-            raise RunFailed(f"day {date}: {', '.join(missing)} did not complete"
-                            + (f" ({'; '.join(errors)})" if errors else ""))
+            errors = [
+                f"{f.stage} {f.date} ({f.job_id}): {f.error}"
+                for f in failed_jobs(rt, ns)
+                if f.date in (date, shift_date(date, -1))
+            ]
+            raise RunFailed(
+                f"day {date}: {', '.join(missing)} did not complete" + (f" ({'; '.join(errors)})" if errors else "")
+            )
         if on_day is not None:
             on_day(date)
 

@@ -30,11 +30,11 @@ class Runtime:
     cfg: VarroConfig
     redis: redis_lib.Redis
     artifacts: ArtifactStore
-    models: "ModelCache"
+    models: ModelCache
     _stores: dict[str, EventStore] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, cfg: VarroConfig, redis: redis_lib.Redis | None = None) -> "Runtime":
+    def create(cls, cfg: VarroConfig, redis: redis_lib.Redis | None = None) -> Runtime:
         conn = redis if redis is not None else connect(cfg.redis_url, cfg.data_path)
         from varro.model.cache import ModelCache  # imports mlx: only where a job needs it
 

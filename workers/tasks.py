@@ -69,8 +69,9 @@ def generate_shard(
         key = _shards_key(ns, date, cause)
         rt.redis.hset(key, str(shard), msgspec.json.encode(ref))
         if rt.redis.hlen(key) == shards:
-            merge = JobSpec("generate", ns, date, cause, correlation_id, {"shards": shards, "force": force},
-                            task="merge_generated")
+            merge = JobSpec(
+                "generate", ns, date, cause, correlation_id, {"shards": shards, "force": force}, task="merge_generated"
+            )
             Dispatcher(rt.redis, ctx.cfg).enqueue(merge)
         return ref.sha256
 

@@ -23,9 +23,14 @@ _COMMANDS = (
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(varro.__version__, prog_name="varro")
-@click.option("--log-level", envvar="VARRO_LOG_LEVEL", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Log lines (structlog: pretty on a terminal, JSON otherwise) at this level and above.")
+@click.option(
+    "--log-level",
+    envvar="VARRO_LOG_LEVEL",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log lines (structlog: pretty on a terminal, JSON otherwise) at this level and above.",
+)
 def main(log_level: str) -> None:
     """Varro: event-sourced daily GSPO training on financial news."""
     from varro.logging import configure_logging

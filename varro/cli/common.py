@@ -20,12 +20,11 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--data-dir", help="Data directory. Default: config `data_dir` (~/.varro).")
     @click.option("--redis-url", help="Redis/Valkey URL. Default: $REDIS_URL, else the embedded server.")
     @functools.wraps(func)
-    def wrapper(*args: Any, config_path: str | None, ns: str | None, data_dir: str | None,
-                redis_url: str | None, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, config_path: str | None, ns: str | None, data_dir: str | None, redis_url: str | None, **kwargs: Any
+    ) -> Any:
         try:
-            cfg = load_config(
-                config_path, overrides={"ns": ns, "data_dir": data_dir, "redis_url": redis_url}
-            )
+            cfg = load_config(config_path, overrides={"ns": ns, "data_dir": data_dir, "redis_url": redis_url})
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
         return func(*args, cfg=cfg, **kwargs)
@@ -41,8 +40,6 @@ def parse_date(ctx: click.Context, param: click.Parameter, value: str | None) ->
         return validate_date(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
 
 
 def runtime_for(cfg: VarroConfig):

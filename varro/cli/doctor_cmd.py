@@ -35,8 +35,13 @@ def _redis_report(url: str, kind: str, data_dir: Path) -> tuple[bool, list[tuple
         client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
         info = client.info("server")
         rows.append(("redis reachable", "yes"))
-        rows.append(("redis server", f"{'valkey' if 'valkey_version' in info else 'redis'} "
-                                     f"{info.get('valkey_version') or info.get('redis_version')}"))
+        rows.append(
+            (
+                "redis server",
+                f"{'valkey' if 'valkey_version' in info else 'redis'} "
+                f"{info.get('valkey_version') or info.get('redis_version')}",
+            )
+        )
         return True, rows
     except (redis.RedisError, OSError) as exc:
         rows.append(("redis reachable", f"NO: {exc}"))
@@ -47,7 +52,7 @@ def _valkey_binary_version() -> str:
     try:
         out = subprocess.run([str(valkey_binary()), "--version"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip().split(" sha=")[0]
-    except Exception as exc:  # noqa: BLE001 - doctor reports every failure as text
+    except Exception as exc:
         return f"unavailable ({exc})"
 
 
@@ -65,7 +70,7 @@ def _model_kernels(setting: str, device: str) -> str:
 def _mlx_device() -> str:
     try:
         import mlx.core as mx
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"mlx not importable ({exc})"
     return str(mx.default_device())
 

@@ -62,8 +62,11 @@ def summary(event: AnyEvent) -> str:
     elif kind == "Ranked":
         parts = [f"groups={len(event.groups)}", f"outcome={event.outcome_date}", f"avg_reward={event.stats.avg:.3f}"]
     elif kind == "EpochTrained":
-        parts = [f"steps={event.metrics.steps}", f"loss={event.metrics.loss:.4g}",
-                 f"checkpoint={event.checkpoint.sha256[:12]}"]
+        parts = [
+            f"steps={event.metrics.steps}",
+            f"loss={event.metrics.loss:.4g}",
+            f"checkpoint={event.checkpoint.sha256[:12]}",
+        ]
     if getattr(event, "forced", False):
         parts.append("forced")
     return " ".join(parts)
@@ -87,8 +90,15 @@ def events() -> None:
 @config_options
 @click.option("--type", "event_type", type=click.Choice(sorted(EVENT_TYPES)), default=None, help="Only this type.")
 @click.option("--date", default=None, help="Only this logical date (YYYY-MM-DD).")
-@click.option("-n", "--lines", "n", type=click.IntRange(min=0), default=20, show_default=True,
-              help="How many of the latest matching events to show.")
+@click.option(
+    "-n",
+    "--lines",
+    "n",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="How many of the latest matching events to show.",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended.")
 @event_errors
 def tail(cfg, event_type, date, n, follow) -> None:
@@ -107,7 +117,9 @@ def tail(cfg, event_type, date, n, follow) -> None:
         return
     try:
         for stored in store.follow(last_id=until, block_ms=1000):
-            if (types is None or type(stored.event).__name__ in types) and (dates is None or stored.event.date in dates):
+            if (types is None or type(stored.event).__name__ in types) and (
+                dates is None or stored.event.date in dates
+            ):
                 click.echo(line(stored))
     except KeyboardInterrupt:
         pass
@@ -147,15 +159,22 @@ def verify(cfg) -> None:
     if report.ok:
         click.echo(f"ok: namespace {store.ns!r}, {report.checked} entries, chain intact")
         return
-    click.echo(f"BROKEN: namespace {store.ns!r} at entry {report.first_broken} "
-               f"(after {report.checked} good entries): {report.reason}")
+    click.echo(
+        f"BROKEN: namespace {store.ns!r} at entry {report.first_broken} "
+        f"(after {report.checked} good entries): {report.reason}"
+    )
     sys.exit(1)
 
 
 @events.command(name="export")
 @config_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File to write (default: standard output).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (default: standard output).",
+)
 @event_errors
 def export_cmd(cfg, output) -> None:
     """Write the namespace as JSONL (one entry per line): a readable, diffable backup."""

@@ -22,8 +22,6 @@ from varro.headlines.items import SourceRead
 console = Console()
 
 
-
-
 def _context(cfg: VarroConfig):
     from events.connection import connect
     from events.store import EventStore
@@ -42,10 +40,18 @@ def headlines() -> None:
 @headlines.command("fetch")
 @config_options
 @click.option("--date", callback=parse_date, help="Logical day YYYY-MM-DD. Default: today (UTC).")
-@click.option("--source", type=click.Choice(SOURCE_KINDS),
-              help="Where headlines come from. Default: files when --file is given, else rss.")
-@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A JSON/JSONL/CSV headline file (repeatable); implies --source files.")
+@click.option(
+    "--source",
+    type=click.Choice(SOURCE_KINDS),
+    help="Where headlines come from. Default: files when --file is given, else rss.",
+)
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A JSON/JSONL/CSV headline file (repeatable); implies --source files.",
+)
 @click.option("--force", is_flag=True, help="Fetch again even if the day is recorded (a new, marked event).")
 def fetch_cmd(cfg: VarroConfig, date: str | None, source: str | None, files: tuple[Path, ...], force: bool) -> None:
     """Record one day's headlines, with progress per source and a summary table."""
@@ -89,10 +95,16 @@ def show_cmd(cfg: VarroConfig, date: str, jsonl: bool) -> None:
             click.echo(json.dumps(msgspec.to_builtins(headline), ensure_ascii=False))
         return
     versions = len(store.all_for("HeadlinesFetched", date))
-    table = Table("#", "source", "published", "category", "headline",
-                  title=f"{date} · {len(event.headlines)} headlines · {event.source_kind}"
-                        f"{' · forced' if event.forced else ''} · event {event.event_id}"
-                        f"{f' (latest of {versions})' if versions > 1 else ''}")
+    table = Table(
+        "#",
+        "source",
+        "published",
+        "category",
+        "headline",
+        title=f"{date} · {len(event.headlines)} headlines · {event.source_kind}"
+        f"{' · forced' if event.forced else ''} · event {event.event_id}"
+        f"{f' (latest of {versions})' if versions > 1 else ''}",
+    )
     for n, headline in enumerate(event.headlines, 1):
         table.add_row(str(n), headline.source, (headline.published or "")[11:16], headline.category, headline.text)
     console.print(table)
@@ -106,8 +118,14 @@ def _fetch_day(cfg: VarroConfig, date: str, source: str, files: tuple[Path, ...]
     except FeedListError as exc:
         raise click.ClickException(str(exc)) from None
     ctx = _context(cfg)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task(f"{source} {date}", total=total)
 
         def on_source(read: SourceRead) -> None:
@@ -127,22 +145,41 @@ def _fetch_day(cfg: VarroConfig, date: str, source: str, files: tuple[Path, ...]
             raise click.ClickException(str(exc)) from None
     event: HeadlinesFetched = appended.event
     if appended.created:
-        console.print(summary_table(event.sources, f"{date}: {len(event.headlines)} headlines recorded"
-                                                   f"{' (forced)' if event.forced else ''}"))
+        console.print(
+            summary_table(
+                event.sources, f"{date}: {len(event.headlines)} headlines recorded{' (forced)' if event.forced else ''}"
+            )
+        )
     else:
-        console.print(f"{date} is already recorded ({len(event.headlines)} headlines, event {event.event_id}); "
-                      "nothing fetched. Use --force to fetch again.")
+        console.print(
+            f"{date} is already recorded ({len(event.headlines)} headlines, event {event.event_id}); "
+            "nothing fetched. Use --force to fetch again."
+        )
 
 
 def summary_table(reports: list[SourceReport], title: str) -> Table:
     """Per source: fetched / kept / dropped by the filter / duplicates / skipped / error."""
-    table = Table("source", "status", "fetched", "kept", "dropped by filter", "duplicates", "skipped", "error",
-                  title=title)
+    table = Table(
+        "source", "status", "fetched", "kept", "dropped by filter", "duplicates", "skipped", "error", title=title
+    )
     for r in reports:
         skipped = ", ".join(f"{reason} ×{n}" for reason, n in r.skipped.items())
-        table.add_row(r.source, r.status, str(r.fetched), str(r.kept), str(r.dropped_by_filter),
-                      str(r.duplicates), skipped, r.error or "")
+        table.add_row(
+            r.source,
+            r.status,
+            str(r.fetched),
+            str(r.kept),
+            str(r.dropped_by_filter),
+            str(r.duplicates),
+            skipped,
+            r.error or "",
+        )
     totals = [sum(getattr(r, f) for r in reports) for f in ("fetched", "kept", "dropped_by_filter", "duplicates")]
-    table.add_row("[b]total[/]", f"{sum(r.status == 'failed' for r in reports)} failed", *map(str, totals),
-                  str(sum(sum(r.skipped.values()) for r in reports)), "")
+    table.add_row(
+        "[b]total[/]",
+        f"{sum(r.status == 'failed' for r in reports)} failed",
+        *map(str, totals),
+        str(sum(sum(r.skipped.values()) for r in reports)),
+        "",
+    )
     return table

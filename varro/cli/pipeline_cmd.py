@@ -69,8 +69,10 @@ def _ensure_default_model(cfg: VarroConfig) -> None:
 
     if cfg.model.base != MODEL_NAME or default_model_path().is_dir():
         return
-    console.print(f"building the default model {MODEL_NAME} once (a few minutes on 2 CPU cores; "
-                  f"cached under {default_model_path().parent})")
+    console.print(
+        f"building the default model {MODEL_NAME} once (a few minutes on 2 CPU cores; "
+        f"cached under {default_model_path().parent})"
+    )
     with console.status("training varro-tiny") as status:
         ensure_default_model(log=lambda line: status.update(f"varro-tiny: {line}"))
 
@@ -85,8 +87,7 @@ def _run_in_process(rt, ns: str, dates: list[str], **kwargs) -> None:
 
         def on_day(date: str) -> None:
             done.append(date)
-            console.print(f"  [green]✓[/] {date} done ({len(done)}/{len(dates)}, "
-                          f"{time.perf_counter() - started:.0f}s)")
+            console.print(f"  [green]✓[/] {date} done ({len(done)}/{len(dates)}, {time.perf_counter() - started:.0f}s)")
             status.update(f"[bold]{ns}[/]: {len(done)}/{len(dates)} days")
 
         try:
@@ -98,8 +99,10 @@ def _run_in_process(rt, ns: str, dates: list[str], **kwargs) -> None:
             sys.exit(1)
     _project(rt, ns)
     _print_report(rt, ns)
-    console.print(f"{len(dates)} day(s) in namespace [bold]{ns}[/] in {time.perf_counter() - started:.1f}s; "
-                  f"files under {rt.cfg.data_path}")
+    console.print(
+        f"{len(dates)} day(s) in namespace [bold]{ns}[/] in {time.perf_counter() - started:.1f}s; "
+        f"files under {rt.cfg.data_path}"
+    )
 
 
 @click.command("run")
@@ -117,8 +120,10 @@ def run_cmd(cfg: VarroConfig, start, end, source, files, seed) -> None:
         raise click.UsageError(f"the {source} source has no days")
     dates = date_range(start or available[0], end or available[-1])
     rt = runtime_for(cfg)
-    console.print(f"Varro run: namespace [bold]{cfg.ns}[/], {len(dates)} day(s) {dates[0]} .. {dates[-1]}, "
-                  f"source {source}, model {cfg.model.base}, judge {cfg.judge.kind}")
+    console.print(
+        f"Varro run: namespace [bold]{cfg.ns}[/], {len(dates)} day(s) {dates[0]} .. {dates[-1]}, "
+        f"source {source}, model {cfg.model.base}, judge {cfg.judge.kind}"
+    )
     _run_in_process(rt, cfg.ns, dates, source=spec, seed=seed)
 
 
@@ -133,11 +138,19 @@ def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
     from jobs.daily import request_day
 
     rt = runtime_for(cfg)
-    appended = request_day(rt.context(cfg.ns), date or today_utc(), trigger="manual",
-                           source=source or cfg.workers.daily_source, seed=seed, force=force)
+    appended = request_day(
+        rt.context(cfg.ns),
+        date or today_utc(),
+        trigger="manual",
+        source=source or cfg.workers.daily_source,
+        seed=seed,
+        force=force,
+    )
     state = "requested" if appended.created else "already requested"
-    console.print(f"{appended.event.date} {state} in {cfg.ns}: event {appended.event.event_id} "
-                  f"(seed {appended.event.seed}, source {appended.event.source})")
+    console.print(
+        f"{appended.event.date} {state} in {cfg.ns}: event {appended.event.event_id} "
+        f"(seed {appended.event.seed}, source {appended.event.source})"
+    )
 
 
 def _grid(rt, ns: str) -> dict[str, dict[str, str]]:
@@ -177,9 +190,14 @@ def _running(rt, ns: str) -> list[tuple[str, str]]:
 @click.option("--to", "end", callback=parse_date, required=True)
 @click.option("--into", help="Fork into this new namespace instead of filling --ns in place.")
 @click.option("--reprocess", type=click.Choice(["missing", "failed", "all"]), default="missing", show_default=True)
-@click.option("--source", type=click.Choice(["sample", "files"]), default="sample", show_default=True,
-              help="Where headlines of days never fetched come from: the bundled sample days or --file "
-                   "files (never live RSS for a past day).")
+@click.option(
+    "--source",
+    type=click.Choice(["sample", "files"]),
+    default="sample",
+    show_default=True,
+    help="Where headlines of days never fetched come from: the bundled sample days or --file "
+    "files (never live RSS for a past day).",
+)
 @click.option("--file", "files", multiple=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, dry_run) -> None:
@@ -232,7 +250,9 @@ def _fork(rt, source_ns: str, into: str, dates: list[str], source: str, files) -
     recorded = set(rt.store(source_ns).dates("HeadlinesFetched"))
     spec = _source_spec(source, files)
     _run_in_process(
-        rt, into, dates,
+        rt,
+        into,
+        dates,
         source=lambda d: f"replay:{source_ns}" if d in recorded else spec,
         seed=lambda d: run_seed(rt.context(source_ns), d),
         config_for=lambda d: _recorded_config(rt, source_ns, into, d),
@@ -253,29 +273,39 @@ def _recorded_config(rt, ns: str, into: str, date: str) -> VarroConfig:
 @config_options
 @click.option("--prediction-date", callback=parse_date, required=True, help="Day D whose roll-outs are ranked.")
 @click.option("--headlines-date", callback=parse_date, required=True, help="Day H whose headlines are the outcomes.")
-@click.option("--force", is_flag=True, help="Rank again even if D is already ranked, and re-train on it "
-              "(new, marked events).")
+@click.option(
+    "--force", is_flag=True, help="Rank again even if D is already ranked, and re-train on it (new, marked events)."
+)
 def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> None:
     """Rank day D against the headlines of day H, then continue the chain (train, generate H)."""
     from workers.dispatcher import Dispatcher, JobSpec
     from workers.inprocess import drain, failed_jobs, requeue_failed
 
     if headlines_date <= prediction_date:
-        raise click.UsageError(f"--headlines-date {headlines_date} must be after --prediction-date "
-                               f"{prediction_date}: predictions are judged against what happened later")
+        raise click.UsageError(
+            f"--headlines-date {headlines_date} must be after --prediction-date "
+            f"{prediction_date}: predictions are judged against what happened later"
+        )
     rt = runtime_for(cfg)
     store = rt.store(cfg.ns)
     requeue_failed(rt, cfg.ns, [prediction_date])
     dispatcher = Dispatcher(rt.redis, cfg, name=f"override-{cfg.ns}")
-    spec = JobSpec("rank", cfg.ns, prediction_date, cause=f"override:{headlines_date}:{store.last_entry_id()}",
-                   correlation_id=f"override:{prediction_date}:{headlines_date}",
-                   kwargs={"outcome_date": headlines_date, "force": force})
+    spec = JobSpec(
+        "rank",
+        cfg.ns,
+        prediction_date,
+        cause=f"override:{headlines_date}:{store.last_entry_id()}",
+        correlation_id=f"override:{prediction_date}:{headlines_date}",
+        kwargs={"outcome_date": headlines_date, "force": force},
+    )
     dispatcher.enqueue(spec)
     drain(rt, dispatcher, [cfg.ns])
     ranked, trained = store.latest("Ranked", prediction_date), store.latest("EpochTrained", prediction_date)
     if ranked is not None and trained is not None and trained.ranked_event_id != ranked.event_id:
-        console.print(f"[yellow]{prediction_date} was already trained on an earlier ranking; the new ranking "
-                      "is recorded but not trained on: add --force to re-train on it[/]")
+        console.print(
+            f"[yellow]{prediction_date} was already trained on an earlier ranking; the new ranking "
+            "is recorded but not trained on: add --force to re-train on it[/]"
+        )
     failures = [f for f in failed_jobs(rt, cfg.ns) if f.date in (prediction_date, headlines_date)]
     _project(rt, cfg.ns)
     _print_report(rt, cfg.ns)
@@ -299,8 +329,9 @@ def replay_cmd(cfg: VarroConfig, start, end, into) -> None:
     dates = date_range(dates[0], dates[-1])
     missing = [d for d in dates if d not in recorded]
     if missing:
-        raise click.UsageError(f"namespace {cfg.ns!r} has gaps (no headlines for {', '.join(missing)}); "
-                               "replay a contiguous range")
+        raise click.UsageError(
+            f"namespace {cfg.ns!r} has gaps (no headlines for {', '.join(missing)}); replay a contiguous range"
+        )
     _fork(rt, cfg.ns, into, dates, "sample", ())
 
 
@@ -346,8 +377,10 @@ def rebuild_cmd(cfg: VarroConfig) -> None:
     write_projections(files, cfg.data_path, cfg.ns)
     links = publish_all([e for e in events if isinstance(e, EpochTrained)], cfg.data_path, cfg.ns)
     digest = sha256_hex(b"".join(name.encode() + b"\0" + files[name] for name in sorted(files)))
-    console.print(f"rebuilt {len(files)} files and {links} dated checkpoint links for {cfg.ns} under "
-                  f"{cfg.data_path} (content hash {digest[:16]})")
+    console.print(
+        f"rebuilt {len(files)} files and {links} dated checkpoint links for {cfg.ns} under "
+        f"{cfg.data_path} (content hash {digest[:16]})"
+    )
 
 
 @click.command("status")
@@ -361,8 +394,12 @@ def status_cmd(cfg: VarroConfig) -> None:
 
     rt = runtime_for(cfg)
     grid = _grid(rt, cfg.ns)
-    marks = {"done": "[green]done[/]", "missing": "[dim]missing[/]", "failed": "[red]failed[/]",
-             "running": "[yellow]running[/]"}
+    marks = {
+        "done": "[green]done[/]",
+        "missing": "[dim]missing[/]",
+        "failed": "[red]failed[/]",
+        "running": "[yellow]running[/]",
+    }
     table = Table("date", "fetch", "generate", "rank", "train", title=f"namespace {cfg.ns}")
     for date in sorted(grid):
         row = grid[date]
@@ -379,8 +416,7 @@ def status_cmd(cfg: VarroConfig) -> None:
         console.print("failed jobs (RQ failed registry):" + "".join(f"\n  {line}" for line in failed))
     stranded = _stranded(grid)
     if stranded:
-        console.print("roll-outs with no next-day headlines (rank them with `varro override`): "
-                      + ", ".join(stranded))
+        console.print("roll-outs with no next-day headlines (rank them with `varro override`): " + ", ".join(stranded))
 
 
 def _stranded(grid: dict[str, dict[str, str]]) -> list[str]:
@@ -388,9 +424,14 @@ def _stranded(grid: dict[str, dict[str, str]]) -> list[str]:
     from events.ids import shift_date
 
     last = max(grid) if grid else ""
-    return [d for d, row in sorted(grid.items())
-            if row.get("generate") == "done" and row.get("rank") != "done"
-            and grid.get(shift_date(d, 1), {}).get("fetch") != "done" and d < last]
+    return [
+        d
+        for d, row in sorted(grid.items())
+        if row.get("generate") == "done"
+        and row.get("rank") != "done"
+        and grid.get(shift_date(d, 1), {}).get("fetch") != "done"
+        and d < last
+    ]
 
 
 def _failed_lines(rt, ns: str) -> list[str]:
@@ -411,12 +452,28 @@ def lineage_cmd(cfg: VarroConfig, checkpoint) -> None:
         steps = lineage(_events(rt, cfg.ns), checkpoint)
     except LineageError as exc:
         raise click.UsageError(str(exc)) from None
-    table = Table("trained on", "checkpoint", "parent", "ranked event", "roll-outs event", "variant",
-                  "steps", "improvement", title=f"lineage of {checkpoint} in {cfg.ns} (newest first)")
+    table = Table(
+        "trained on",
+        "checkpoint",
+        "parent",
+        "ranked event",
+        "roll-outs event",
+        "variant",
+        "steps",
+        "improvement",
+        title=f"lineage of {checkpoint} in {cfg.ns} (newest first)",
+    )
     for step in steps:
-        table.add_row(step.date + (" (forced)" if step.forced else ""), step.checkpoint_sha256[:16],
-                      step.parent_sha256[:16], step.ranked_event_id[:16], step.rollouts_event_id[:16],
-                      f"{step.variant}/{step.pi_old}", str(step.metrics.steps), f"{step.metrics.improvement:+.4f}")
+        table.add_row(
+            step.date + (" (forced)" if step.forced else ""),
+            step.checkpoint_sha256[:16],
+            step.parent_sha256[:16],
+            step.ranked_event_id[:16],
+            step.rollouts_event_id[:16],
+            f"{step.variant}/{step.pi_old}",
+            str(step.metrics.steps),
+            f"{step.metrics.improvement:+.4f}",
+        )
     console.print(table)
     if steps:
         console.print(f"base model: {steps[-1].base_model} ({steps[-1].parent_sha256[:16]})")
@@ -487,9 +544,23 @@ def dashboard_cmd(cfg: VarroConfig, port, bind) -> None:
 
     connection = connect(cfg.redis_url, cfg.data_path)
     url = cfg.redis_url or f"unix://{connection.connection_pool.connection_kwargs['path']}"
-    sys.exit(subprocess.call([sys.executable, "-m", "rq_dashboard", "--redis-url", url, "--port", str(port),
-                              "--bind", bind]))
+    sys.exit(
+        subprocess.call([sys.executable, "-m", "rq_dashboard", "--redis-url", url, "--port", str(port), "--bind", bind])
+    )
 
 
-commands = [run_cmd, daily_cmd, backfill_cmd, override_cmd, replay_cmd, verify_cmd, rebuild_cmd,
-            status_cmd, lineage_cmd, worker_cmd, dispatcher_cmd, scheduler_cmd, dashboard_cmd]
+commands = [
+    run_cmd,
+    daily_cmd,
+    backfill_cmd,
+    override_cmd,
+    replay_cmd,
+    verify_cmd,
+    rebuild_cmd,
+    status_cmd,
+    lineage_cmd,
+    worker_cmd,
+    dispatcher_cmd,
+    scheduler_cmd,
+    dashboard_cmd,
+]

@@ -70,7 +70,9 @@ def build_sequences(artifact: RolloutArtifact, groups: Sequence[RankedGroup]) ->
     out: list[list[TrainingSequence]] = []
     for group in groups:
         if group.headline_id not in prompts:
-            raise TrainingDataError(f"headline {group.headline_id} is ranked but has no prompt in the roll-out artifact")
+            raise TrainingDataError(
+                f"headline {group.headline_id} is ranked but has no prompt in the roll-out artifact"
+            )
         if not (len(group.ranks) == len(group.rewards) == len(group.raw_scores)):
             raise TrainingDataError(
                 f"headline {group.headline_id}: {len(group.ranks)} ranks, {len(group.rewards)} rewards, "
@@ -80,7 +82,7 @@ def build_sequences(artifact: RolloutArtifact, groups: Sequence[RankedGroup]) ->
         if not prompt:
             raise TrainingDataError(f"headline {group.headline_id} has an empty prompt")
         seqs = []
-        for index, (rank, reward, raw) in enumerate(zip(group.ranks, group.rewards, group.raw_scores)):
+        for index, (rank, reward, raw) in enumerate(zip(group.ranks, group.rewards, group.raw_scores, strict=True)):
             record = records.get((group.headline_id, index))
             if record is None:
                 raise TrainingDataError(f"roll-out {group.headline_id}#{index} is ranked but not in the artifact")

@@ -30,10 +30,7 @@ def output_weight(model: nn.Module) -> mx.array:
     inner = getattr(model, "model", None)
     if inner is None or args is None:
         raise UnsupportedModelError(f"{type(model).__name__} has no `.model` backbone and `.args`")
-    if getattr(args, "tie_word_embeddings", False):
-        layer = inner.embed_tokens
-    else:
-        layer = getattr(model, "lm_head", None)
+    layer = inner.embed_tokens if getattr(args, "tie_word_embeddings", False) else getattr(model, "lm_head", None)
     if not isinstance(layer, (nn.Linear, nn.Embedding)) or isinstance(
         layer, (nn.QuantizedLinear, nn.QuantizedEmbedding)
     ):

@@ -84,8 +84,8 @@ from varro.config import TrainConfig
 from varro.gspo.advantages import compute_advantages
 from varro.gspo.batch import Batch, TrainingSequence, collate, microbatches, plan_minibatches
 from varro.gspo.logprobs import token_logprobs
-from varro.model.forward import Kernels
 from varro.gspo.objective import ClipRange, k3, policy_loss
+from varro.model.forward import Kernels
 
 
 class OptimizerStateError(ValueError):
@@ -128,9 +128,7 @@ def prepare_policy(model: nn.Module, cfg: TrainConfig, seed: int) -> nn.Module:
     if cfg.lora:
         mx.random.seed(seed)
         model.freeze()
-        linear_to_lora_layers(
-            model, cfg.lora_layers, {"rank": cfg.lora_rank, "scale": cfg.lora_scale, "dropout": 0.0}
-        )
+        linear_to_lora_layers(model, cfg.lora_layers, {"rank": cfg.lora_rank, "scale": cfg.lora_scale, "dropout": 0.0})
     model.train()
     return model
 
@@ -160,8 +158,9 @@ def sequence_logprobs(
         part = seqs[i : i + batch_size]
         batch = collate(part, loss_on=loss_on)
         lp = np.array(
-            token_logprobs(model, mx.array(batch.tokens), chunk=chunk, start=batch.start, temperature=temperature,
-                           kernels=kernels)
+            token_logprobs(
+                model, mx.array(batch.tokens), chunk=chunk, start=batch.start, temperature=temperature, kernels=kernels
+            )
         )
         for b, s in enumerate(part):
             first, n = loss_span(s, loss_on)
@@ -180,7 +179,7 @@ def loss_span(seq: TrainingSequence, loss_on: str) -> tuple[int, int]:
 def align(batch: Batch, seqs: Sequence[TrainingSequence], values: Sequence[np.ndarray], loss_on: str) -> np.ndarray:
     """Place per-sequence loss-position values into a batch's columns (0 elsewhere)."""
     out = np.zeros(batch.loss_mask.shape, dtype=np.float32)
-    for b, (s, v) in enumerate(zip(seqs, values)):
+    for b, (s, v) in enumerate(zip(seqs, values, strict=True)):
         first, n = loss_span(s, loss_on)
         out[b, first - batch.start : first - batch.start + n] = v
     return out
@@ -216,8 +215,9 @@ def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float
     kernels = epoch_kernels(cfg, kernels)
 
     def micro_loss(tokens, mask, old_lp, adv, w, ref_lp, denom, start):
-        logp = token_logprobs(model, tokens, chunk=cfg.logprob_chunk, start=start, temperature=temperature,
-                              kernels=kernels)
+        logp = token_logprobs(
+            model, tokens, chunk=cfg.logprob_chunk, start=start, temperature=temperature, kernels=kernels
+        )
         return policy_loss(
             logp, old_lp, mask, adv, variant=cfg.variant, clip=clip, denom=denom, weights=w, ref=ref_lp, beta=cfg.beta
         )
@@ -240,9 +240,7 @@ def minibatch_gradient(loss_and_grad, data: EpochData, part: np.ndarray, cfg: Tr
     for idx in microbatches(part, cfg.microbatch_size):
         seqs = [data.seqs[i] for i in idx]
         batch = collate(seqs, loss_on=cfg.loss_on)
-        ref = (
-            mx.array(align(batch, seqs, [data.ref[i] for i in idx], cfg.loss_on)) if data.ref is not None else None
-        )
+        ref = mx.array(align(batch, seqs, [data.ref[i] for i in idx], cfg.loss_on)) if data.ref is not None else None
         (loss, st), g = loss_and_grad(
             mx.array(batch.tokens),
             mx.array(batch.loss_mask),
@@ -309,7 +307,9 @@ def train_epoch(
     if cfg.pi_old == "behaviour" and cfg.is_cap <= 0:
         raise ValueError(f"train.is_cap must be > 0, got {cfg.is_cap}")
     if cfg.grad_clip <= 0 or cfg.learning_rate <= 0:
-        raise ValueError(f"train.grad_clip and train.learning_rate must be > 0, got {cfg.grad_clip}, {cfg.learning_rate}")
+        raise ValueError(
+            f"train.grad_clip and train.learning_rate must be > 0, got {cfg.grad_clip}, {cfg.learning_rate}"
+        )
     started = time.perf_counter()
     mx.reset_peak_memory()
     mx.random.seed(seed)
@@ -329,11 +329,13 @@ def train_epoch(
     above = np.concatenate([np.asarray([s.reward for s in g]) > np.mean([s.reward for s in g]) for g in groups])
     below = np.concatenate([np.asarray([s.reward for s in g]) < np.mean([s.reward for s in g]) for g in groups])
 
-    old = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature,
-                            kernels=kernels)
+    old = sequence_logprobs(
+        model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
+    )
     ref = (
-        sequence_logprobs(reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature,
-                          kernels=kernels)
+        sequence_logprobs(
+            reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
+        )
         if cfg.beta > 0
         else None
     )
@@ -370,13 +372,12 @@ def train_epoch(
         norms.append(norm.item())
     loop_s = time.perf_counter() - loop_started
 
-    new = sequence_logprobs(model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature,
-                            kernels=kernels)
-    gains = np.array([float(np.mean(n.astype(np.float64) - o)) for n, o in zip(new, old)])
-    kl_k3 = np.array([float(np.mean(np.array(k3(mx.array(n), mx.array(o))))) for n, o in zip(new, old)])
-    improvement = (
-        float(gains[above].mean() - gains[below].mean()) if above.any() and below.any() else 0.0
+    new = sequence_logprobs(
+        model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
     )
+    gains = np.array([float(np.mean(n.astype(np.float64) - o)) for n, o in zip(new, old, strict=True)])
+    kl_k3 = np.array([float(np.mean(np.array(k3(mx.array(n), mx.array(o))))) for n, o in zip(new, old, strict=True)])
+    improvement = float(gains[above].mean() - gains[below].mean()) if above.any() and below.any() else 0.0
     model = fuse_lora(model) if cfg.lora else model
     abs_log_s = np.abs(np.concatenate(log_ratios))
     raw = [s.raw_score for s in seqs if s.raw_score is not None]

@@ -149,9 +149,16 @@ def assemble(
         name = read.name if names[read.name] == 1 else f"{read.name} ({names[read.name]})"
         if read.payload is not None:
             payloads[name] = read.payload
-        row = {"source": name, "status": read.status, "fetched": len(read.items) + sum(read.skipped.values()),
-               "kept": 0, "dropped_by_filter": 0, "duplicates": 0, "skipped": Counter(read.skipped),
-               "error": read.error}
+        row = {
+            "source": name,
+            "status": read.status,
+            "fetched": len(read.items) + sum(read.skipped.values()),
+            "kept": 0,
+            "dropped_by_filter": 0,
+            "duplicates": 0,
+            "skipped": Counter(read.skipped),
+            "error": read.error,
+        }
         rows.append(row)
         for item in read.items:
             text = clean_text(item.title, source_title=item.source_title) if isinstance(item.title, str) else ""
@@ -181,15 +188,21 @@ def assemble(
             seen_ids.add(hid)
             seen_urls.add(url)
             source = item.source or read.default_source or source_name(url) or read.name
-            chosen.append((index, Headline(id=hid, text=text, source=source, url=url,
-                                           published=published, category=category)))
+            chosen.append(
+                (index, Headline(id=hid, text=text, source=source, url=url, published=published, category=category))
+            )
             row["kept"] += 1
     chosen = _cap(chosen, date, cfg.cap_per_day, rows)
     reports = [
         SourceReport(
-            source=r["source"], status=r["status"], fetched=r["fetched"], kept=r["kept"],
-            dropped_by_filter=r["dropped_by_filter"], duplicates=r["duplicates"],
-            skipped=dict(sorted(r["skipped"].items())), error=r["error"],
+            source=r["source"],
+            status=r["status"],
+            fetched=r["fetched"],
+            kept=r["kept"],
+            dropped_by_filter=r["dropped_by_filter"],
+            duplicates=r["duplicates"],
+            skipped=dict(sorted(r["skipped"].items())),
+            error=r["error"],
         )
         for r in rows
     ]

@@ -68,7 +68,7 @@ def _json_records(text: str, read: SourceRead) -> list[object]:
     if isinstance(data, dict):
         data = data.get("headlines", data.get("items"))
     if not isinstance(data, list):
-        _fail(read, "JSON must be a list of headline objects or {\"headlines\": [...]}")
+        _fail(read, 'JSON must be a list of headline objects or {"headlines": [...]}')
         return []
     return data
 
@@ -88,11 +88,7 @@ def _jsonl_records(text: str, read: SourceRead) -> list[object]:
 def _csv_records(text: str, read: SourceRead) -> list[object]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in reader.fieldnames or []]
-    missing = [
-        keys[0]
-        for keys in (TEXT_KEYS, LINK_KEYS)
-        if not any(k in columns for k in keys)
-    ]
+    missing = [keys[0] for keys in (TEXT_KEYS, LINK_KEYS) if not any(k in columns for k in keys)]
     if missing:
         _fail(read, f"CSV is missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'no header'})")
         return []

@@ -41,5 +41,5 @@ class SourceRead:
     date_hint: str | None = None
 
     @classmethod
-    def failed(cls, name: str, category: Category, error: str, payload: bytes | None = None) -> "SourceRead":
+    def failed(cls, name: str, category: Category, error: str, payload: bytes | None = None) -> SourceRead:
         return cls(name=name, category=category, status="failed", error=error, payload=payload)

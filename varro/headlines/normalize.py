@@ -25,10 +25,36 @@ _TRANSLATE = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–
 
 # Query parameters that only say who sent the reader, never which page it is.
 _TRACKING = {
-    "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid", "mc_cid", "mc_eid",
-    "_hsenc", "_hsmi", "mkt_tok", "ref", "ref_src", "cmpid", "ncid", "sr_share", "guccounter",
-    "guce_referrer", "guce_referrer_sig", "soc_src", "soc_trk", "__source", "taid", "yptr", "ocid",
-    "smid", "cid", "oref",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "gbraid",
+    "wbraid",
+    "msclkid",
+    "yclid",
+    "igshid",
+    "mc_cid",
+    "mc_eid",
+    "_hsenc",
+    "_hsmi",
+    "mkt_tok",
+    "ref",
+    "ref_src",
+    "cmpid",
+    "ncid",
+    "sr_share",
+    "guccounter",
+    "guce_referrer",
+    "guce_referrer_sig",
+    "soc_src",
+    "soc_trk",
+    "__source",
+    "taid",
+    "yptr",
+    "ocid",
+    "smid",
+    "cid",
+    "oref",
 }
 _TRACKING_PREFIXES = ("utm_", "__twitter", "_ga", "mtm_", "pk_")
 
@@ -37,8 +63,23 @@ _REDIRECT_PARAMS = ("url", "u", "q", "target", "dest", "destination", "redirect"
 
 # Two-label public suffixes, so "feeds.bbci.co.uk" is named "bbci.co.uk", not "co.uk".
 _SECOND_LEVEL = {
-    "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "co.nz", "co.jp", "co.in", "co.za",
-    "com.br", "com.cn", "com.hk", "com.sg", "co.kr", "com.mx", "com.tr",
+    "co.uk",
+    "org.uk",
+    "ac.uk",
+    "gov.uk",
+    "com.au",
+    "net.au",
+    "co.nz",
+    "co.jp",
+    "co.in",
+    "co.za",
+    "com.br",
+    "com.cn",
+    "com.hk",
+    "com.sg",
+    "co.kr",
+    "com.mx",
+    "com.tr",
 }
 
 
@@ -90,7 +131,7 @@ def canonical_url(url: str | None) -> str | None:
         return None
     scheme = parts.scheme.lower()
     host = parts.hostname.lower().rstrip(".")
-    if port and not (scheme == "http" and port == 80 or scheme == "https" and port == 443):
+    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
         host = f"{host}:{port}"
     query = [
         (k, v)
@@ -143,10 +184,10 @@ def to_utc_iso(value: object) -> str | None:
     if isinstance(value, dt.datetime):
         when = value
     elif isinstance(value, time.struct_time):
-        when = dt.datetime(*value[:6], tzinfo=dt.timezone.utc)
+        when = dt.datetime(*value[:6], tzinfo=dt.UTC)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            when = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+            when = dt.datetime.fromtimestamp(value, dt.UTC)
         except (OverflowError, OSError, ValueError):
             return None
     elif isinstance(value, str):
@@ -156,8 +197,8 @@ def to_utc_iso(value: object) -> str | None:
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _parse_time_text(text: str) -> dt.datetime | None:

@@ -18,14 +18,32 @@ from varro.judging.selection import GroupToRank, rank_groups
 from varro.judging.semantic import SemanticJudge
 
 __all__ = [
-    "DayRanking", "GroupToRank", "Judge", "JudgeError", "JudgeFailed", "JudgePrompt", "LexicalJudge", "NoOutcomes",
-    "OutcomesMissing", "RoundAnswer", "RoundRequest", "SemanticJudge", "build_judge", "build_judges", "outcome_date_for", "outcome_headlines",
-    "rank_day", "rank_groups", "rewards_from_ranks", "strict_ranks",
+    "DayRanking",
+    "GroupToRank",
+    "Judge",
+    "JudgeError",
+    "JudgeFailed",
+    "JudgePrompt",
+    "LexicalJudge",
+    "NoOutcomes",
+    "OutcomesMissing",
+    "RoundAnswer",
+    "RoundRequest",
+    "SemanticJudge",
+    "build_judge",
+    "build_judges",
+    "outcome_date_for",
+    "outcome_headlines",
+    "rank_day",
+    "rank_groups",
+    "rewards_from_ranks",
+    "strict_ranks",
 ]
 
 
-def build_judge(kind: str, cfg: JudgeConfig, *, model: Any = None, tokenizer: Any = None,
-                model_name: str = "") -> Judge:
+def build_judge(
+    kind: str, cfg: JudgeConfig, *, model: Any = None, tokenizer: Any = None, model_name: str = ""
+) -> Judge:
     """One judge of `kind`; the mlx judge needs the loaded model and tokenizer."""
     prompt = JudgePrompt(max_outcomes=cfg.max_outcomes, candidate_chars=cfg.candidate_chars)
     if kind == "lexical":
@@ -37,21 +55,33 @@ def build_judge(kind: str, cfg: JudgeConfig, *, model: Any = None, tokenizer: An
     if kind == "http":
         from varro.judging.http import HttpJudge
 
-        return HttpJudge(cfg.http_url, cfg.http_model, api_key=os.environ.get(cfg.http_api_key_env),
-                         timeout_s=cfg.http_timeout_s, retries=cfg.retries, backoff_s=cfg.http_backoff_s,
-                         prompt=prompt)
+        return HttpJudge(
+            cfg.http_url,
+            cfg.http_model,
+            api_key=os.environ.get(cfg.http_api_key_env),
+            timeout_s=cfg.http_timeout_s,
+            retries=cfg.retries,
+            backoff_s=cfg.http_backoff_s,
+            prompt=prompt,
+        )
     if kind == "mlx":
         if model is None or tokenizer is None:
             raise JudgeError("the mlx judge needs a loaded model and tokenizer")
         from varro.judging.local import MlxJudge
 
-        return MlxJudge(model, tokenizer, name=f"mlx:{model_name}" if model_name else "mlx",
-                        batch_size=cfg.batch_size, prompt=prompt)
+        return MlxJudge(
+            model,
+            tokenizer,
+            name=f"mlx:{model_name}" if model_name else "mlx",
+            batch_size=cfg.batch_size,
+            prompt=prompt,
+        )
     raise JudgeError(f"unknown judge kind {kind!r} (known: lexical, semantic, http, mlx)")
 
 
-def build_judges(cfg: JudgeConfig, *, model: Any = None, tokenizer: Any = None,
-                 model_name: str = "") -> tuple[Judge, Judge | None]:
+def build_judges(
+    cfg: JudgeConfig, *, model: Any = None, tokenizer: Any = None, model_name: str = ""
+) -> tuple[Judge, Judge | None]:
     """The configured primary judge and its fallback (None for fallback = "none")."""
     primary = build_judge(cfg.kind, cfg, model=model, tokenizer=tokenizer, model_name=model_name)
     fallback = None if cfg.fallback == "none" else build_judge(cfg.fallback, cfg)

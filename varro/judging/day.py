@@ -17,8 +17,15 @@ class DayRanking:
     stats: RankStats
 
 
-def rank_day(groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: Judge, fallback: Judge | None,
-             *, seed: int, agreement_groups: int) -> DayRanking:
+def rank_day(
+    groups: Sequence[GroupToRank],
+    outcomes: Sequence[str],
+    judge: Judge,
+    fallback: Judge | None,
+    *,
+    seed: int,
+    agreement_groups: int,
+) -> DayRanking:
     """Rank all groups, then re-judge a seeded sample in reversed shown order.
 
     The re-judge measures how much the ranking depends on the order the
@@ -29,7 +36,8 @@ def rank_day(groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: Judg
     sample = set(agreement_sample(ranked, agreement_groups, seed))
     rho, counted = None, 0
     if sample:
-        again = rank_groups([g for g in groups if g.headline_id in sample], outcomes, judge, fallback,
-                            seed=seed, reverse=True)
+        again = rank_groups(
+            [g for g in groups if g.headline_id in sample], outcomes, judge, fallback, seed=seed, reverse=True
+        )
         rho, counted = agreement(ranked, again)
     return DayRanking(ranked, day_stats(ranked, judge.name, agreement_rho=rho, agreement_groups=counted))

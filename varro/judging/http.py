@@ -39,9 +39,18 @@ def parse_letter(content: str, letters: str) -> int:
 
 
 class HttpJudge:
-    def __init__(self, url: str, model: str, *, api_key: str | None = None, timeout_s: float = 30.0,
-                 retries: int = 3, backoff_s: float = 0.5, prompt: JudgePrompt = JudgePrompt(),
-                 client: httpx.Client | None = None):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        prompt: JudgePrompt = JudgePrompt(),
+        client: httpx.Client | None = None,
+    ):
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         self.name = f"http:{model}"
@@ -80,7 +89,9 @@ class HttpJudge:
             except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
                 raw, error = "", f"{type(exc).__name__}: {exc}"
         return RoundAnswer(
-            choice=None, raw=raw, retries=self.retries,
+            choice=None,
+            raw=raw,
+            retries=self.retries,
             error=f"{self.retries + 1} attempts failed, last: {error}",
         )
 

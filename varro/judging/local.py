@@ -115,8 +115,16 @@ def prompt_template(tokenizer: Any, *, chat: bool | None = None) -> PromptTempla
 class MlxJudge:
     """Greedy, letter-constrained choice by a local model; see the module docstring."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str = "mlx", batch_size: int = 32,
-                 prompt: JudgePrompt = JudgePrompt(), chat: bool | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "mlx",
+        batch_size: int = 32,
+        prompt: JudgePrompt = JudgePrompt(),
+        chat: bool | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -136,7 +144,9 @@ class MlxJudge:
             return shared, round_text + self.template.answer_cue
         rendered = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": shared + _SPLIT + round_text}],
-            tokenize=False, add_generation_prompt=True, enable_thinking=False,
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=False,
         )
         head, sep, tail = rendered.partition(_SPLIT)
         if not sep:
@@ -145,7 +155,9 @@ class MlxJudge:
 
     def prompt_ids(self, request: RoundRequest) -> tuple[list[int], list[int]]:
         head, tail = self.texts(request)
-        return _encode(self.tokenizer, head, special=not self.template.chat), _encode(self.tokenizer, tail, special=False)
+        return _encode(self.tokenizer, head, special=not self.template.chat), _encode(
+            self.tokenizer, tail, special=False
+        )
 
     # ------------------------------------------------------------ judging
 
@@ -158,9 +170,9 @@ class MlxJudge:
         for head, rows in by_prefix.items():
             prefix = self._prefix(head)
             for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start:start + self.batch_size]
+                chunk = rows[start : start + self.batch_size]
                 logits = self._next_token_logits(prefix, [tail for _, tail in chunk])
-                for (i, _), row in zip(chunk, logits):
+                for (i, _), row in zip(chunk, logits, strict=True):
                     answers[i] = self._answer(rounds[i], row)
         return answers
 
@@ -196,7 +208,7 @@ class MlxJudge:
             raise JudgeError("a judge round prompt encoded to no tokens")
         width = max(len(t) for t in tails)
         pads = [width - len(t) for t in tails]
-        tokens = mx.array([[0] * pad + tail for pad, tail in zip(pads, tails)])
+        tokens = mx.array([[0] * pad + tail for pad, tail in zip(pads, tails, strict=True)])
         cache = [SharedPrefixCache(k, v, pads) for k, v in prefix]
         if width > 1:
             self.model(tokens[:, :-1], cache=cache)

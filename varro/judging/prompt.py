@@ -37,7 +37,7 @@ class JudgePrompt:
     def round(self, request: RoundRequest) -> str:
         shown = "\n\n".join(
             f"{letter}: {_clip(text, self.candidate_chars)}"
-            for letter, text in zip(request.letters, request.candidates)
+            for letter, text in zip(request.letters, request.candidates, strict=True)
         )
         choices = ", ".join(request.letters)
         return (

@@ -40,8 +40,9 @@ class Selection:
     failure: str | None = None
 
 
-def shown_order(remaining: Sequence[int], seed: int, headline_id: str, round_index: int,
-                *, reverse: bool = False) -> list[int]:
+def shown_order(
+    remaining: Sequence[int], seed: int, headline_id: str, round_index: int, *, reverse: bool = False
+) -> list[int]:
     """The order round `round_index` shows the remaining roll-outs in.
 
     A sort by a hash of (seed, headline id, round, roll-out index) rather than a
@@ -55,15 +56,17 @@ def shown_order(remaining: Sequence[int], seed: int, headline_id: str, round_ind
     return order[::-1] if reverse else order
 
 
-def select(groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: Judge, *, seed: int,
-           reverse: bool = False) -> list[Selection]:
+def select(
+    groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: Judge, *, seed: int, reverse: bool = False
+) -> list[Selection]:
     """Run the rounds for all groups together; one `judge.pick` call per round."""
     states = [Selection(raw_scores=[None] * len(g.texts)) for g in groups]
     outcome_texts = tuple(outcomes)
     round_index = 0
     while True:
         active = [
-            i for i, (g, s) in enumerate(zip(groups, states))
+            i
+            for i, (g, s) in enumerate(zip(groups, states, strict=True))
             if s.failure is None and len(g.texts) - len(s.picks) >= 2
         ]
         if not active:
@@ -74,16 +77,18 @@ def select(groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: Judge,
             group, state = groups[i], states[i]
             remaining = [j for j in range(len(group.texts)) if j not in state.picks]
             shown[i] = shown_order(remaining, seed, group.headline_id, round_index, reverse=reverse)
-            requests.append(RoundRequest(
-                key=group.headline_id,
-                headline=group.headline,
-                outcomes=outcome_texts,
-                candidates=tuple(group.texts[j] for j in shown[i]),
-            ))
+            requests.append(
+                RoundRequest(
+                    key=group.headline_id,
+                    headline=group.headline,
+                    outcomes=outcome_texts,
+                    candidates=tuple(group.texts[j] for j in shown[i]),
+                )
+            )
         answers = judge.pick(requests)
         if len(answers) != len(requests):
             raise JudgeFailed(f"judge {judge.name} answered {len(answers)} of {len(requests)} rounds")
-        for i, answer in zip(active, answers):
+        for i, answer in zip(active, answers, strict=True):
             state, order = states[i], shown[i]
             state.retries += answer.retries
             valid = answer.choice is not None and 0 <= answer.choice < len(order)
@@ -97,13 +102,20 @@ def select(groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: Judge,
                 continue
             state.picks.append(pick)
             if round_index == 0 and answer.scores is not None:
-                for position, score in zip(order, answer.scores):
+                for position, score in zip(order, answer.scores, strict=True):
                     state.raw_scores[position] = float(score)
         round_index += 1
 
 
-def rank_groups(groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: Judge,
-                fallback: Judge | None, *, seed: int, reverse: bool = False) -> list[RankedGroup]:
+def rank_groups(
+    groups: Sequence[GroupToRank],
+    outcomes: Sequence[str],
+    judge: Judge,
+    fallback: Judge | None,
+    *,
+    seed: int,
+    reverse: bool = False,
+) -> list[RankedGroup]:
     """Rank every group with `judge`; a group it gives up on is ranked again by `fallback`.
 
     The fallback ranks the whole group from scratch so that one judge stands
@@ -113,26 +125,38 @@ def rank_groups(groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: J
     judge (rank 1, reward 0.5); groups of none are recorded empty.
     """
     rankable = [i for i, g in enumerate(groups) if len(g.texts) >= 2]
-    primary = dict(zip(rankable, select([groups[i] for i in rankable], outcomes, judge,
-                                        seed=seed, reverse=reverse)))
+    primary = dict(
+        zip(rankable, select([groups[i] for i in rankable], outcomes, judge, seed=seed, reverse=reverse), strict=True)
+    )
     failed = [i for i in rankable if primary[i].failure is not None]
     if failed and fallback is None:
         raise JudgeFailed(
             f"{len(failed)} group(s) could not be ranked and no fallback judge is configured; first: "
             f"{groups[failed[0]].headline_id}: {primary[failed[0]].failure}"
         )
-    second = dict(zip(failed, select([groups[i] for i in failed], outcomes, fallback,
-                                     seed=seed, reverse=reverse))) if failed else {}
+    second = (
+        dict(
+            zip(
+                failed, select([groups[i] for i in failed], outcomes, fallback, seed=seed, reverse=reverse), strict=True
+            )
+        )
+        if failed
+        else {}
+    )
     ranked = []
     for i, group in enumerate(groups):
         size = len(group.texts)
         if i not in primary:
             ranks = strict_ranks([], size) if size else []
-            ranked.append(RankedGroup(
-                headline_id=group.headline_id, ranks=ranks,
-                rewards=rewards_from_ranks(ranks, size) if size else [],
-                raw_scores=[None] * size, judge=NO_JUDGE,
-            ))
+            ranked.append(
+                RankedGroup(
+                    headline_id=group.headline_id,
+                    ranks=ranks,
+                    rewards=rewards_from_ranks(ranks, size) if size else [],
+                    raw_scores=[None] * size,
+                    judge=NO_JUDGE,
+                )
+            )
             continue
         first = primary[i]
         final, by, failed_rounds = first, judge.name, []
@@ -141,15 +165,17 @@ def rank_groups(groups: Sequence[GroupToRank], outcomes: Sequence[str], judge: J
             if final.failure is not None:
                 raise JudgeFailed(f"group {group.headline_id}: {first.failure}; fallback: {final.failure}")
         ranks = strict_ranks(final.picks, size)
-        ranked.append(RankedGroup(
-            headline_id=group.headline_id,
-            ranks=ranks,
-            rewards=rewards_from_ranks(ranks, size),
-            raw_scores=final.raw_scores,
-            rounds=final.rounds,
-            retries=first.retries + (final.retries if final is not first else 0),
-            judge=by,
-            fallback_reason=first.failure,
-            failed_rounds=failed_rounds,
-        ))
+        ranked.append(
+            RankedGroup(
+                headline_id=group.headline_id,
+                ranks=ranks,
+                rewards=rewards_from_ranks(ranks, size),
+                raw_scores=final.raw_scores,
+                rounds=final.rounds,
+                retries=first.retries + (final.retries if final is not first else 0),
+                judge=by,
+                fallback_reason=first.failure,
+                failed_rounds=failed_rounds,
+            )
+        )
     return ranked

@@ -50,7 +50,7 @@ def average_ranks(values: Sequence[float]) -> np.ndarray:
         j = i
         while j + 1 < len(data) and data[order[j + 1]] == data[order[i]]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks
 
@@ -68,7 +68,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
 def agreement_sample(groups: Sequence[RankedGroup], k: int, seed: int) -> list[str]:
     """Headline ids of up to `k` judged groups, chosen by a seeded hash (stable across runs)."""
     judged = [g.headline_id for g in groups if g.judge != NO_JUDGE and len(g.ranks) >= 2]
-    return sorted(judged, key=lambda hid: sha256_hex(f"{seed}\x1fagreement\x1f{hid}".encode()))[:max(k, 0)]
+    return sorted(judged, key=lambda hid: sha256_hex(f"{seed}\x1fagreement\x1f{hid}".encode()))[: max(k, 0)]
 
 
 def agreement(original: Sequence[RankedGroup], rejudged: Sequence[RankedGroup]) -> tuple[float | None, int]:
@@ -89,8 +89,9 @@ def agreement(original: Sequence[RankedGroup], rejudged: Sequence[RankedGroup]) 
     return (float(np.mean(rhos)) if rhos else None), len(rhos)
 
 
-def day_stats(groups: Sequence[RankedGroup], primary: str, *, agreement_rho: float | None = None,
-              agreement_groups: int = 0) -> RankStats:
+def day_stats(
+    groups: Sequence[RankedGroup], primary: str, *, agreement_rho: float | None = None, agreement_groups: int = 0
+) -> RankStats:
     """The day's `RankStats`; `primary_share` is 1.0 when no group needed a judge at all."""
     rewards = np.array([r for g in groups for r in g.rewards], dtype=float)
     judged = [g for g in groups if g.judge != NO_JUDGE]

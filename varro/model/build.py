@@ -200,7 +200,7 @@ def chat_sequences(examples: list[Example], hf_tokenizer, seed: int) -> list[tup
             messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
         )
         prompt_ids = hf_tokenizer.encode(prompt, add_special_tokens=False)
-        response_ids = hf_tokenizer.encode(example.prediction, add_special_tokens=False) + [im_end]
+        response_ids = [*hf_tokenizer.encode(example.prediction, add_special_tokens=False), im_end]
         sequences.append((prompt_ids, response_ids))
     return sequences
 
@@ -282,8 +282,7 @@ def build(out: Path, recipe: Recipe = Recipe(), log=print) -> Path:
     eos_ids = [tokenizer.token_to_id(IM_END), tokenizer.token_to_id(END_OF_TEXT)]
     config = model_config(recipe, tokenizer.get_vocab_size(), eos_ids)
     sequences = chat_sequences(examples, hf_tokenizer, recipe.seed)
-    log(f"{len(examples)} examples, vocab {config['vocab_size']}, "
-        f"{sum(len(p) + len(r) for p, r in sequences)} tokens")
+    log(f"{len(examples)} examples, vocab {config['vocab_size']}, {sum(len(p) + len(r) for p, r in sequences)} tokens")
     model = train_model(config, sequences, recipe, log=log)
     weights = dict(sorted(tree_flatten(model.parameters())))
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})

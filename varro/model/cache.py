@@ -20,9 +20,10 @@ import gc
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from events.schema import CheckpointRef
 from varro.artifacts import fsync_dir
@@ -88,7 +89,7 @@ def _complete(path: Path) -> bool:
 class ModelCache:
     """Holds one loaded model and hands it out while the requested checkpoint matches."""
 
-    def __init__(self, cfg: "VarroConfig"):
+    def __init__(self, cfg: VarroConfig):
         self.cfg = cfg
         self._loaded: LoadedModel | None = None
         self._hashes: dict[tuple[str, float], str] = {}
@@ -114,8 +115,7 @@ class ModelCache:
             if _complete(path):
                 return path
         raise ModelError(
-            f"checkpoint {ref.sha256[:12]} ({ref.base_model}) not found at "
-            + " or ".join(str(p) for p in candidates)
+            f"checkpoint {ref.sha256[:12]} ({ref.base_model}) not found at " + " or ".join(str(p) for p in candidates)
         )
 
     def load(self, ref: CheckpointRef) -> LoadedModel:

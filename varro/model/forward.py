@@ -82,7 +82,7 @@ def hidden_states(model, inputs: mx.array, cache: list) -> mx.array:
     inner = model.model
     h = inner.embed_tokens(inputs)
     mask = create_attention_mask(h, cache[0])
-    for layer, layer_cache in zip(inner.layers, cache):
+    for layer, layer_cache in zip(inner.layers, cache, strict=True):
         h = h + _attention(layer.self_attn, layer.input_layernorm(h), mask, layer_cache)
         h = h + _swiglu_mlp(layer.mlp, layer.post_attention_layernorm(h))
     return inner.norm(h)
