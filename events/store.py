@@ -55,6 +55,11 @@ def index_key(ns: str, event_type: str, date: str) -> str:
     return key(ns, "idx", event_type, date)
 
 
+def shards_key(ns: str, date: str, cause: str) -> str:
+    """Coordination state of a sharded generation (not history): shard -> artifact ref."""
+    return key(ns, "shards", date, cause)
+
+
 def dates_key(ns: str, event_type: str) -> str:
     return key(ns, "dates", event_type)
 

@@ -13,15 +13,20 @@ from pathlib import Path
 
 import msgspec
 
+from events.errors import PermanentError
 from events.ids import derive_event_id, validate_date
 from events.schema import HeadlinesFetched
-from events.store import Appended
+from events.store import Appended, EventStore
 from jobs.context import JobContext, force_input
 from varro.artifacts import ArtifactError
 from varro.headlines.collect import NoHeadlinesError, SourceKind, collect
 from varro.headlines.items import SourceRead
 
 PAYLOAD_KIND = "feed-payload"
+
+
+class ReplaySourceMissing(PermanentError, LookupError):
+    """A replay asked for a day its source namespace never fetched."""
 
 
 def feed_state_path(ctx: JobContext) -> Path:
@@ -101,3 +106,21 @@ def _recall(ctx: JobContext, sha256: str) -> bytes | None:
         return ctx.artifacts.get(sha256)
     except ArtifactError:
         return None
+
+
+def copy_recorded_headlines(ctx: JobContext, date: str, source_ns: str) -> Appended:
+    """Replay's fetch: re-record exactly what `source_ns` fetched that day; never the network."""
+    recorded = EventStore(ctx.store.redis, source_ns).latest("HeadlinesFetched", date)
+    if not isinstance(recorded, HeadlinesFetched):
+        raise ReplaySourceMissing(f"namespace {source_ns!r} has no HeadlinesFetched for {date} to replay")
+    event_id = derive_event_id(ctx.ns, "HeadlinesFetched", date, [f"replay:{recorded.event_id}"])
+    copy = msgspec.structs.replace(
+        recorded,
+        event_id=event_id,
+        ns=ctx.ns,
+        correlation_id=ctx.correlation_id or event_id,
+        causation_id=recorded.event_id,
+        prev_hash="",
+        recorded_at="",
+    )
+    return ctx.store.append(copy)

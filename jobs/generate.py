@@ -21,7 +21,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from events.ids import canonical_hash, derive_event_id, sha256_hex, validate_date
+from events.errors import PermanentError
+from events.ids import canonical_hash, sha256_hex, validate_date
 from events.schema import (
     ArtifactRef,
     CheckpointRef,
@@ -34,7 +35,7 @@ from events.schema import (
     SamplerSpec,
 )
 from events.store import Appended
-from jobs.context import JobContext, derive_seed, force_input, parent_checkpoint
+from jobs.context import JobContext, derive_seed, identify, parent_checkpoint
 from jobs.daily import run_seed
 from varro import rollouts
 from varro.prompts import prompt_hash, prompt_ids
@@ -43,7 +44,7 @@ ARTIFACT_KIND = "rollouts"
 SHARD_KIND = "rollouts-shard"
 
 
-class GenerateInputError(RuntimeError):
+class GenerateInputError(PermanentError, RuntimeError):
     """The day cannot be generated from what is recorded (names what is missing)."""
 
 
@@ -60,6 +61,7 @@ class Plan:
     base_seed: int
     prompt_hash: str
     event_id: str
+    recorded: Appended | None  # the event these inputs already recorded, if any
     forced: bool
 
 
@@ -80,10 +82,7 @@ def plan_day(
     base_seed = run_seed(ctx, date) if base_seed is None else base_seed
     sampler = cfg.sampler()
     headlines = choose_headlines(fetched.headlines, cfg.generation.max_headlines, date)
-    from mlx_lm.utils import load_tokenizer
-
-    tokenizer = load_tokenizer(ctx.models.resolve(checkpoint))
-    p_hash = prompt_hash(cfg, tokenizer)
+    p_hash = prompt_hash(cfg, ctx.models.tokenizer(checkpoint))
     inputs = [
         fetched.event_id,
         checkpoint.sha256,
@@ -93,8 +92,7 @@ def plan_day(
         f"group:{cfg.generation.group_size}",
         f"cap:{cfg.generation.max_headlines}",
     ]
-    if force:
-        inputs.append(force_input(ctx.store, "RolloutsGenerated", date))
+    identity = identify(ctx, "RolloutsGenerated", date, inputs, force=force)
     return Plan(
         date=date,
         headlines_event=fetched,
@@ -104,7 +102,8 @@ def plan_day(
         group_size=cfg.generation.group_size,
         base_seed=base_seed,
         prompt_hash=p_hash,
-        event_id=derive_event_id(ctx.ns, "RolloutsGenerated", date, inputs),
+        event_id=identity.event_id,
+        recorded=identity.recorded,
         forced=force,
     )
 
@@ -126,9 +125,8 @@ def generate_rollouts_job(
     force: bool = False,
 ) -> Appended:
     plan = plan_day(ctx, date, checkpoint=checkpoint, base_seed=base_seed, force=force)
-    recorded = _recorded(ctx, plan)
-    if recorded is not None:
-        return recorded
+    if plan.recorded is not None:
+        return plan.recorded
     started = time.perf_counter()
     artifact = _generate(ctx, plan, plan.headlines)
     return _record(ctx, plan, artifact, time.perf_counter() - started)
@@ -168,9 +166,8 @@ def merge_shards(
     `stats.wall_s` of a merged event covers the merge only; the shards ran elsewhere.
     """
     plan = plan_day(ctx, date, checkpoint=checkpoint, base_seed=base_seed, force=force)
-    recorded = _recorded(ctx, plan)
-    if recorded is not None:
-        return recorded
+    if plan.recorded is not None:
+        return plan.recorded
     started = time.perf_counter()
     parts = [rollouts.decode(ctx.artifacts.get(ref)) for ref in shard_refs]
     for part in parts:
@@ -197,14 +194,6 @@ def merge_shards(
         rollouts=[r for hid in wanted for r in sorted(by_headline[hid], key=lambda r: r.index)],
     )
     return _record(ctx, plan, artifact, time.perf_counter() - started)
-
-
-def _recorded(ctx: JobContext, plan: Plan) -> Appended | None:
-    existing = ctx.store.get(plan.event_id)
-    if existing is None:
-        return None
-    ctx.log.info("rollouts already recorded", date=plan.date, event_id=plan.event_id)
-    return Appended(ctx.store.entry_id(plan.event_id), existing, False)
 
 
 def _generate(ctx: JobContext, plan: Plan, headlines: list[Headline]) -> rollouts.RolloutArtifact:

@@ -11,16 +11,19 @@ re-run on the same inputs returns the recorded event without judging.
 
 from __future__ import annotations
 
-from events.ids import derive_event_id, validate_date
+from events.errors import PermanentError
+from events.ids import validate_date
 from events.schema import HeadlinesFetched, Ranked, RolloutsGenerated
 from events.store import Appended
-from jobs.context import JobContext, derive_seed, force_input
+from jobs.context import JobContext, derive_seed, identify
 from jobs.daily import run_seed
 from varro.judging import GroupToRank, build_judges, rank_day
+from varro.judging.base import Judge
 from varro.judging.outcomes import OutcomesMissing, outcome_date_for, outcome_headlines, require_outcomes
+from varro.model.cache import load_local
 
 
-class RankInputError(RuntimeError):
+class RankInputError(PermanentError, RuntimeError):
     """Day `date` has nothing recorded to rank yet, or its record is inconsistent."""
 
 
@@ -48,13 +51,10 @@ def rank_job(
     inputs = [generated.event_id, outcomes_event.event_id, cfg.section_hash("judge"), f"seed:{seed}"]
     if judge_model is not None:
         inputs.append(f"judge-model:{judge_model}")
-    if force:
-        inputs.append(force_input(ctx.store, "Ranked", date))
-    event_id = derive_event_id(ctx.ns, "Ranked", date, inputs)
-    existing = ctx.store.get(event_id)
-    if existing is not None:
-        ctx.log.info("rank.exists", event_id=event_id)
-        return Appended(entry_id=ctx.store.entry_id(event_id), event=existing, created=False)
+    identity = identify(ctx, "Ranked", date, inputs, force=force)
+    if identity.recorded is not None:
+        return identity.recorded
+    event_id = identity.event_id
 
     predicted_from = ctx.store.get(generated.headlines_event_id)
     if not isinstance(predicted_from, HeadlinesFetched):
@@ -131,13 +131,11 @@ def _judge_model_ref(ctx: JobContext) -> str | None:
     return f"{base.base_model}@{base.sha256[:12]}"
 
 
-def _judges(ctx: JobContext, judge_model: str | None):
+def _judges(ctx: JobContext, judge_model: str | None) -> tuple[Judge, Judge | None]:
     if judge_model is None:
         return build_judges(ctx.cfg.judge)
     if ctx.cfg.judge.mlx_model:
-        import mlx_lm
-
-        model, tokenizer = mlx_lm.load(ctx.cfg.judge.mlx_model)
+        model, tokenizer = load_local(ctx.cfg.judge.mlx_model)
     else:
         loaded = ctx.models.load(ctx.models.base_ref())
         model, tokenizer = loaded.model, loaded.tokenizer

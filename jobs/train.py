@@ -20,32 +20,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlx.core as mx
-import mlx.nn as nn
 import msgspec
-from mlx.utils import tree_flatten
 
-from events.ids import canonical_hash, derive_event_id, validate_date
+from events.errors import PermanentError
+from events.ids import canonical_hash, validate_date
 from events.schema import CheckpointRef, EpochTrained, Ranked, RolloutsGenerated
 from events.store import Appended
-from jobs.context import JobContext, derive_seed, force_input, parent_checkpoint
+from jobs.context import JobContext, derive_seed, identify, parent_checkpoint, trained_after
 from jobs.daily import run_seed
 from varro import rollouts
 from varro.checkpoints import TrainerState, load_trainer_state, publish, save_checkpoint
 from varro.gspo.batch import build_sequences
 from varro.gspo.trainer import PriorState, train_epoch
+from varro.model.cache import trainable_copy
 
 
-class TrainInputError(RuntimeError):
+class TrainInputError(PermanentError, RuntimeError):
     """Day `date` has nothing recorded to train on yet (no `Ranked`, or its roll-outs are missing)."""
-
-
-def _private_copy(model: nn.Module) -> nn.Module:
-    """A new module holding the same (immutable) arrays: training replaces them only in the copy."""
-    copy = type(model)(model.args)
-    copy.load_weights(tree_flatten(model.parameters()))
-    mx.eval(copy.parameters())
-    return copy
 
 
 def train_job(
@@ -69,22 +60,20 @@ def train_job(
     seed = derive_seed(run_seed(ctx, date), "train") if seed is None else seed
 
     inputs = [ranked.event_id, parent.sha256, cfg.section_hash("train"), f"seed:{seed}"]
-    if force:
-        inputs.append(force_input(ctx.store, "EpochTrained", date))
-    event_id = derive_event_id(ctx.ns, "EpochTrained", date, inputs)
-    existing = ctx.store.get(event_id)
-    if existing is not None:
-        ctx.log.info("train.exists", event_id=event_id)
+    identity = identify(ctx, "EpochTrained", date, inputs, force=force)
+    if identity.recorded is not None:
+        recorded = identity.recorded.event
+        assert isinstance(recorded, EpochTrained)  # the id names its type
         # a crash between append and publish left the links behind; publishing is idempotent
-        later = any(e.date > date for e in _trained(ctx))
-        publish(existing.checkpoint, cfg.data_path, ctx.ns, date, rolling=not later)
-        return Appended(entry_id=ctx.store.entry_id(event_id), event=existing, created=False)
+        publish(recorded.checkpoint, cfg.data_path, ctx.ns, date, rolling=not trained_after(ctx, date))
+        return identity.recorded
+    event_id = identity.event_id
 
     artifact = rollouts.decode(ctx.artifacts.get(generated.artifact))
     groups = build_sequences(artifact, ranked.groups)
     loaded = ctx.models.load(parent)
     parent_dir = Path(loaded.path)
-    policy = _private_copy(loaded.model)
+    policy = trainable_copy(loaded.model)
     state, optimizer = load_trainer_state(parent_dir)
     reference = ctx.models.load(ctx.models.base_ref()).model if cfg.train.beta > 0 else None
 
@@ -128,8 +117,7 @@ def train_job(
         forced=force,
     )
     appended = ctx.store.append(event)
-    later = any(e.date > date for e in _trained(ctx))
-    publish(checkpoint, cfg.data_path, ctx.ns, date, rolling=not later)
+    publish(checkpoint, cfg.data_path, ctx.ns, date, rolling=not trained_after(ctx, date))
     ctx.log.info(
         "train.done",
         event_id=event_id,
@@ -139,7 +127,3 @@ def train_job(
         wall_s=round(result.metrics.wall_s, 2),
     )
     return appended
-
-
-def _trained(ctx: JobContext) -> list[EpochTrained]:
-    return [stored.event for stored in ctx.store.read(types=["EpochTrained"])]

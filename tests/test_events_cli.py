@@ -224,7 +224,10 @@ def test_tail_follow_prints_new_events_as_they_arrive_and_stops_cleanly(
     finally:
         for proc in (everything, only_generated):
             proc.send_signal(signal.SIGINT)
-    assert everything.wait(timeout=10) == 0 and only_generated.wait(timeout=10) == 0
+    codes = everything.wait(timeout=10), only_generated.wait(timeout=10)
+    for reader in readers:
+        reader.join(timeout=10)
+    assert codes == (0, 0), list(all_lines.queue) + list(generated_lines.queue)
     for reader in readers:
         reader.join(timeout=10)
     assert all_lines.empty() and generated_lines.empty()  # nothing else was printed, no traceback on Ctrl-C

@@ -12,11 +12,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from events.errors import PermanentError
 from events.ids import sha256_hex
 from events.schema import ArtifactRef
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(PermanentError, RuntimeError):
     """An artifact is missing or its bytes do not match its recorded hash."""
 
 

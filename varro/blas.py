@@ -62,7 +62,11 @@ def preload() -> BlasChoice:
     elif wanted == "reference":
         _choice = BlasChoice(None, "VARRO_BLAS=reference: bundled reference BLAS kept")
     elif "mlx.core" in sys.modules:
-        _choice = BlasChoice(None, "mlx was imported before varro: too late to preload")
+        _choice = BlasChoice(
+            None,
+            "mlx was imported before varro, too late to preload: MLX runs on the slow reference BLAS "
+            "(import varro before mlx)",
+        )
     elif wanted != "auto":
         if not _load(wanted):
             raise RuntimeError(f"VARRO_BLAS={wanted!r} could not be loaded or has no cblas_sgemm")
@@ -79,6 +83,9 @@ def preload() -> BlasChoice:
                 "no optimised BLAS installed (apt-get install libopenblas0-pthread): "
                 "MLX runs on the slow reference BLAS",
             )
+    if not _choice.optimised and sys.platform == "linux" and wanted != "reference":
+        # impossible to miss: every process that would run 30x slow says so on stderr, once
+        print(f"varro: WARNING: {_choice.reason}", file=sys.stderr)
     return _choice
 
 

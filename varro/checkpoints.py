@@ -39,6 +39,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from events.errors import PermanentError
 from events.ids import validate_date, validate_ns
 from events.schema import CheckpointRef, EpochTrained
 from varro.artifacts import fsync_dir
@@ -56,7 +57,7 @@ _NOT_COPIED = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PermanentError, RuntimeError):
     """A checkpoint is missing, incomplete, or a projection cannot be replaced safely."""
 
 

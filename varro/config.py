@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from events.errors import PermanentError
 from events.ids import canonical_hash, validate_ns
 from events.schema import SamplerSpec
 
@@ -29,7 +30,7 @@ DEFAULT_SYSTEM_PROMPT = (
 DEFAULT_PROMPT_TEMPLATE = "Headline: {headline}\nSource: {source}\nDate: {date}\n\nWrite the prediction."
 
 
-class ConfigError(ValueError):
+class ConfigError(PermanentError, ValueError):
     """A configuration value is missing or invalid; the message names the key."""
 
 

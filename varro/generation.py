@@ -56,6 +56,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 from mlx_lm.models.cache import make_prompt_cache
 
+from events.errors import PermanentError
 from events.schema import SamplerSpec
 from varro.model.cache import LoadedModel
 from varro.model.forward import Forward, Kernels, inference_forward, project
@@ -70,7 +71,7 @@ _COMPACT = 0.75
 _SPAN = 32
 
 
-class GenerationError(ValueError):
+class GenerationError(PermanentError, ValueError):
     """Bad generation input: an empty prompt, a missing seed, an invalid sampler setting."""
 
 

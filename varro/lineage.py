@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from events.errors import PermanentError
 from events.ids import validate_date
 from events.schema import (
     AnyEvent,
@@ -39,7 +40,7 @@ DONE = "done"
 MISSING = "missing"
 
 
-class LineageError(ValueError):
+class LineageError(PermanentError, ValueError):
     """A checkpoint reference names nothing, or more than one thing, in the log."""
 
 

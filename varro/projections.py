@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from events.errors import PermanentError
 from events.ids import validate_date, validate_ns
 from events.schema import (
     AnyEvent,
@@ -69,7 +70,7 @@ _RANK_STAT_NAMES = {
 }
 
 
-class ProjectionError(ValueError):
+class ProjectionError(PermanentError, ValueError):
     """The events or files handed to a projection do not belong to it."""
 
 

@@ -8,12 +8,13 @@ and re-encoded text for training, and the two drifted apart).
 
 from __future__ import annotations
 
+from events.errors import PermanentError
 from events.ids import canonical_hash
 from events.schema import Headline
 from varro.config import VarroConfig
 
 
-class PromptError(ValueError):
+class PromptError(PermanentError, ValueError):
     """The prompt template cannot be rendered for a headline (names the field)."""
 
 

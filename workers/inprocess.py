@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
+from events.errors import VarroError
 from events.ids import shift_date
 from jobs.daily import request_day
 from varro.config import VarroConfig
@@ -22,7 +23,7 @@ from workers.model_worker import ModelWorker
 from workers.runtime import Runtime, set_runtime
 
 
-class RunFailed(RuntimeError):
+class RunFailed(VarroError, RuntimeError):
     """A stage of a day failed after its retries; the message names the job and error."""
 
 

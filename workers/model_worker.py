@@ -11,16 +11,36 @@ that crashes its parser takes down only the work horse. Its parent process
 never imports mlx, so nothing accelerator-related is ever forked.
 
 Both bind the job id and the job's (ns, date, stage) to every log line the job
-writes, RQ's own lines included.
+writes, RQ's own lines included, and fail a job at once, with its reason, when
+it raises a `PermanentError` (a missing predecessor, bad input, a corrupted
+file): retrying those only repeats the same error.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from rq import SimpleWorker, Worker
 
+from events.errors import PermanentError
+
+
+def fail_fast_on_permanent(job: Any, exc_type: type, exc_value: BaseException, traceback: Any) -> bool:
+    """RQ exception handler: a permanent error leaves the job no retries; other handlers still run."""
+    if isinstance(exc_value, PermanentError) and job.retries_left:
+        structlog.get_logger("varro.worker").warning(
+            "permanent failure, not retried", job_id=job.id, error=f"{exc_type.__name__}: {exc_value}"
+        )
+        job.retries_left = 0
+    return True
+
 
 class _BoundLogs:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.push_exc_handler(fail_fast_on_permanent)
+
     def perform_job(self, job, queue, *args, **kwargs):
         with structlog.contextvars.bound_contextvars(job_id=job.id, **(job.meta or {})):
             return super().perform_job(job, queue, *args, **kwargs)

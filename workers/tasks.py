@@ -14,9 +14,9 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from events.ids import derive_event_id, today_utc
+from events.ids import today_utc
+from events.store import shards_key
 from jobs import daily
-from jobs.context import JobContext, derive_seed
 from workers.runtime import get_runtime
 
 
@@ -32,7 +32,7 @@ def _result(appended) -> str | None:
 
 
 def fetch(ns: str, date: str, cause: str, correlation_id: str, source: str, force: bool = False) -> str | None:
-    from jobs.fetch import fetch_headlines
+    from jobs.fetch import copy_recorded_headlines, fetch_headlines
 
     with _job_context(ns, date, correlation_id, "fetch") as ctx:
         if source.startswith("replay:"):
@@ -46,8 +46,7 @@ def generate(ns: str, date: str, cause: str, correlation_id: str, force: bool = 
     from jobs.generate import generate_rollouts_job
 
     with _job_context(ns, date, correlation_id, "generate") as ctx:
-        seed = daily.run_seed(ctx, date)
-        return _result(generate_rollouts_job(ctx, date, base_seed=seed, force=force))
+        return _result(generate_rollouts_job(ctx, date, force=force))
 
 
 def generate_shard(
@@ -64,9 +63,9 @@ def generate_shard(
     from workers.dispatcher import Dispatcher, JobSpec
 
     with _job_context(ns, date, correlation_id, "generate") as ctx:
-        ref = run_shard(ctx, date, shard, shards, base_seed=daily.run_seed(ctx, date))
+        ref = run_shard(ctx, date, shard, shards)
         rt = get_runtime()
-        key = _shards_key(ns, date, cause)
+        key = shards_key(ns, date, cause)
         rt.redis.hset(key, str(shard), msgspec.json.encode(ref))
         if rt.redis.hlen(key) == shards:
             merge = JobSpec(
@@ -83,18 +82,14 @@ def merge_generated(ns: str, date: str, cause: str, correlation_id: str, shards:
 
     with _job_context(ns, date, correlation_id, "generate") as ctx:
         rt = get_runtime()
-        key = _shards_key(ns, date, cause)
+        key = shards_key(ns, date, cause)
         parts = rt.redis.hgetall(key)
         if len(parts) != shards:
             raise LookupError(f"{len(parts)} of {shards} generation shards of {date} are recorded")
         refs = [msgspec.json.decode(parts[str(i).encode()], type=ArtifactRef) for i in range(shards)]
-        appended = merge_shards(ctx, date, refs, base_seed=daily.run_seed(ctx, date), force=force)
+        appended = merge_shards(ctx, date, refs, force=force)
         rt.redis.delete(key)
         return appended.event.event_id
-
-
-def _shards_key(ns: str, date: str, cause: str) -> str:
-    return f"varro:{{{ns}}}:shards:{date}:{cause}"
 
 
 def rank(
@@ -103,37 +98,17 @@ def rank(
     from jobs.rank import rank_job
 
     with _job_context(ns, date, correlation_id, "rank") as ctx:
-        seed = derive_seed(daily.run_seed(ctx, date), "rank")
-        return _result(rank_job(ctx, date, outcome_date=outcome_date, seed=seed, force=force))
+        return _result(rank_job(ctx, date, outcome_date=outcome_date, force=force))
 
 
 def train(ns: str, date: str, cause: str, correlation_id: str, force: bool = False) -> str | None:
     from jobs.train import train_job
 
     with _job_context(ns, date, correlation_id, "train") as ctx:
-        seed = derive_seed(daily.run_seed(ctx, date), "train")
-        return _result(train_job(ctx, date, seed=seed, force=force))
+        return _result(train_job(ctx, date, force=force))
 
 
 def request_daily(ns: str, source: str = "rss") -> str:
     """What the cron schedule runs: request today's run (idempotent per day)."""
     ctx = get_runtime().context(ns)
     return daily.request_day(ctx, today_utc(), trigger="cron", source=source).event.event_id
-
-
-def copy_recorded_headlines(ctx: JobContext, date: str, source_ns: str):
-    """Replay's fetch: re-record exactly what `source_ns` fetched that day; never the network."""
-    recorded = get_runtime().store(source_ns).latest("HeadlinesFetched", date)
-    if recorded is None:
-        raise LookupError(f"namespace {source_ns!r} has no HeadlinesFetched for {date} to replay")
-    event_id = derive_event_id(ctx.ns, "HeadlinesFetched", date, [f"replay:{recorded.event_id}"])
-    copy = msgspec.structs.replace(
-        recorded,
-        event_id=event_id,
-        ns=ctx.ns,
-        correlation_id=ctx.correlation_id or event_id,
-        causation_id=recorded.event_id,
-        prev_hash="",
-        recorded_at="",
-    )
-    return ctx.store.append(copy)

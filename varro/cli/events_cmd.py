@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import io
 import sys
@@ -102,8 +103,12 @@ def events() -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended.")
 @event_errors
 def tail(cfg, event_type, date, n, follow) -> None:
-    """Show the latest events, oldest first (one line each)."""
-    store = open_store(cfg)
+    """Show the latest events, oldest first (one line each). Ctrl-C at any point exits 0."""
+    with contextlib.suppress(KeyboardInterrupt):
+        _tail(open_store(cfg), event_type, date, n, follow)
+
+
+def _tail(store, event_type, date, n, follow) -> None:
     types = None if event_type is None else [event_type]
     dates = None if date is None else [date]
     until = store.last_entry_id() or "0-0"  # follow resumes exactly after what is listed
@@ -115,14 +120,9 @@ def tail(cfg, event_type, date, n, follow) -> None:
         click.echo(line(stored))
     if not follow:
         return
-    try:
-        for stored in store.follow(last_id=until, block_ms=1000):
-            if (types is None or type(stored.event).__name__ in types) and (
-                dates is None or stored.event.date in dates
-            ):
-                click.echo(line(stored))
-    except KeyboardInterrupt:
-        pass
+    for stored in store.follow(last_id=until, block_ms=1000):
+        if (types is None or type(stored.event).__name__ in types) and (dates is None or stored.event.date in dates):
+            click.echo(line(stored))
 
 
 @events.command()

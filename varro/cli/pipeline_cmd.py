@@ -18,7 +18,6 @@ from varro.config import VarroConfig
 
 # Off a terminal (logs, CI) rich would wrap the per-day table at 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=160)
-STAGES = ("fetch", "generate", "rank", "train")
 
 
 def _source_spec(source: str, files: tuple[str, ...]) -> str:
@@ -45,7 +44,9 @@ def _source_dates(source: str, files: tuple[str, ...]) -> list[str]:
 
 
 def _events(rt, ns: str) -> list:
-    return [stored.event for stored in rt.store(ns).read()]
+    from workers.operations import events_of
+
+    return events_of(rt, ns)
 
 
 def _project(rt, ns: str) -> int:
@@ -78,7 +79,16 @@ def _ensure_default_model(cfg: VarroConfig) -> None:
 
 
 def _run_in_process(rt, ns: str, dates: list[str], **kwargs) -> None:
-    from workers.inprocess import RunFailed, run_days
+    """`run_days` with per-day progress, then the projections and the per-day table."""
+    from workers.inprocess import run_days
+
+    _with_progress(rt, ns, dates, lambda on_day: run_days(rt, ns, dates, on_day=on_day, **kwargs))
+
+
+def _with_progress(rt, ns: str, dates: list[str], operation) -> None:
+    """Run `operation(on_day)` under a status line; a failed day exits 1 after showing what was recorded."""
+    from varro.errors import UsageProblem
+    from workers.inprocess import RunFailed
 
     _ensure_default_model(rt.cfg)
     started = time.perf_counter()
@@ -91,7 +101,9 @@ def _run_in_process(rt, ns: str, dates: list[str], **kwargs) -> None:
             status.update(f"[bold]{ns}[/]: {len(done)}/{len(dates)} days")
 
         try:
-            run_days(rt, ns, dates, on_day=on_day, **kwargs)
+            operation(on_day)
+        except UsageProblem as exc:
+            raise click.UsageError(str(exc)) from None
         except RunFailed as exc:
             console.print(f"[red]run stopped:[/] {exc}")
             _project(rt, ns)
@@ -153,37 +165,6 @@ def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
     )
 
 
-def _grid(rt, ns: str) -> dict[str, dict[str, str]]:
-    from varro.lineage import day_grid
-    from workers.inprocess import failed_jobs
-
-    grid = day_grid(_events(rt, ns))
-    overlay = [(f.stage, f.date, "failed") for f in failed_jobs(rt, ns)]
-    overlay += [(stage, date, "running") for stage, date in _running(rt, ns)]
-    for stage, date, state in overlay:
-        row = grid.setdefault(date, {s: "missing" for s in STAGES})
-        if row.get(stage) != "done":
-            row[stage] = state
-    return grid
-
-
-def _running(rt, ns: str) -> list[tuple[str, str]]:
-    from rq import Queue
-    from rq.registry import StartedJobRegistry
-
-    from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE
-
-    out = []
-    for name in (FETCH_QUEUE, MODEL_QUEUE):
-        queue = Queue(name, connection=rt.redis)
-        job_ids = StartedJobRegistry(name, connection=rt.redis).get_job_ids() + queue.get_job_ids()
-        for job_id in job_ids:
-            job = queue.fetch_job(job_id)
-            if job is not None and (job.meta or {}).get("ns") == ns:
-                out.append((job.meta["stage"], job.meta["date"]))
-    return out
-
-
 @click.command("backfill")
 @config_options
 @click.option("--from", "start", callback=parse_date, required=True)
@@ -202,71 +183,23 @@ def _running(rt, ns: str) -> list[tuple[str, str]]:
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, dry_run) -> None:
     """Fill missing or failed days of a namespace, or fork a date range into a new one."""
+    from varro.errors import UsageProblem
+    from workers.operations import plan_backfill, run_backfill
+
     rt = runtime_for(cfg)
-    dates = date_range(start, end)
-    if reprocess == "all" and not into:
-        raise click.UsageError("--reprocess all rewrites recorded days: give --into NEW to fork instead")
-    grid = _grid(rt, cfg.ns)
-    complete = {"fetch", "generate"}
-
-    def state(date: str) -> str:
-        row = grid.get(date)
-        if row is None or row.get("fetch") == "missing":
-            return "missing"
-        if "failed" in row.values():
-            return "failed"
-        return "done" if all(row.get(s) == "done" for s in complete) else "incomplete"
-
-    if reprocess == "all":
-        todo = dates
-    elif reprocess == "failed":
-        todo = [d for d in dates if state(d) == "failed"]
-    else:
-        todo = [d for d in dates if state(d) in ("missing", "incomplete")]
-    target = into or cfg.ns
+    try:
+        plan = plan_backfill(rt, cfg.ns, date_range(start, end), reprocess, into)
+    except UsageProblem as exc:
+        raise click.UsageError(str(exc)) from None
     table = Table("date", "state in " + cfg.ns, "action")
-    for date in dates:
-        table.add_row(date, state(date), f"run into {target}" if date in todo else "keep")
+    for date, state, run in plan.rows:
+        table.add_row(date, state, f"run into {plan.target}" if run else "keep")
     console.print(table)
-    if dry_run or not todo:
+    if dry_run or not plan.todo:
         console.print("dry run: nothing changed" if dry_run else "nothing to do")
         return
-    if into:
-        _fork(rt, cfg.ns, into, todo, source, files)
-    else:
-        from workers.inprocess import requeue_failed
-
-        requeue_failed(rt, cfg.ns, todo)
-        _run_in_process(rt, cfg.ns, todo, source=_source_spec(source, files))
-
-
-def _fork(rt, source_ns: str, into: str, dates: list[str], source: str, files) -> None:
-    """Fork days into `into`: recorded headlines are replayed, unrecorded days are read from files."""
-    from events.store import EventStore
-    from jobs.daily import run_seed
-
-    if EventStore(rt.redis, into).count():
-        raise click.UsageError(f"namespace {into!r} is not empty; forks go into a new namespace")
-    recorded = set(rt.store(source_ns).dates("HeadlinesFetched"))
     spec = _source_spec(source, files)
-    _run_in_process(
-        rt,
-        into,
-        dates,
-        source=lambda d: f"replay:{source_ns}" if d in recorded else spec,
-        seed=lambda d: run_seed(rt.context(source_ns), d),
-        config_for=lambda d: _recorded_config(rt, source_ns, into, d),
-        trigger="backfill",
-    )
-
-
-def _recorded_config(rt, ns: str, into: str, date: str) -> VarroConfig:
-    """The config `ns` recorded for `date`, to run the same day in namespace `into`."""
-    import msgspec
-
-    from jobs.daily import day_config
-
-    return msgspec.structs.replace(day_config(rt.context(ns), date), ns=into)
+    _with_progress(rt, plan.target, plan.todo, lambda on_day: run_backfill(rt, plan, spec, on_day=on_day))
 
 
 @click.command("override")
@@ -278,39 +211,24 @@ def _recorded_config(rt, ns: str, into: str, date: str) -> VarroConfig:
 )
 def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> None:
     """Rank day D against the headlines of day H, then continue the chain (train, generate H)."""
-    from workers.dispatcher import Dispatcher, JobSpec
-    from workers.inprocess import drain, failed_jobs, requeue_failed
+    from varro.errors import UsageProblem
+    from workers.operations import override
 
-    if headlines_date <= prediction_date:
-        raise click.UsageError(
-            f"--headlines-date {headlines_date} must be after --prediction-date "
-            f"{prediction_date}: predictions are judged against what happened later"
-        )
     rt = runtime_for(cfg)
-    store = rt.store(cfg.ns)
-    requeue_failed(rt, cfg.ns, [prediction_date])
-    dispatcher = Dispatcher(rt.redis, cfg, name=f"override-{cfg.ns}")
-    spec = JobSpec(
-        "rank",
-        cfg.ns,
-        prediction_date,
-        cause=f"override:{headlines_date}:{store.last_entry_id()}",
-        correlation_id=f"override:{prediction_date}:{headlines_date}",
-        kwargs={"outcome_date": headlines_date, "force": force},
-    )
-    dispatcher.enqueue(spec)
-    drain(rt, dispatcher, [cfg.ns])
-    ranked, trained = store.latest("Ranked", prediction_date), store.latest("EpochTrained", prediction_date)
-    if ranked is not None and trained is not None and trained.ranked_event_id != ranked.event_id:
+    try:
+        result = override(rt, cfg.ns, prediction_date, headlines_date, force=force)
+    except UsageProblem as exc:
+        raise click.UsageError(str(exc)) from None
+    if result.retrain_needed:
         console.print(
             f"[yellow]{prediction_date} was already trained on an earlier ranking; the new ranking "
             "is recorded but not trained on: add --force to re-train on it[/]"
         )
-    failures = [f for f in failed_jobs(rt, cfg.ns) if f.date in (prediction_date, headlines_date)]
     _project(rt, cfg.ns)
     _print_report(rt, cfg.ns)
-    if failures:
-        console.print(f"[red]override failed:[/] {failures[0].stage} {failures[0].date}: {failures[0].error}")
+    if result.failures:
+        first = result.failures[0]
+        console.print(f"[red]override failed:[/] {first.stage} {first.date}: {first.error}")
         sys.exit(1)
 
 
@@ -321,18 +239,15 @@ def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> No
 @click.option("--into", required=True, help="New namespace to re-execute into.")
 def replay_cmd(cfg: VarroConfig, start, end, into) -> None:
     """Re-execute --ns from its recorded inputs (headlines, seeds, config, base checkpoint) into a new namespace."""
+    from varro.errors import UsageProblem
+    from workers.operations import fork, replay_dates
+
     rt = runtime_for(cfg)
-    recorded = rt.store(cfg.ns).dates("HeadlinesFetched")
-    dates = [d for d in recorded if (start is None or d >= start) and (end is None or d <= end)]
-    if not dates:
-        raise click.UsageError(f"namespace {cfg.ns!r} has no recorded days in that range")
-    dates = date_range(dates[0], dates[-1])
-    missing = [d for d in dates if d not in recorded]
-    if missing:
-        raise click.UsageError(
-            f"namespace {cfg.ns!r} has gaps (no headlines for {', '.join(missing)}); replay a contiguous range"
-        )
-    _fork(rt, cfg.ns, into, dates, "sample", ())
+    try:
+        dates = replay_dates(rt, cfg.ns, start, end)
+    except UsageProblem as exc:
+        raise click.UsageError(str(exc)) from None
+    _with_progress(rt, into, dates, lambda on_day: fork(rt, cfg.ns, into, dates, "sample", on_day=on_day))
 
 
 @click.command("verify")
@@ -387,57 +302,38 @@ def rebuild_cmd(cfg: VarroConfig) -> None:
 @config_options
 def status_cmd(cfg: VarroConfig) -> None:
     """Days x stages grid, queue depths, workers and dead letters."""
-    from rq import Queue, Worker
-
-    from events.consumer import Consumer
-    from workers.dispatcher import FETCH_QUEUE, GROUP, MODEL_QUEUE
+    from workers.operations import STAGES, namespace_status
 
     rt = runtime_for(cfg)
-    grid = _grid(rt, cfg.ns)
+    status = namespace_status(rt, cfg.ns)
     marks = {
         "done": "[green]done[/]",
         "missing": "[dim]missing[/]",
         "failed": "[red]failed[/]",
         "running": "[yellow]running[/]",
     }
-    table = Table("date", "fetch", "generate", "rank", "train", title=f"namespace {cfg.ns}")
-    for date in sorted(grid):
-        row = grid[date]
-        table.add_row(date, *(marks.get(row.get(s, "missing"), row.get(s, "")) for s in STAGES))
+    table = Table("date", *STAGES, "day", title=f"namespace {cfg.ns}")
+    for date in sorted(status.grid):
+        row = status.grid[date]
+        cells = (marks.get(row.get(s, "missing"), row.get(s, "")) for s in STAGES)
+        table.add_row(date, *cells, status.states[date])
     console.print(table)
-    for name in (FETCH_QUEUE, MODEL_QUEUE):
-        console.print(f"queue {name}: {Queue(name, connection=rt.redis).count} waiting")
-    workers = Worker.all(connection=rt.redis)
-    console.print(f"workers: {len(workers)}" + "".join(f"\n  {w.name} ({w.get_state()})" for w in workers))
-    dead = Consumer(rt.redis, cfg.ns, GROUP, "status").dead_letters()
+    for name, count in status.queued.items():
+        console.print(f"queue {name}: {count} waiting")
+    console.print(
+        f"workers: {len(status.workers)}" + "".join(f"\n  {name} ({state})" for name, state in status.workers)
+    )
+    dead = status.dead_letters
     console.print(f"dead letters: {len(dead)}" + "".join(f"\n  {d.entry_id}: {d.reason}" for d in dead))
-    failed = _failed_lines(rt, cfg.ns)
-    if failed:
-        console.print("failed jobs (RQ failed registry):" + "".join(f"\n  {line}" for line in failed))
-    stranded = _stranded(grid)
-    if stranded:
-        console.print("roll-outs with no next-day headlines (rank them with `varro override`): " + ", ".join(stranded))
-
-
-def _stranded(grid: dict[str, dict[str, str]]) -> list[str]:
-    """Days whose roll-outs wait for an outcome day that was never fetched while a later day was."""
-    from events.ids import shift_date
-
-    last = max(grid) if grid else ""
-    return [
-        d
-        for d, row in sorted(grid.items())
-        if row.get("generate") == "done"
-        and row.get("rank") != "done"
-        and grid.get(shift_date(d, 1), {}).get("fetch") != "done"
-        and d < last
-    ]
-
-
-def _failed_lines(rt, ns: str) -> list[str]:
-    from workers.inprocess import failed_jobs
-
-    return [f"{f.stage} {f.date} ({f.job_id}): {f.error}" for f in failed_jobs(rt, ns)]
+    if status.failed:
+        console.print(
+            "failed jobs (RQ failed registry):"
+            + "".join(f"\n  {f.stage} {f.date} ({f.job_id}): {f.error}" for f in status.failed)
+        )
+    if status.stranded:
+        console.print(
+            "roll-outs with no next-day headlines (rank them with `varro override`): " + ", ".join(status.stranded)
+        )
 
 
 @click.command("lineage")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from events.errors import PermanentError
 from events.schema import RankedGroup
 from varro.rollouts import RolloutArtifact
 
@@ -27,7 +28,7 @@ PAD_MULTIPLE = 16
 """Batch lengths are rounded up to a multiple of this, so a compiled step sees few distinct shapes."""
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(PermanentError, ValueError):
     """The ranked groups and the roll-out artifact do not describe the same roll-outs."""
 
 

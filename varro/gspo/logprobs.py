@@ -17,10 +17,11 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from events.errors import PermanentError
 from varro.model.forward import Kernels, training_forward
 
 
-class UnsupportedModelError(TypeError):
+class UnsupportedModelError(PermanentError, TypeError):
     """The model does not have the decoder layout the chunked log-probs rely on."""
 
 

@@ -79,6 +79,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
+from events.errors import PermanentError
 from events.schema import EpochMetrics
 from varro.config import TrainConfig
 from varro.gspo.advantages import compute_advantages
@@ -88,7 +89,7 @@ from varro.gspo.objective import ClipRange, k3, policy_loss
 from varro.model.forward import Kernels
 
 
-class OptimizerStateError(ValueError):
+class OptimizerStateError(PermanentError, ValueError):
     """The saved optimizer state does not fit the parameters being trained."""
 
 

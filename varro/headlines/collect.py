@@ -17,6 +17,7 @@ from typing import Literal
 
 import httpx
 
+from events.errors import PermanentError, VarroError
 from events.ids import sha256_hex, shift_date, today_utc, validate_date
 from events.schema import Headline, SourceReport
 from varro.config import HeadlinesConfig
@@ -31,11 +32,11 @@ SOURCE_KINDS: tuple[str, ...] = ("sample", "files", "rss")
 _MAX_PARALLEL_FEEDS = 8
 
 
-class PastDateError(ValueError):
+class PastDateError(PermanentError, ValueError):
     """Live feeds only carry today's news, so they cannot stand in for another day."""
 
 
-class NoHeadlinesError(RuntimeError):
+class NoHeadlinesError(VarroError, RuntimeError):
     """No source yielded a single headline for the day; nothing should be recorded."""
 
     def __init__(self, message: str, reports: list[SourceReport]):

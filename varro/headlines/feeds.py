@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import feedparser
 import httpx
 
+from events.errors import PermanentError
 from events.ids import sha256_hex
 from varro.artifacts import atomic_write
 from varro.config import HeadlinesConfig
@@ -36,7 +37,7 @@ AGGREGATOR_HOSTS = {"news.google.com", "news.yahoo.com", "feedproxy.google.com"}
 _BENIGN_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 
-class FeedListError(ValueError):
+class FeedListError(PermanentError, ValueError):
     """The feed list file cannot be used; the message names the file and the problem."""
 
 

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from events.errors import VarroError
+
 LETTERS = string.ascii_uppercase
 
 
-class JudgeError(RuntimeError):
+class JudgeError(VarroError, RuntimeError):
     """The judge cannot work as configured (bad model, tokenizer or request)."""
 
 

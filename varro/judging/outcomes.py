@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from events.errors import PermanentError
 from events.ids import shift_date, validate_date
 from events.schema import Headline
 
 
-class OutcomesMissing(LookupError):
+class OutcomesMissing(PermanentError, LookupError):
     """No headlines are recorded for the outcome date; fetch that day first."""
 
     def __init__(self, outcome_date: str, prediction_date: str, ns: str = ""):
@@ -28,7 +29,7 @@ class OutcomesMissing(LookupError):
         self.outcome_date = outcome_date
 
 
-class NoOutcomes(ValueError):
+class NoOutcomes(PermanentError, ValueError):
     """Nothing is left to judge against once the prediction day's own headlines are removed."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from events.errors import PermanentError
 from events.ids import sha256_hex
 from varro.config import DEFAULT_PROMPT_TEMPLATE, DEFAULT_SYSTEM_PROMPT
 
@@ -72,7 +73,7 @@ class Recipe:
     warmup_steps: int = 20
 
 
-class CorpusError(ValueError):
+class CorpusError(PermanentError, ValueError):
     """The bundled corpus is malformed (names the record)."""
 
 

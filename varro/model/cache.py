@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from events.errors import VarroError
 from events.schema import CheckpointRef
 from varro.artifacts import fsync_dir
 from varro.checkpoints import CheckpointError, checkpoint_sha256
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 
 
-class ModelError(RuntimeError):
+class ModelError(VarroError, RuntimeError):
     """A checkpoint is missing, incomplete, or its files do not match its recorded hash."""
 
 
@@ -48,6 +49,25 @@ class LoadedModel:
     tokenizer: Any
     ref: CheckpointRef
     path: Path
+
+
+def trainable_copy(model: Any) -> Any:
+    """A new module holding the same (immutable) arrays: training replaces them only in the copy,
+    so the cached parent a model worker keeps between jobs is never mutated."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    copy = type(model)(model.args)
+    copy.load_weights(tree_flatten(model.parameters()))
+    mx.eval(copy.parameters())
+    return copy
+
+
+def load_local(path: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) of a local mlx_lm directory that is not a recorded checkpoint (a judge model)."""
+    from mlx_lm import load
+
+    return load(str(path))
 
 
 def model_cache_root() -> Path:
@@ -117,6 +137,12 @@ class ModelCache:
         raise ModelError(
             f"checkpoint {ref.sha256[:12]} ({ref.base_model}) not found at " + " or ".join(str(p) for p in candidates)
         )
+
+    def tokenizer(self, ref: CheckpointRef) -> Any:
+        """The checkpoint's tokenizer alone, without loading its weights (prompt hashing, planning)."""
+        from mlx_lm.utils import load_tokenizer
+
+        return load_tokenizer(self.resolve(ref))
 
     def load(self, ref: CheckpointRef) -> LoadedModel:
         if self._loaded is not None and self._loaded.ref.sha256 == ref.sha256:

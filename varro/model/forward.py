@@ -28,6 +28,8 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models.base import create_attention_mask
 
+from events.errors import PermanentError
+
 Kernels = Literal["auto", "mlx", "numpy"]
 Forward = Callable[[mx.array, list], mx.array]
 
@@ -38,7 +40,7 @@ SUPPORTED = frozenset({"qwen3"})
 _MASKED = np.finfo(np.float32).min  # as MLX's attention: a fully masked row stays finite
 
 
-class ForwardError(ValueError):
+class ForwardError(PermanentError, ValueError):
     """An unknown kernel choice, or the numpy kernels asked for a model they cannot run."""
 
 
