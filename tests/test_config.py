@@ -32,11 +32,23 @@ def test_layers_apply_in_order(tmp_path):
         ({"VARRO_TRAIN__LEARNING_RATE": "fast"}, "train.learning_rate"),
         ({"VARRO_TRAIN__NOPE": "1"}, "nope"),
         ({"VARRO_NS": "a b"}, "ns:"),
+        ({"VARRO_TRAIN__ADV_EPS": "0"}, "train.adv_eps: must be > 0"),
+        ({"VARRO_TRAIN__ADV_EPS": "-1e-4"}, "train.adv_eps: must be > 0"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(environ, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(environ=environ)
+
+
+def test_a_zero_advantage_eps_fails_at_load_not_at_training(tmp_path):
+    """The trainer divides by std + adv_eps; a 0 there used to pass the config check and fail a day later."""
+    toml = tmp_path / "varro.toml"
+    toml.write_text("[train]\nadv_eps = 0.0\n")
+    with pytest.raises(ConfigError, match=r"^train\.adv_eps: must be > 0 .*got 0\.0$"):
+        load_config(toml, environ={})
+    toml.write_text("[train]\nadv_eps = 1e-6\n")
+    assert load_config(toml, environ={}).train.adv_eps == 1e-6
 
 
 def test_bad_files_are_named(tmp_path):

@@ -58,3 +58,39 @@ def test_compute_advantages_dispatches_and_validates():
         group_advantages([[0.0, 1.0]], ddof=0, eps=0.0)
     with pytest.raises(ValueError, match="empty"):
         group_advantages([[]], ddof=0, eps=1e-4)
+
+
+def peer_advantages(group, *, eps):
+    """TRL's GRPOTrainer (scale_rewards="group") and verl's GRPO, as written there, in float64:
+    (r − mean) / (torch.std(r) + eps), torch.std being the sample std (divisor G − 1)."""
+    g = len(group)
+    mean = sum(group) / g
+    std = (sum((r - mean) ** 2 for r in group) / (g - 1)) ** 0.5
+    return [(r - mean) / (std + eps) for r in group]
+
+
+REWARD_GROUPS = [
+    [1 - k / 7 for k in range(8)],  # rank-derived, G = 8
+    [0.0, 1.0],
+    [0.2, 0.9, 0.4],
+    list(np.random.default_rng(3).uniform(0, 1, 16)),
+    list(np.random.default_rng(4).normal(5.0, 2.0, 8)),
+]
+
+
+@pytest.mark.parametrize(("peer", "eps"), [("trl", 1e-4), ("verl", 1e-6)])
+def test_sample_std_matches_the_peers_formulas(peer, eps):
+    got = group_advantages(REWARD_GROUPS, ddof=1, eps=eps)
+    for a, group in zip(got, REWARD_GROUPS, strict=True):
+        np.testing.assert_allclose(a, peer_advantages(group, eps=eps), rtol=1e-13, atol=0)
+
+
+def test_population_std_is_sqrt_g_over_g_minus_1_times_trls():
+    """What ddof = 0 means against TRL: for the rank-derived G = 8 group |Â| is √(8/7) ≈ 1.069 × TRL's."""
+    group = REWARD_GROUPS[0]
+    (population,) = group_advantages([group], ddof=0, eps=1e-4)
+    trl = np.array(peer_advantages(group, eps=1e-4))
+    ratio = np.abs(population) / np.abs(trl)
+    assert np.allclose(ratio, ratio[0], rtol=1e-12)  # one factor for the whole group
+    assert ratio[0] == pytest.approx(np.sqrt(8 / 7), rel=2e-4)  # up to eps against a std of 0.35
+    assert abs(ratio[0] - 1) > 0.06

@@ -165,6 +165,45 @@ def test_clip_quadrants(variant, log_s, a):
     assert (stats["clip_low"].item() + stats["clip_high"].item() > 0) == clipped
 
 
+@pytest.mark.parametrize("variant", ["gspo", "gspo_token", "grpo"])
+@pytest.mark.parametrize("a", [-1.5, 1.5])
+@pytest.mark.parametrize("log_s", [95.0, 1e4])
+def test_a_huge_log_ratio_gives_the_capped_value_and_no_nan(variant, a, log_s):
+    """Past float32 exp's overflow (88.7) the log-ratio is capped at 10: Â > 0 is clipped as before
+    ((1+ε_high)·Â, gradient 0), Â < 0 saturates at e^10·Â with gradient 0; the other sequence is untouched."""
+    logp, old, mask, adv, w, _ = random_case(4)
+    logp, old, mask, adv, w = logp[:2], old[:2].copy(), mask[:2], adv[:2].copy(), w[:2]
+    old[0] = logp[0] - log_s  # every token of sequence 0 has log-ratio log_s
+    adv[0] = a
+    got_v, got_g = mlx_loss_and_grad(logp, old, mask, adv, variant, 2.0, w=w)
+    assert np.isfinite(got_v) and np.all(np.isfinite(got_g))
+    capped = (1 + CLIP.high) * a if a > 0 else np.exp(10.0) * a  # log s capped at 10
+    rest_v, rest_g = np_loss_and_grad(logp[1:], old[1:], mask[1:], adv[1:], variant, CLIP, 2.0, w=w[1:])
+    assert got_v == pytest.approx(-w[0] * capped / 2.0 + rest_v, rel=1e-6)
+    assert np.all(got_g[0] == 0.0)
+    np.testing.assert_allclose(got_g[1], rest_g[0], rtol=1e-4, atol=1e-6)
+    _, stats = policy_loss(
+        *(mx.array(np.asarray(x, dtype=np.float32)) for x in (logp, old, mask, adv)),
+        variant=variant,
+        clip=CLIP,
+        denom=2.0,
+    )
+    assert stats["log_ratio"][0].item() == pytest.approx(log_s, rel=1e-5)  # reported uncapped
+
+
+@pytest.mark.parametrize("variant", ["gspo", "grpo"])
+def test_a_large_log_ratio_below_the_cap_is_not_bounded(variant):
+    """At log s = 9.5 with Â < 0 the unclipped branch keeps its full value and gradient (s ≈ 13360)."""
+    T = 4
+    logp = np.full((1, T), -2.0)
+    old = logp - 9.5
+    want_v, want_g = np_loss_and_grad(logp, old, np.ones((1, T)), np.array([-1.0]), variant, CLIP, 1.0)
+    got_v, got_g = mlx_loss_and_grad(logp, old, np.ones((1, T)), np.array([-1.0]), variant, 1.0)
+    assert want_v == pytest.approx(np.exp(9.5))
+    assert got_v == pytest.approx(want_v, rel=1e-5)
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-5)
+
+
 def test_masked_columns_have_no_effect():
     """Prompt and padding columns (mask 0) change neither the loss nor its gradient, whatever they hold."""
     logp, old, mask, adv, w, ref = random_case(7)

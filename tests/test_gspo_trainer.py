@@ -338,3 +338,23 @@ def test_a_compiled_step_runs_mlx_kernels():
 
     assert epoch_kernels(TrainConfig(compile=True), "numpy") == "mlx"
     assert epoch_kernels(TrainConfig(compile=False), "numpy") == "numpy"
+
+
+def test_a_bf16_reference_runs_in_float32_like_the_policy_so_the_first_kl_is_exactly_zero(tiny_model_path):
+    """Day 1 with β > 0: the reference is the bf16 base, the policy its float32 cast. Taken in
+    bf16 the reference would differ from the policy before any update (KL about 1e-4)."""
+    from mlx_lm import load
+
+    policy, _ = load(str(tiny_model_path))
+    reference, _ = load(str(tiny_model_path))
+    policy.set_dtype(mx.bfloat16)
+    reference.set_dtype(mx.bfloat16)
+    before = dict(tree_flatten(reference.parameters()))
+    # one minibatch (no update before it), one sequence per micro-batch: the loss's forward
+    # passes see the same batches as the π_old and reference passes, so equal weights mean equal bits
+    cfg = TrainConfig(beta=0.5, minibatches=1, microbatch_size=1)
+    m = train_epoch(policy, make_groups(2, 4, seed=3), cfg, seed=0, reference=reference).metrics
+    assert m.abs_log_ratio_max == 0.0  # π_θ = π_old bit for bit, so the KL below measures the reference alone
+    assert (m.kl_ref_k3, m.kl_ref_logratio) == (0.0, 0.0)
+    after = dict(tree_flatten(reference.parameters()))
+    assert all(after[k] is v and v.dtype == mx.bfloat16 for k, v in before.items())  # left as it was

@@ -259,7 +259,7 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("train.microbatch_size", t.microbatch_size >= 1, ">= 1"),
         ("train.beta", t.beta >= 0, ">= 0"),
         ("train.is_cap", t.is_cap > 0, "> 0"),
-        ("train.adv_eps", t.adv_eps >= 0, ">= 0"),
+        ("train.adv_eps", t.adv_eps > 0, "> 0 (it bounds the advantages where rewards barely differ)"),
         ("train.adv_ddof", t.adv_ddof in (0, 1), "0 or 1"),
         ("train.ema_baseline", t.ema_baseline is None or 0 <= t.ema_baseline < 1, "a decay in [0, 1) (or unset)"),
         ("train.grad_clip", t.grad_clip > 0, "> 0"),

@@ -53,13 +53,13 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_flatten, tree_map
 from mlx_lm.models.cache import make_prompt_cache
 
 from events.errors import PermanentError
 from events.schema import SamplerSpec
 from varro.model.cache import LoadedModel
 from varro.model.forward import Forward, Kernels, inference_forward, project
+from varro.model.precision import float32_weights
 from varro.rollouts import RolloutRecord
 from varro.structure import structure_score
 
@@ -308,33 +308,6 @@ def sample_responses(
     ]
 
 
-class _Float32:
-    """Run a model in fp32 for the duration of a block, then restore its exact weights.
-
-    bf16 -> fp32 is exact, and the original arrays are kept and put back, so
-    the generating checkpoint is unchanged afterwards.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.original = None
-
-    def __enter__(self):
-        params = self.model.parameters()
-        if all(p.dtype == mx.float32 for _, p in tree_flatten(params)):
-            return self.model
-        self.original = params
-        self.model.update(
-            tree_map(lambda p: p.astype(mx.float32) if mx.issubdtype(p.dtype, mx.floating) else p, params)
-        )
-        return self.model
-
-    def __exit__(self, *exc):
-        if self.original is not None:
-            self.model.update(self.original)
-        return False
-
-
 def sequence_logprobs(
     model,
     prompt_ids_list: Sequence[Sequence[int]],
@@ -362,7 +335,7 @@ def sequence_logprobs(
     if any(len(p) == 0 for p in prompt_ids_list):
         raise GenerationError("sequence_logprobs: empty prompt")
     out: list[np.ndarray] = []
-    with _Float32(model):
+    with float32_weights(model):
         forward = inference_forward(model, kernels)
         start = 0
         while start < len(prompt_ids_list):

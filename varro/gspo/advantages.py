@@ -5,10 +5,18 @@ form a group, and
 
     Â_i = (r_i − mean_g(r)) / (std_g(r; ddof) + eps)
 
-with `ddof` (0 = population std, as in the GSPO paper and TRL; 1 = sample std)
-and `eps` (TRL uses 1e-4) taken from the config, never implied. A group whose
-rewards are all equal carries no preference, so its advantages are exactly 0
-(the numerator is exactly 0; no NaN even for G = 1).
+with `ddof` and `eps` taken from the config (`train.adv_ddof`,
+`train.adv_eps`), never implied. The peers differ, and the GSPO paper does not
+say which std it means:
+- TRL's GRPOTrainer (scale_rewards = "group", its default): the sample std,
+  ddof = 1 (torch.std), plus eps = 1e-4;
+- verl's GRPO advantage: ddof = 1 (torch.std), plus eps = 1e-6;
+- ddof = 0 (population std) matches neither: for G = 8 its |Â| is
+  sqrt(8/7) ≈ 1.069 times theirs.
+`tests/test_gspo_advantages.py` holds Varro's numbers against TRL's and verl's
+formulas. A group whose rewards are all equal carries no preference, so its
+advantages are exactly 0 (the numerator is forced to 0 rather than left to
+rounding; no NaN even for G = 1, where verl instead uses mean 0 and std 1).
 
 EMA baseline (`train.ema_baseline = d`). The group mean is replaced by a
 baseline b that moves slowly across days:

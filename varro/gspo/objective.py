@@ -31,6 +31,26 @@ sum exactly to the minibatch's.
 Clip fractions count where the clip binds (zero gradient): ratio > 1+ε_high
 with Â > 0 ("high"), ratio < 1−ε_low with Â < 0 ("low"); per sequence for GSPO,
 per token for GSPO-token and GRPO.
+
+Bounded log-ratios. Every ratio above is the exp of a log-ratio, and float32
+exp overflows above 88.72: with Â > 0 the clip selects the constant branch but
+the gradient through the other is 0 · inf = NaN, with Â < 0 the loss is inf.
+So the log-ratio is capped from above at LOG_RATIO_CAP = 10 before the exp, the
+way verl caps log s for GSPO: log s_i for GSPO and GSPO-token (the whole token
+log-ratio, so GSPO-token still equals GSPO), each token's log r_i,t for GRPO
+(verl's token-level PPO clamps at ±20; one cap keeps the variants alike).
+- Below the cap nothing changes, bit for bit (min(x, 10) = x): every result at
+  |log s| < 10, which is all of GSPO's working range (ε ~ 4e-4), is as before.
+- With Â > 0 a ratio above 1+ε_high is clipped anyway (value (1+ε_high)·Â,
+  gradient 0), so the cap changes nothing at all for any ε_high < e^10 − 1.
+- With Â < 0 and log s > 10 the unclipped branch s·Â is the minimum: capped,
+  its value stays at e^10·Â (finite for any batch) and its gradient is 0, so
+  the sequence (token, for GRPO) drops out of the step instead of pulling with
+  s ≥ 22026 times its usual weight and taking over the global gradient clip.
+  A mean token log-ratio of 10 between π_θ and π_old is broken input (stale or
+  mismatched log-probs), not a trust-region step; `log_ratio` (and so the
+  epoch's abs_log_ratio_max) stays uncapped, so it shows there as |log s| > 10.
+No lower cap is needed: exp underflows to 0, whose gradient is 0, not NaN.
 """
 
 from __future__ import annotations
@@ -40,6 +60,9 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 VARIANTS = ("gspo", "gspo_token", "grpo")
+
+LOG_RATIO_CAP = 10.0
+"""Upper bound on every log-ratio before its exp (see the module docstring): e^10 ≈ 22026."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,11 @@ def k3(logp: mx.array, ref: mx.array) -> mx.array:
     """Per-token k3 estimate of KL(π_θ ‖ π_ref) on tokens sampled from π_θ; ≥ 0, 0 where equal."""
     d = ref - logp
     return mx.exp(d) - d - 1.0
+
+
+def _bounded_exp(log_ratio: mx.array) -> mx.array:
+    """exp(min(log_ratio, LOG_RATIO_CAP)): finite, with zero gradient where the cap binds."""
+    return mx.exp(mx.minimum(log_ratio, LOG_RATIO_CAP))
 
 
 def _clipped(ratio: mx.array, adv: mx.array, clip: ClipRange) -> mx.array:
@@ -100,7 +128,7 @@ def policy_loss(
     stats: dict[str, mx.array] = {"log_ratio": mx.stop_gradient(log_ratio)}
 
     if variant == "gspo":
-        ratio = mx.exp(log_ratio)
+        ratio = _bounded_exp(log_ratio)
         objective = _clipped(ratio, advantages, clip)
         low, high = _binds(ratio, advantages, clip)
         stats["clip_units"] = mx.array(float(ratio.size))
@@ -111,7 +139,7 @@ def policy_loss(
             )
         else:
             token_log_ratio = diff
-        ratio = mx.exp(token_log_ratio)
+        ratio = _bounded_exp(token_log_ratio)
         adv = advantages if advantages.ndim == 2 else mx.broadcast_to(advantages[:, None], ratio.shape)
         objective = (_clipped(ratio, adv, clip) * mask).sum(axis=1) / n_tokens
         low, high = _binds(ratio, adv, clip)

@@ -24,8 +24,12 @@ The loop, in the order it runs:
      (biased when the generator differs, no extra variance); "behaviour"
      removes that bias up to the truncation, at the cost of variance from w and
      of trusting the recorded μ (top-p/top-k truncation at sampling is not in μ).
-   With β > 0 the frozen reference's log-probs are computed in the same pass;
-   with β = 0 no reference is needed or loaded.
+   With β > 0 the frozen reference's log-probs are computed in the same pass,
+   on float32 weights like the policy's (`varro.model.precision`; the
+   reference itself, often the model cache's bf16 base, is left as it was),
+   so a reference equal to the parent (day 1) gives log-probs equal to π_old's
+   bit for bit, not bf16 arithmetic's; with β = 0 no reference is needed or
+   loaded.
 3. Advantages per headline group (`varro.gspo.advantages`).
 4. The day's sequences are shuffled with the recorded seed into
    `minibatches` parts; each part is one optimizer step, accumulated over
@@ -87,6 +91,7 @@ from varro.gspo.batch import Batch, TrainingSequence, collate, microbatches, pla
 from varro.gspo.logprobs import token_logprobs
 from varro.gspo.objective import ClipRange, k3, policy_loss
 from varro.model.forward import Kernels
+from varro.model.precision import float32_weights
 
 
 class OptimizerStateError(PermanentError, ValueError):
@@ -333,13 +338,12 @@ def train_epoch(
     old = sequence_logprobs(
         model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
     )
-    ref = (
-        sequence_logprobs(
-            reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
-        )
-        if cfg.beta > 0
-        else None
-    )
+    ref = None
+    if cfg.beta > 0:
+        with float32_weights(reference):
+            ref = sequence_logprobs(
+                reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
+            )
     weights = (
         behaviour_weights(seqs, old, cap=cfg.is_cap)
         if cfg.pi_old == "behaviour"
