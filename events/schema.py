@@ -271,10 +271,82 @@ class EpochTrained(Event, frozen=True, kw_only=True):
     forced: bool = False
 
 
-AnyEvent = DailyRunRequested | HeadlinesFetched | RolloutsGenerated | Ranked | EpochTrained
+# ---------------------------------------------------------------- evaluation
+
+
+class PanelFrozen(Event, frozen=True, kw_only=True):
+    """A held-out panel (headlines with their next day) was frozen as an artifact.
+
+    `date` is the panel's last headline day. The artifact holds the items; the
+    event says where they came from and how they were held out.
+    """
+
+    name: str
+    source: str
+    artifact: ArtifactRef
+    items: int
+    dates: list[str]
+    holdout_share: float
+
+
+class SideSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One side of an A/B on the panel: mean per roll-out, each a share unless it says otherwise."""
+
+    checkpoint: CheckpointRef
+    label: str
+    rollouts: int
+    judge_score: float | None = None
+    structure: float
+    tokens: float
+    truncated: float
+    leaked: float
+    degenerate: float
+    wall_s: float = 0.0
+
+
+class Interval(msgspec.Struct, frozen=True, kw_only=True):
+    """A point estimate with its 95% interval, clustered by headline."""
+
+    value: float
+    low: float
+    high: float
+
+
+class Evaluated(Event, frozen=True, kw_only=True):
+    """Checkpoint B judged head to head against A on a held-out panel.
+
+    `win_rate` is B's share of pairs won (ties count half) over the panel's
+    headlines; `score_diff` is B − A in the judge's unscaled score where the
+    judge scores. Per-pair verdicts and texts are in `artifact`.
+    """
+
+    purpose: str
+    panel_event_id: str
+    panel: ArtifactRef
+    a: SideSummary
+    b: SideSummary
+    judge: str
+    judge_config_hash: str
+    k: int
+    seed: int
+    sampler: SamplerSpec
+    prompt_hash: str
+    headlines: int
+    pairs: int
+    win_rate: Interval
+    score_diff: Interval | None = None
+    ties: int = 0
+    order_disagreements: int = 0
+    judge_failures: int = 0
+    artifact: ArtifactRef
+    forced: bool = False
+
+
+AnyEvent = DailyRunRequested | HeadlinesFetched | RolloutsGenerated | Ranked | EpochTrained | PanelFrozen | Evaluated
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls for cls in (DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained)
+    cls.__name__: cls
+    for cls in (DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained, PanelFrozen, Evaluated)
 }
 
 # The schema version each type is written with today. Bump together with an upcaster.
@@ -287,3 +359,5 @@ PRECONDITIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "Ranked": (("RolloutsGenerated", "date"), ("HeadlinesFetched", "outcome_date")),
     "EpochTrained": (("Ranked", "date"),),
 }
+# (Evaluated names its panel by event id, not by date, so it has no date precondition;
+# the evaluate job checks the panel event exists before appending.)

@@ -38,6 +38,7 @@ from events.store import Appended
 from jobs.context import JobContext, derive_seed, identify, parent_checkpoint
 from jobs.daily import run_seed
 from varro import rollouts
+from varro.evaluation.panel import training_headlines
 from varro.prompts import prompt_hash, prompt_ids
 
 ARTIFACT_KIND = "rollouts"
@@ -81,7 +82,8 @@ def plan_day(
     checkpoint = checkpoint or parent_checkpoint(ctx, date)
     base_seed = run_seed(ctx, date) if base_seed is None else base_seed
     sampler = cfg.sampler()
-    headlines = choose_headlines(fetched.headlines, cfg.generation.max_headlines, date)
+    share = cfg.generation.holdout_share
+    headlines = choose_headlines(training_headlines(fetched.headlines, share), cfg.generation.max_headlines, date)
     p_hash = prompt_hash(cfg, ctx.models.tokenizer(checkpoint))
     inputs = [
         fetched.event_id,
@@ -92,6 +94,8 @@ def plan_day(
         f"group:{cfg.generation.group_size}",
         f"cap:{cfg.generation.max_headlines}",
     ]
+    if share > 0:  # absent at 0, so days recorded before the hold-out existed keep their ids
+        inputs.append(f"holdout:{share!r}")
     identity = identify(ctx, "RolloutsGenerated", date, inputs, force=force)
     return Plan(
         date=date,

@@ -17,10 +17,9 @@ from events.schema import HeadlinesFetched, Ranked, RolloutsGenerated
 from events.store import Appended
 from jobs.context import JobContext, derive_seed, identify
 from jobs.daily import run_seed
-from varro.judging import GroupToRank, build_judges, rank_day
-from varro.judging.base import Judge
+from jobs.judges import configured_judges, judge_model_ref
+from varro.judging import GroupToRank, rank_day
 from varro.judging.outcomes import OutcomesMissing, outcome_date_for, outcome_headlines, require_outcomes
-from varro.model.cache import load_local
 
 
 class RankInputError(PermanentError, RuntimeError):
@@ -47,7 +46,7 @@ def rank_job(
         raise OutcomesMissing(outcome_date, date, ctx.ns)
     seed = derive_seed(run_seed(ctx, date), "rank") if seed is None else seed
 
-    judge_model = _judge_model_ref(ctx)
+    judge_model = judge_model_ref(ctx)
     inputs = [generated.event_id, outcomes_event.event_id, cfg.section_hash("judge"), f"seed:{seed}"]
     if judge_model is not None:
         inputs.append(f"judge-model:{judge_model}")
@@ -65,7 +64,7 @@ def rank_job(
         outcome_headlines(outcomes_event.headlines, predicted_from.headlines), outcome_date, date
     )
     groups = _groups(generated, predicted_from, date)
-    primary, fallback = _judges(ctx, judge_model)
+    primary, fallback = configured_judges(ctx, judge_model)
     day = rank_day(
         groups, [h.text for h in outcomes], primary, fallback, seed=seed, agreement_groups=cfg.judge.agreement_sample
     )
@@ -118,25 +117,3 @@ def _groups(generated: RolloutsGenerated, predicted_from: HeadlinesFetched, date
             )
         )
     return groups
-
-
-def _judge_model_ref(ctx: JobContext) -> str | None:
-    """Which model the mlx judge runs: the configured path, else the policy's base model."""
-    judge = ctx.cfg.judge
-    if judge.kind != "mlx":
-        return None
-    if judge.mlx_model:
-        return judge.mlx_model
-    base = ctx.models.base_ref()
-    return f"{base.base_model}@{base.sha256[:12]}"
-
-
-def _judges(ctx: JobContext, judge_model: str | None) -> tuple[Judge, Judge | None]:
-    if judge_model is None:
-        return build_judges(ctx.cfg.judge)
-    if ctx.cfg.judge.mlx_model:
-        model, tokenizer = load_local(ctx.cfg.judge.mlx_model)
-    else:
-        loaded = ctx.models.load(ctx.models.base_ref())
-        model, tokenizer = loaded.model, loaded.tokenizer
-    return build_judges(ctx.cfg.judge, model=model, tokenizer=tokenizer, model_name=judge_model)

@@ -44,7 +44,8 @@ def ctx(event_store, tmp_path, models):
     cfg = VarroConfig(
         ns=store.ns,
         data_dir=str(tmp_path),
-        generation=GenerationConfig(group_size=4, batch_size=8, sampler="short", profiles=profiles),
+        # every headline generated: these tests are about generation, not the hold-out
+        generation=GenerationConfig(group_size=4, batch_size=8, sampler="short", profiles=profiles, holdout_share=0.0),
     )
     return JobContext(cfg=cfg, store=store, artifacts=ArtifactStore(tmp_path), models=models, correlation_id="c1")
 

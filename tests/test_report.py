@@ -6,7 +6,7 @@ import pytest
 from projection_log import D1, D2, D3, build_log, request
 from rich.console import Console
 
-from varro.report import NOT_YET, DayRow, day_rows, render_table, summary_markdown
+from varro.report import ALL_COLUMNS, NOT_YET, DayRow, day_rows, render_table, summary_markdown
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +72,13 @@ def test_stages_not_run_are_none(rows):
 
 def test_a_day_only_requested_has_an_empty_row(log):
     rows = day_rows([*log["events"], request("2025-03-06")])
-    assert rows[-1] == DayRow(date="2025-03-06")
+    assert rows[-1] == DayRow(ns=rows[0].ns, date="2025-03-06")
 
 
 def test_render_table_shows_every_day_and_the_legend(rows):
-    table = render_table(rows)
+    table = render_table(rows, columns=ALL_COLUMNS)
     assert table.row_count == 3
-    console = Console(record=True, width=240, color_system=None)
+    console = Console(record=True, width=400, color_system=None)  # as `varro report` off a terminal
     console.print(table)
     text = console.export_text()
     for date in (D1, D2, D3):
@@ -89,15 +89,28 @@ def test_render_table_shows_every_day_and_the_legend(rows):
 
 
 def test_summary_markdown_is_a_table_with_one_line_per_day(rows):
-    md = summary_markdown(rows)
+    md = summary_markdown(rows, columns=ALL_COLUMNS)
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 3
     assert table[0].startswith("| Date | Headlines | Roll-outs")
     day3 = next(line for line in table if line.startswith(f"| {D3}"))
-    assert day3.count(NOT_YET) == 10
+    assert day3.count(NOT_YET) == len(ALL_COLUMNS) - 4  # everything after the day's own generation
     day2 = next(line for line in table if line.startswith(f"| {D2}"))
     assert "| 32 |" in day2 and "| 5 |" in day2
     assert "never cumulative" in md
+
+
+def test_the_run_table_drops_constant_columns_and_keeps_every_header_whole_in_a_pipe(rows):
+    from varro.report import RUN_COLUMNS
+
+    headers = [h for h, _, _ in RUN_COLUMNS]
+    assert "Reward avg" not in headers and "Negatives" not in headers  # 0.5 and 0 by construction
+    console = Console(record=True, width=160, color_system=None)  # what `varro run` uses off a terminal
+    console.print(render_table(rows))
+    text = console.export_text()
+    assert "…" not in text
+    for header in headers:
+        assert header in text
 
 
 def test_summary_markdown_of_nothing_says_so():

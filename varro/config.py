@@ -82,10 +82,15 @@ class GenerationConfig(Base, frozen=True):
     batch_size: int | Literal["auto"] = "auto"
     kv_cache_mb: int = 4096
     max_headlines: int | None = None
+    # The share of headlines never generated on, so never trained on: they form the
+    # held-out evaluation panel (varro.evaluation.panel). Decided by a hash of the
+    # headline id, so a story held out on one day is held out on every day.
+    holdout_share: float = 0.125
 
 
 class JudgeConfig(Base, frozen=True):
-    kind: Literal["lexical", "semantic", "mlx", "http"] = "lexical"
+    # "structure" scores only the six-section format: a verifiable reward for tests and demos
+    kind: Literal["lexical", "semantic", "structure", "mlx", "http"] = "lexical"
     fallback: Literal["lexical", "semantic", "none"] = "lexical"
     mlx_model: str | None = None
     http_url: str = "http://127.0.0.1:8080/v1/chat/completions"
@@ -136,6 +141,21 @@ class WorkerConfig(Base, frozen=True):
     generate_shards: int = 1
 
 
+class EvalConfig(Base, frozen=True):
+    """Held-out A/B evaluation (varro ab, and the verdict `varro run` prints)."""
+
+    # roll-outs per side per panel headline (same seeds on both sides)
+    k: int = 4
+    # the panel `varro run` judges its checkpoints on: "auto" (the bundled days for
+    # the sample source, else the namespace's own fetched days), "sample", "log",
+    # a panel file or frozen panel id, or "none" to skip the verdict
+    panel: str = "auto"
+    # evaluate every new checkpoint against the base and its parent, not only the last
+    every_day: bool = False
+    bootstrap: int = 2000
+    seed: int = 4321
+
+
 class VarroConfig(Base, frozen=True):
     ns: str = "default"
     data_dir: str = "~/.varro"
@@ -147,6 +167,7 @@ class VarroConfig(Base, frozen=True):
     judge: JudgeConfig = JudgeConfig()
     train: TrainConfig = TrainConfig()
     workers: WorkerConfig = WorkerConfig()
+    eval: EvalConfig = EvalConfig()
 
     @property
     def data_path(self) -> Path:
@@ -156,7 +177,26 @@ class VarroConfig(Base, frozen=True):
         return self.generation.profiles[self.generation.sampler]
 
     def section_hash(self, section: str) -> str:
-        return canonical_hash(msgspec.to_builtins(getattr(self, section)))
+        """The hash of a section that enters event ids.
+
+        A field added after a section was first recorded is left out while it
+        holds the value it was introduced with (`INTRODUCED`), so adding a field
+        never changes the id of a day recorded before it existed.
+        """
+        data = msgspec.to_builtins(getattr(self, section))
+        for (sec, name), introduced in INTRODUCED.items():
+            if sec == section and data.get(name) == introduced:
+                del data[name]
+        return canonical_hash(data)
+
+
+# Fields added after the first recorded configs, with the value that reproduces the
+# behaviour from before they existed. A recorded config that lacks one is read with
+# this value (not today's default), and `section_hash` leaves it out at this value:
+# configs evolve like events (see DESIGN.md).
+INTRODUCED: dict[tuple[str, str], Any] = {
+    ("generation", "holdout_share"): 0.0,
+}
 
 
 _TOP_LEVEL = {f for f in VarroConfig.__struct_fields__}
@@ -252,6 +292,9 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("generation.batch_size", g.batch_size == "auto" or g.batch_size >= 1, '>= 1 or "auto"'),
         ("generation.kv_cache_mb", g.kv_cache_mb >= 1, ">= 1"),
         ("generation.max_headlines", g.max_headlines is None or g.max_headlines >= 1, ">= 1 (or unset)"),
+        ("generation.holdout_share", 0 <= g.holdout_share < 1, "in [0, 1)"),
+        ("eval.k", cfg.eval.k >= 1, ">= 1"),
+        ("eval.bootstrap", cfg.eval.bootstrap >= 100, ">= 100"),
         ("train.learning_rate", t.learning_rate > 0, "> 0"),
         ("train.eps_low", 0 <= t.eps_low < 1, "in [0, 1)"),
         ("train.eps_high", t.eps_high >= 0, ">= 0"),
@@ -302,6 +345,8 @@ def config_from_recorded(data: bytes, *, machine: VarroConfig, ns: str | None = 
     """The recorded experiment settings with this machine's data dir, Redis and namespace."""
     try:
         recorded = msgspec.json.decode(data)
+        for (section, name), introduced in INTRODUCED.items():
+            recorded.setdefault(section, {}).setdefault(name, introduced)
         recorded.update(ns=ns or machine.ns, data_dir=machine.data_dir, redis_url=machine.redis_url)
         return msgspec.convert(recorded, VarroConfig)
     except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:

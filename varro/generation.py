@@ -443,6 +443,44 @@ def headlines_per_pass(batch_size: int, group_size: int) -> int:
     return max(1, batch_size // max(1, group_size))
 
 
+def sample_in_passes(
+    loaded: LoadedModel,
+    prompts: Sequence[tuple[str, list[int]]],
+    *,
+    group_size: int,
+    sampler: SamplerSpec,
+    seeds: dict[tuple[str, int], int],
+    batch_size: int,
+    eos_token_ids: Iterable[int],
+    kernels: Kernels = "auto",
+) -> list[SampledResponse]:
+    """`sample_responses` over consecutive passes of ``batch_size // group_size`` headlines (the
+    canonical batch composition), without the teacher-forced log-prob pass: what evaluation needs."""
+    headline_ids = [h for h, _ in prompts]
+    if len(set(headline_ids)) != len(headline_ids):
+        raise GenerationError("each headline may appear only once in a generation call")
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
+    per_pass = headlines_per_pass(batch_size, group_size)
+    eos = list(eos_token_ids)
+    sampled = []
+    for start in range(0, len(prompts), per_pass):
+        chunk = prompts[start : start + per_pass]
+        sampled.extend(
+            sample_responses(
+                loaded, chunk, group_size=group_size, sampler=sampler, seeds=seeds, eos_token_ids=eos, kernels=kernels
+            )
+        )
+    return sampled
+
+
+def response_text(tokenizer, response: SampledResponse, eos_token_ids: Iterable[int]) -> str:
+    """The answer's text: its tokens decoded without the stop token."""
+    eos = {int(t) for t in eos_token_ids}
+    ids = response.response_ids
+    return tokenizer.decode(ids[:-1] if ids and ids[-1] in eos else ids)
+
+
 def generate_rollouts(
     loaded: LoadedModel,
     prompts: Sequence[tuple[str, list[int]]],
@@ -458,26 +496,17 @@ def generate_rollouts(
 
     Records come back in prompt order, then roll-out index order.
     """
-    headline_ids = [h for h, _ in prompts]
-    if len(set(headline_ids)) != len(headline_ids):
-        raise GenerationError("each headline may appear only once in a generation call")
-    if batch_size < 1:
-        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
-    per_pass = headlines_per_pass(batch_size, group_size)
-    sampled = []
-    for start in range(0, len(prompts), per_pass):
-        chunk = prompts[start : start + per_pass]
-        sampled.extend(
-            sample_responses(
-                loaded,
-                chunk,
-                group_size=group_size,
-                sampler=sampler,
-                seeds=seeds,
-                eos_token_ids=eos_token_ids,
-                kernels=kernels,
-            )
-        )
+    eos_token_ids = list(eos_token_ids)
+    sampled = sample_in_passes(
+        loaded,
+        prompts,
+        group_size=group_size,
+        sampler=sampler,
+        seeds=seeds,
+        batch_size=batch_size,
+        eos_token_ids=eos_token_ids,
+        kernels=kernels,
+    )
     prompt_of = dict(prompts)
     logprobs = sequence_logprobs(
         loaded.model,
@@ -486,11 +515,9 @@ def generate_rollouts(
         temperature=sampler.temperature or 1.0,
         kernels=kernels,
     )
-    eos = {int(t) for t in eos_token_ids}
     records = []
     for s, lp in zip(sampled, logprobs, strict=True):
-        body = s.response_ids[:-1] if s.response_ids and s.response_ids[-1] in eos else s.response_ids
-        text = loaded.tokenizer.decode(body)
+        text = response_text(loaded.tokenizer, s, eos_token_ids)
         records.append(
             RolloutRecord(
                 headline_id=s.headline_id,

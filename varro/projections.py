@@ -10,6 +10,7 @@ data directory:
     timestamped_storage_<NS>/<date>_predictions.json       RolloutsGenerated(date)
     timestamped_storage_<NS>/<date>_outcome_tracking.json  Ranked(date): the outcome headlines used
     timestamped_storage_<NS>/<date>_evaluations.json       Ranked(date): ranks, rewards, rounds, day stats
+    timestamped_storage_<NS>/<date>_ab.json                Evaluated(date): held-out A/B results, in append order
     timestamped_storage_<NS>/index.json                    dates x stages
     training/gspo_<NS>/gspo_training_<date>.json           EpochTrained(date)
 
@@ -43,6 +44,7 @@ from events.ids import validate_date, validate_ns
 from events.schema import (
     AnyEvent,
     EpochTrained,
+    Evaluated,
     Event,
     HeadlinesFetched,
     Ranked,
@@ -99,6 +101,16 @@ def fold_latest(events: Iterable[AnyEvent]) -> dict[tuple[type, str], Latest]:
     return {key: Latest(evs[-1], tuple(e.event_id for e in evs[:-1])) for key, evs in groups.items()}
 
 
+def _evaluations_by_date(log: Iterable[AnyEvent]) -> dict[str, list[Evaluated]]:
+    out: dict[str, list[Evaluated]] = {}
+    seen: set[str] = set()
+    for event in log:
+        if isinstance(event, Evaluated) and event.event_id not in seen:
+            seen.add(event.event_id)
+            out.setdefault(event.date, []).append(event)
+    return out
+
+
 def storage_dir(ns: str) -> str:
     return f"timestamped_storage_{ns}"
 
@@ -149,6 +161,13 @@ def project(events: Iterable[AnyEvent], ns: str) -> dict[str, bytes]:
             "event_id": item.event.event_id,
             "superseded_event_ids": list(item.superseded),
             "files": sorted(built),
+        }
+    for date, evaluations in _evaluations_by_date(log).items():
+        docs[_dated(ns, date, "ab")] = {
+            "date": date,
+            "evaluations": [_builtins(e) for e in evaluations],
+            "note": "win_rate: B's share of pairs won on held-out panel headlines (ties half), with its 95% "
+            "interval clustered by headline; per-pair verdicts are in each evaluation's artifact",
         }
     docs[f"{storage_dir(ns)}/index.json"] = {
         "namespace": ns,

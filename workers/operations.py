@@ -19,7 +19,7 @@ from rq import Queue, Worker
 
 from events.consumer import Consumer, DeadLetter
 from events.ids import shift_date
-from events.schema import AnyEvent, EpochTrained
+from events.schema import AnyEvent, CheckpointRef, EpochTrained, Evaluated, PanelFrozen
 from events.store import EventStore
 from jobs.daily import day_config, run_seed
 from varro.config import VarroConfig
@@ -247,3 +247,185 @@ def override(rt: Runtime, ns: str, prediction_date: str, headlines_date: str, *,
     retrain = isinstance(trained, EpochTrained) and ranked is not None and trained.ranked_event_id != ranked.event_id
     failures = [f for f in failed_jobs(rt, ns) if f.date in (prediction_date, headlines_date)]
     return OverrideResult(failures=failures, retrain_needed=retrain)
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def resolve_checkpoint(rt: Runtime, ns: str, ref: str) -> tuple[CheckpointRef, str]:
+    """(checkpoint, label) named by "base", a trained day (YYYY-MM-DD), a sha256 prefix or a directory.
+
+    Only checkpoints this namespace's log knows can be evaluated on a panel:
+    the log is what says which headlines they were trained on.
+    """
+    from pathlib import Path
+
+    from varro.checkpoints import checkpoint_sha256
+    from varro.lineage import CheckpointHistory, LineageError
+
+    models = rt.context(ns).models
+    if ref == "base":
+        return models.base_ref(), "base"
+    store = rt.store(ns)
+    if len(ref) == 10 and ref[4] == "-" and ref[7] == "-":
+        trained = store.latest("EpochTrained", ref)
+        if not isinstance(trained, EpochTrained):
+            raise UsageProblem(f"namespace {ns!r} trained nothing on {ref}: no checkpoint of that day")
+        return trained.checkpoint, ref
+    base = models.base_ref()
+    if Path(ref).expanduser().is_dir():
+        sha = checkpoint_sha256(Path(ref).expanduser())
+    else:
+        try:
+            sha = CheckpointHistory(events_of(rt, ns)).resolve(ref)
+        except LineageError as exc:
+            if base.sha256.startswith(ref.lower()):
+                return base, "base"
+            raise UsageProblem(str(exc)) from None
+    if sha == base.sha256:
+        return base, "base"
+    for event in store.read(types=["EpochTrained"]):
+        epoch = event.event
+        if isinstance(epoch, EpochTrained) and epoch.checkpoint.sha256 == sha:
+            return epoch.checkpoint, epoch.date
+    raise UsageProblem(
+        f"checkpoint {sha[:12]} was not trained in namespace {ns!r}, so the log cannot say what it was trained on"
+    )
+
+
+def panel_event(rt: Runtime, ns: str, spec: str) -> PanelFrozen:
+    """The `PanelFrozen` that `spec` names, freezing it first where needed.
+
+    "sample": the bundled sample days; "log": this namespace's own fetched
+    days; a path to a panel JSON file; or the event id (or artifact sha256,
+    or a prefix of either) of a panel already frozen in this namespace.
+    """
+    from pathlib import Path
+
+    from jobs.evaluate import freeze_panel, logged_days, record_panel
+    from varro.evaluation import panel as panels
+
+    ctx = rt.context(ns)
+    if spec == "sample":
+        from varro.headlines.collect import collect, sample_dates
+
+        days = {d: collect("sample", d, rt.cfg.headlines).headlines for d in sample_dates()}
+        appended = freeze_panel(ctx, days, name="sample", source="sample")
+    elif spec == "log":
+        days = logged_days(ctx)
+        if not days:
+            raise UsageProblem(f"namespace {ns!r} has no fetched days to build a panel from")
+        appended = freeze_panel(ctx, days, name=f"{ns}-log", source=f"log:{ns}")
+    elif Path(spec).is_file():
+        panel = panels.decode(Path(spec).read_bytes(), origin=spec)
+        appended = record_panel(ctx, panel, f"file:{Path(spec).name}")
+    else:
+        wanted = spec.lower()
+        found = [
+            s.event
+            for s in rt.store(ns).read(types=["PanelFrozen"])
+            if s.event.event_id.startswith(wanted)
+            or (isinstance(s.event, PanelFrozen) and s.event.artifact.sha256.startswith(wanted))
+        ]
+        if len(found) != 1 or not isinstance(found[0], PanelFrozen):
+            what = "no" if not found else f"{len(found)}"
+            raise UsageProblem(
+                f"{what} panel in namespace {ns!r} matches {spec!r}: use sample, log, a panel file, "
+                "or the id of a frozen panel (varro panel list)"
+            )
+        return found[0]
+    event = appended.event
+    assert isinstance(event, PanelFrozen)
+    return event
+
+
+def evaluate(
+    rt: Runtime,
+    ns: str,
+    a: tuple[CheckpointRef, str],
+    b: tuple[CheckpointRef, str],
+    panel: PanelFrozen,
+    *,
+    purpose: str = "ab",
+    date: str | None = None,
+    force: bool = False,
+) -> Evaluated:
+    from jobs.evaluate import evaluate_job
+
+    appended = evaluate_job(
+        rt.context(ns),
+        a[0],
+        b[0],
+        panel.event_id,
+        purpose=purpose,
+        labels=(a[1], b[1]),
+        date=date,
+        force=force,
+    )
+    event = appended.event
+    assert isinstance(event, Evaluated)
+    return event
+
+
+def ab(rt: Runtime, ns: str, a_ref: str, b_ref: str, panel_spec: str, *, force: bool = False) -> Evaluated:
+    """`varro ab`: B against A on a panel. Against the base or B's own parent it is also a point of the
+    learning curve (purpose vs_base / vs_parent, dated by B's training day)."""
+    a, b = resolve_checkpoint(rt, ns, a_ref), resolve_checkpoint(rt, ns, b_ref)
+    panel = panel_event(rt, ns, panel_spec)
+    trained = rt.store(ns).latest("EpochTrained", b[1]) if b[1] != "base" else None
+    purpose, date = "ab", None
+    if isinstance(trained, EpochTrained) and trained.checkpoint.sha256 == b[0].sha256:
+        date = b[1]
+        if a[1] == "base":
+            purpose = "vs_base"
+        elif trained.parent_checkpoint.sha256 == a[0].sha256:
+            purpose = "vs_parent"
+    return evaluate(rt, ns, a, b, panel, purpose=purpose, date=date, force=force)
+
+
+def evaluate_last_against_base(rt: Runtime, ns: str, panel_spec: str) -> Evaluated | None:
+    """The learning verdict of a run: its newest checkpoint against the base model, on a held-out panel."""
+    trained = rt.store(ns).dates("EpochTrained")
+    if not trained:
+        return None
+    last = trained[-1]
+    panel = panel_event(rt, ns, panel_spec)
+    base = resolve_checkpoint(rt, ns, "base")
+    return evaluate(rt, ns, base, resolve_checkpoint(rt, ns, last), panel, purpose="vs_base", date=last)
+
+
+def verdict(event: Evaluated) -> str:
+    """One line a person reads first: does B beat A on the held-out panel, by how much, how sure."""
+    w = event.win_rate
+    if w.low > 0.5:
+        word = "beats"
+    elif w.high < 0.5:
+        word = "is worse than"
+    else:
+        word = "is not distinguishable from"
+    diff = (
+        ""
+        if event.score_diff is None
+        else (
+            f"; judge score {event.score_diff.value:+.4f} [{event.score_diff.low:+.4f}, {event.score_diff.high:+.4f}]"
+        )
+    )
+    return (
+        f"{event.b.label} ({event.b.checkpoint.sha256[:12]}) {word} {event.a.label} on {event.headlines} held-out "
+        f"headlines x {event.k}: win rate {w.value:.3f} [95% CI {w.low:.3f}, {w.high:.3f}]{diff} ({event.judge} judge)"
+    )
+
+
+def evaluate_day(rt: Runtime, ns: str, date: str, panel_spec: str) -> list[Evaluated]:
+    """A learning curve point: the checkpoint trained on `date` against the base and against its parent."""
+    trained = rt.store(ns).latest("EpochTrained", date)
+    if not isinstance(trained, EpochTrained):
+        return []
+    panel = panel_event(rt, ns, panel_spec)
+    b = (trained.checkpoint, date)
+    base = resolve_checkpoint(rt, ns, "base")
+    out = [evaluate(rt, ns, base, b, panel, purpose="vs_base", date=date)]
+    if trained.parent_checkpoint.sha256 != base[0].sha256:
+        parent = resolve_checkpoint(rt, ns, trained.parent_checkpoint.sha256)
+        out.append(evaluate(rt, ns, parent, b, panel, purpose="vs_parent", date=date))
+    return out

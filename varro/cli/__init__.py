@@ -18,6 +18,8 @@ _COMMANDS = (
     ("headlines_cmd", "headlines"),
     ("model_cmd", "model"),
     ("pipeline_cmd", "commands"),
+    ("eval_cmd", "commands"),
+    ("report_cmd", "commands"),
 )
 
 

@@ -78,11 +78,47 @@ def _ensure_default_model(cfg: VarroConfig) -> None:
         ensure_default_model(log=lambda line: status.update(f"varro-tiny: {line}"))
 
 
-def _run_in_process(rt, ns: str, dates: list[str], **kwargs) -> None:
-    """`run_days` with per-day progress, then the projections and the per-day table."""
+def _run_in_process(rt, ns: str, dates: list[str], *, panel: str | None = None, **kwargs) -> None:
+    """`run_days` with per-day progress, then the projections, the per-day table and,
+    with a `panel`, the learning verdict on it."""
     from workers.inprocess import run_days
+    from workers.operations import evaluate_day
 
-    _with_progress(rt, ns, dates, lambda on_day: run_days(rt, ns, dates, on_day=on_day, **kwargs))
+    every_day = panel is not None and rt.cfg.eval.every_day
+
+    def operation(on_day) -> None:
+        def day_done(date: str) -> None:
+            if every_day:
+                for event in evaluate_day(rt, ns, date, panel):
+                    console.print(f"    {event.purpose}: {_short_verdict(event)}")
+            on_day(date)
+
+        run_days(rt, ns, dates, on_day=day_done, **kwargs)
+
+    _with_progress(rt, ns, dates, operation)
+    if panel is not None:
+        _print_verdict(rt, ns, panel)
+
+
+def _short_verdict(event) -> str:
+    w = event.win_rate
+    return f"win rate {w.value:.3f} [{w.low:.3f}, {w.high:.3f}] vs {event.a.label}"
+
+
+def _print_verdict(rt, ns: str, panel: str) -> None:
+    from varro.errors import VarroError
+    from workers.operations import evaluate_last_against_base, verdict
+
+    with console.status("judging the last checkpoint against the base on the held-out panel"):
+        try:
+            event = evaluate_last_against_base(rt, ns, panel)
+        except VarroError as exc:
+            console.print(f"[yellow]no learning verdict:[/] {exc}")
+            return
+    if event is None:
+        console.print("[yellow]no learning verdict:[/] nothing was trained in this run")
+        return
+    console.print(f"[bold]Verdict:[/] {verdict(event)}")
 
 
 def _with_progress(rt, ns: str, dates: list[str], operation) -> None:
@@ -136,7 +172,18 @@ def run_cmd(cfg: VarroConfig, start, end, source, files, seed) -> None:
         f"Varro run: namespace [bold]{cfg.ns}[/], {len(dates)} day(s) {dates[0]} .. {dates[-1]}, "
         f"source {source}, model {cfg.model.base}, judge {cfg.judge.kind}"
     )
-    _run_in_process(rt, cfg.ns, dates, source=spec, seed=seed)
+    panel = _run_panel(cfg, source)
+    _run_in_process(rt, cfg.ns, dates, source=spec, seed=seed, panel=panel)
+
+
+def _run_panel(cfg: VarroConfig, source: str) -> str | None:
+    """The panel a run judges itself on (config eval.panel; "auto" follows the source)."""
+    spec = cfg.eval.panel
+    if spec == "none" or (cfg.generation.holdout_share <= 0 and spec in ("auto", "log")):
+        return None
+    if spec == "auto":
+        return "sample" if source == "sample" else "log"
+    return spec
 
 
 @click.command("daily")

@@ -50,6 +50,10 @@ def build_judge(
         return LexicalJudge()
     if kind == "semantic":
         return SemanticJudge()
+    if kind == "structure":
+        from varro.judging.structure_judge import StructureJudge
+
+        return StructureJudge()
     # httpx and mlx are imported only for the judge that needs them, so a process
     # that ranks lexically (or only reads events) never loads them.
     if kind == "http":
@@ -76,7 +80,7 @@ def build_judge(
             batch_size=cfg.batch_size,
             prompt=prompt,
         )
-    raise JudgeError(f"unknown judge kind {kind!r} (known: lexical, semantic, http, mlx)")
+    raise JudgeError(f"unknown judge kind {kind!r} (known: lexical, semantic, structure, http, mlx)")
 
 
 def build_judges(
