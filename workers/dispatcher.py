@@ -24,7 +24,7 @@ from typing import Any
 
 import redis as redis_lib
 import structlog
-from rq import Queue, Retry
+from rq import Retry
 from rq.exceptions import DuplicateJobError
 
 from events.consumer import Consumer
@@ -39,6 +39,7 @@ from events.schema import (
 )
 from events.store import EventStore
 from varro.config import VarroConfig
+from workers.queues import queue
 
 FETCH_QUEUE = "varro-fetch"
 MODEL_QUEUE = "varro-model"
@@ -192,7 +193,7 @@ class Dispatcher:
         self.name = name
         self.min_idle_ms = min_idle_ms
         self._consumers: dict[str, Consumer] = {}
-        self.queues = {q: Queue(q, connection=redis) for q in (FETCH_QUEUE, MODEL_QUEUE)}
+        self.queues = {q: queue(q, redis) for q in (FETCH_QUEUE, MODEL_QUEUE)}
 
     def consumer(self, ns: str) -> Consumer:
         if ns not in self._consumers:

@@ -11,7 +11,8 @@ that crashes its parser takes down only the work horse. Its parent process
 never imports mlx, so nothing accelerator-related is ever forked.
 
 Both bind the job id and the job's (ns, date, stage) to every log line the job
-writes, RQ's own lines included.
+writes, RQ's own lines included, and both read jobs with Varro's JSON
+serializer (`workers.queues`): a pickled payload is refused, never unpickled.
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ from __future__ import annotations
 import structlog
 from rq import SimpleWorker, Worker
 
+from workers.queues import SERIALIZER
+
 
 class _BoundLogs:
+    def __init__(self, *args, **kwargs):
+        kwargs["serializer"] = SERIALIZER  # never pickle, whatever a caller passes
+        super().__init__(*args, **kwargs)
+
     def perform_job(self, job, queue, *args, **kwargs):
         with structlog.contextvars.bound_contextvars(job_id=job.id, **(job.meta or {})):
             return super().perform_job(job, queue, *args, **kwargs)

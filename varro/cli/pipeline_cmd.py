@@ -168,19 +168,17 @@ def _grid(rt, ns: str) -> dict[str, dict[str, str]]:
 
 
 def _running(rt, ns: str) -> list[tuple[str, str]]:
-    from rq import Queue
-    from rq.registry import StartedJobRegistry
-
     from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE
+    from workers.queues import fetch_job, queue
 
     out = []
     for name in (FETCH_QUEUE, MODEL_QUEUE):
-        queue = Queue(name, connection=rt.redis)
-        job_ids = StartedJobRegistry(name, connection=rt.redis).get_job_ids() + queue.get_job_ids()
-        for job_id in job_ids:
-            job = queue.fetch_job(job_id)
-            if job is not None and (job.meta or {}).get("ns") == ns:
-                out.append((job.meta["stage"], job.meta["date"]))
+        q = queue(name, rt.redis)
+        for job_id in q.started_job_registry.get_job_ids() + q.get_job_ids():
+            job = fetch_job(name, rt.redis, job_id)
+            meta = (job.meta or {}) if job is not None else {}
+            if meta.get("ns") == ns and "stage" in meta and "date" in meta:
+                out.append((meta["stage"], meta["date"]))
     return out
 
 
@@ -387,10 +385,11 @@ def rebuild_cmd(cfg: VarroConfig) -> None:
 @config_options
 def status_cmd(cfg: VarroConfig) -> None:
     """Days x stages grid, queue depths, workers and dead letters."""
-    from rq import Queue, Worker
+    from rq import Worker
 
     from events.consumer import Consumer
     from workers.dispatcher import FETCH_QUEUE, GROUP, MODEL_QUEUE
+    from workers.queues import SERIALIZER, queue
 
     rt = runtime_for(cfg)
     grid = _grid(rt, cfg.ns)
@@ -406,8 +405,8 @@ def status_cmd(cfg: VarroConfig) -> None:
         table.add_row(date, *(marks.get(row.get(s, "missing"), row.get(s, "")) for s in STAGES))
     console.print(table)
     for name in (FETCH_QUEUE, MODEL_QUEUE):
-        console.print(f"queue {name}: {Queue(name, connection=rt.redis).count} waiting")
-    workers = Worker.all(connection=rt.redis)
+        console.print(f"queue {name}: {queue(name, rt.redis).count} waiting")
+    workers = Worker.all(connection=rt.redis, serializer=SERIALIZER)
     console.print(f"workers: {len(workers)}" + "".join(f"\n  {w.name} ({w.get_state()})" for w in workers))
     dead = Consumer(rt.redis, cfg.ns, GROUP, "status").dead_letters()
     console.print(f"dead letters: {len(dead)}" + "".join(f"\n  {d.entry_id}: {d.reason}" for d in dead))
@@ -485,21 +484,20 @@ def lineage_cmd(cfg: VarroConfig, checkpoint) -> None:
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 def worker_cmd(cfg: VarroConfig, role, burst) -> None:
     """Run a stage worker: `model` (generate/rank/train, holds the model) or `fetch` (light, forking)."""
-    from rq import Queue
-
     from events.connection import connect
     from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE
     from workers.model_worker import FetchWorker, ModelWorker
+    from workers.queues import queue
 
     if role == "model":
         rt = runtime_for(cfg)  # the model worker keeps this runtime (and its model) across jobs
-        worker = ModelWorker([Queue(MODEL_QUEUE, connection=rt.redis)], connection=rt.redis)
+        worker = ModelWorker([queue(MODEL_QUEUE, rt.redis)], connection=rt.redis)
     else:
         from workers.runtime import set_default_config
 
         set_default_config(cfg)  # no runtime here: each forked horse builds its own from this config
         redis = connect(cfg.redis_url, cfg.data_path)
-        worker = FetchWorker([Queue(FETCH_QUEUE, connection=redis)], connection=redis)
+        worker = FetchWorker([queue(FETCH_QUEUE, redis)], connection=redis)
     worker.work(burst=burst, with_scheduler=True)
 
 
@@ -520,16 +518,16 @@ def dispatcher_cmd(cfg: VarroConfig, all_ns) -> None:
 @click.command("scheduler")
 @config_options
 def scheduler_cmd(cfg: VarroConfig) -> None:
-    """Run RQ's cron scheduler: request each day for --ns at `workers.cron` (UTC)."""
-    from rq.cron import CronScheduler
-
+    """Request each day for --ns at `workers.cron` (UTC)."""
     from events.connection import connect
-    from workers.schedule import register_daily
+    from workers.schedule import DailySchedule
 
-    scheduler = CronScheduler(connection=connect(cfg.redis_url, cfg.data_path), name=f"varro-cron-{cfg.ns}")
-    register_daily(scheduler.register, cfg)
-    console.print(f"scheduling {cfg.ns} at '{cfg.workers.cron}' (source {cfg.workers.daily_source})")
-    scheduler.start()
+    try:
+        schedule = DailySchedule(connect(cfg.redis_url, cfg.data_path), cfg)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    console.print(f"scheduling {cfg.ns} at '{cfg.workers.cron}' UTC (source {cfg.workers.daily_source})")
+    schedule.run()
 
 
 @click.command("dashboard")
@@ -537,16 +535,18 @@ def scheduler_cmd(cfg: VarroConfig) -> None:
 @click.option("--port", type=int, default=9181, show_default=True)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 def dashboard_cmd(cfg: VarroConfig, port, bind) -> None:
-    """Serve rq-dashboard for the Redis in use."""
+    """Serve rq-dashboard for the Redis in use (jobs shown through Varro's JSON serializer)."""
+    import os
     import subprocess
 
     from events.connection import connect
 
     connection = connect(cfg.redis_url, cfg.data_path)
     url = cfg.redis_url or f"unix://{connection.connection_pool.connection_kwargs['path']}"
-    sys.exit(
-        subprocess.call([sys.executable, "-m", "rq_dashboard", "--redis-url", url, "--port", str(port), "--bind", bind])
-    )
+    # the URL may hold a password: the environment, unlike the command line, is not shown by `ps`
+    env = {**os.environ, "RQ_DASHBOARD_REDIS_URL": url}
+    args = [sys.executable, "-m", "rq_dashboard", "--json", "--port", str(port), "--bind", bind]
+    sys.exit(subprocess.call(args, env=env))
 
 
 commands = [
