@@ -14,7 +14,7 @@ import click
 import msgspec
 import redis
 
-from events.connection import connect
+from events.connection import connect, redact
 from events.errors import EventError
 from events.schema import EVENT_TYPES, AnyEvent
 from events.store import EventStore, StoredEvent
@@ -29,7 +29,8 @@ def open_redis(cfg: VarroConfig) -> redis.Redis:
         client.ping()
         return client
     except (redis.RedisError, EventError, OSError) as exc:
-        raise click.ClickException(f"cannot reach Redis ({cfg.redis_url or 'embedded'}): {exc}") from None
+        where = redact(cfg.redis_url) if cfg.redis_url else "embedded"
+        raise click.ClickException(f"cannot reach Redis ({where}): {redact(str(exc), cfg.redis_url)}") from None
 
 
 def open_store(cfg: VarroConfig) -> EventStore:
