@@ -6,7 +6,9 @@ pending by a consumer that died is reclaimed by another one once it has been
 idle for `min_idle_ms` (XAUTOCLAIM). An entry that cannot be decoded, or that
 has been delivered more than `max_deliveries` times, goes to the group's
 dead-letter stream with the reason and is acked, so one poison entry never
-blocks the rest of the log.
+blocks the rest of the log. So does a foreign entry: a valid event whose `ns`
+is not the stream's namespace (only the store's append script writes a stream,
+and it refuses those), so nobody acts on a namespace it was not read from.
 
 Reclaim cannot tell a dead consumer from a slow one: keep `min_idle_ms` above
 the longest time a consumer holds an entry before acking it.
@@ -105,6 +107,10 @@ class Consumer:
                 event = codec.decode(raw)
             except EventDecodeError as exc:
                 self._dead_letter(entry_id, raw, f"undecodable: {exc}", delivered)
+                continue
+            if event.ns != self.ns:
+                reason = f"foreign: event {event.event_id} belongs to namespace {event.ns!r}, not {self.ns!r}"
+                self._dead_letter(entry_id, raw, reason, delivered)
                 continue
             deliveries.append(Delivery(entry_id, event, delivered))
         return deliveries

@@ -418,9 +418,13 @@ class EventStore:
     def import_jsonl(self, fh: TextIO) -> int:
         """Restore an export into this (empty) namespace with the same entry ids and bytes.
 
-        Events keep their original `ns` field and ids, so the chain verifies and an
-        export of the restored namespace equals the original export. The whole file
-        is checked (decodes, hashes, links) before anything is written.
+        An import is a restore: into the namespace the export was taken from, under
+        the same name, so the chain verifies and an export of the restored namespace
+        equals the original. Events whose `ns` is another name are refused (their
+        namespace is part of every event id, and a dispatcher would start their work
+        in that other, live namespace); a copy under a new name is a fork, which is
+        `varro replay --into`. The whole file is checked (decodes, hashes, links,
+        namespace) before anything is written.
         """
         if self.redis.exists(self.stream, tip_key(self.ns), ids_key(self.ns)):
             raise NamespaceNotEmpty(f"namespace {self.ns!r} already has events; import needs an empty one")
@@ -431,6 +435,14 @@ class EventStore:
                 item = self._imported(lineno, line, link)
                 items.append((lineno, item))
                 link = item.args[3]
+        foreign = sorted({item.event["ns"] for _, item in items} - {self.ns})
+        if foreign:
+            names = ", ".join(repr(n) for n in foreign)
+            raise EventError(
+                f"the export holds events of namespace {names}, not {self.ns!r}: an import restores a "
+                f"namespace under its own name (--ns {foreign[0]}); to copy it into {self.ns!r}, fork it "
+                f"with `varro replay --ns {foreign[0]} --into {self.ns}`"
+            )
         for lineno, item in items:
             status, reply = (_s(x) for x in self._append_script(keys=item.keys, args=item.args))
             if status == "missing":

@@ -127,3 +127,23 @@ def test_forced_fetch_regenerates_the_day_as_forced(runtime):
     forced = fetch_headlines(ctx_of(runtime), DAY, source="sample", force=True).event
     assert forced.forced
     assert specs(runtime, forced) == [("generate", DAY, {"force": True})]
+
+
+def test_an_event_naming_another_namespace_is_dead_lettered_not_planned(runtime, redis_client):
+    from events.consumer import Consumer
+    from events.store import stream_key
+    from workers.dispatcher import GROUP, ForeignEvent
+
+    request_day(runtime.context("victim"), DAY, trigger="manual", source="sample")
+    ((_, fields),) = redis_client.xrange(stream_key("victim"))
+    redis_client.xadd(stream_key("disp"), fields)  # a valid event, appended to another namespace's stream
+    victim_event = runtime.store("victim").latest("DailyRunRequested", DAY)
+    with pytest.raises(ForeignEvent, match="belongs to namespace 'victim', not 'disp'"):
+        plan(victim_event, runtime.store("disp"))
+
+    dispatcher = Dispatcher(redis_client, runtime.cfg, name="d1")
+    dispatcher.step("disp")
+    assert queue(FETCH_QUEUE, redis_client).count == 0 and queue(MODEL_QUEUE, redis_client).count == 0
+    (dead,) = Consumer(redis_client, "disp", GROUP, "status").dead_letters()
+    assert dead.reason.startswith("foreign:") and "'victim'" in dead.reason
+    assert dispatcher.consumer("disp").pending() == 0

@@ -101,17 +101,21 @@ def test_verify_exits_1_and_names_the_broken_entry(cli, redis_server, redis_clie
     assert f"BROKEN: namespace 'prod' at entry {rows[1][0].decode()}" in broken.output
 
 
-def test_export_then_import_into_a_new_namespace(cli, redis_server, filled, tmp_path):
+def test_export_then_restore_under_the_same_name(cli, redis_server, redis_client, filled, tmp_path):
     out = tmp_path / "backup" / "prod.jsonl"
     exported = cli("events", "export", "--ns", "prod", "--redis-url", redis_server.url, "-o", out)
     assert exported.exit_code == 0
     assert len(out.read_text().splitlines()) == 6
     assert all(msgspec.json.decode(line)["event"]["type"] for line in out.read_text().splitlines())
-    imported = cli("events", "import", out, "--ns", "restored", "--redis-url", redis_server.url)
+    elsewhere = cli("events", "import", out, "--ns", "restored", "--redis-url", redis_server.url)
+    assert elsewhere.exit_code == 1 and "replay --ns prod --into restored" in elsewhere.output
+    assert "Traceback" not in elsewhere.output and not redis_client.keys(b"varro:{restored}:*")
+    redis_client.flushdb()  # the server's data is lost; the backup brings the namespace back
+    imported = cli("events", "import", out, "--ns", "prod", "--redis-url", redis_server.url)
     assert imported.exit_code == 0 and "imported 6 events" in imported.output
-    again = cli("events", "import", out, "--ns", "restored", "--redis-url", redis_server.url)
+    again = cli("events", "import", out, "--ns", "prod", "--redis-url", redis_server.url)
     assert again.exit_code == 1 and "NamespaceNotEmpty" in again.output
-    stdout = cli("events", "export", "--ns", "restored", "--redis-url", redis_server.url)
+    stdout = cli("events", "export", "--ns", "prod", "--redis-url", redis_server.url)
     assert stdout.stdout == out.read_text()
 
 

@@ -199,7 +199,7 @@ def test_verify_finds_a_forged_last_entry_by_the_tip(event_store, redis_client, 
     assert not report.ok and "tip" in report.reason
 
 
-def test_export_import_round_trip(event_store, sample_events, tmp_path):
+def test_export_import_round_trip(event_store, sample_events, tmp_path, redis_client):
     source = event_store("prod")
     fill(source, sample_events)
     path = tmp_path / "prod.jsonl"
@@ -207,17 +207,30 @@ def test_export_import_round_trip(event_store, sample_events, tmp_path):
         assert source.export_jsonl(fh) == len(LINEAGE)
     first = path.read_text()
     assert all(msgspec.json.decode(line)["event"]["ns"] == "prod" for line in first.splitlines())
+    events = [s.event for s in source.read()]
+    ranked = source.latest("Ranked", "2025-01-02")
 
-    restored = event_store("restored")
+    redis_client.flushdb()  # the server is lost; the backup restores the namespace under its own name
+    restored = event_store("prod")
     with path.open() as fh:
         assert restored.import_jsonl(fh) == len(LINEAGE)
     assert restored.verify().ok
     again = io.StringIO()
     restored.export_jsonl(again)
     assert again.getvalue() == first
-    assert [s.event for s in restored.read()] == [s.event for s in source.read()]
-    ranked = source.latest("Ranked", "2025-01-02")
+    assert [s.event for s in restored.read()] == events
     assert restored.latest("Ranked", "2025-01-02") == ranked
+
+
+def test_import_into_another_name_is_refused_before_anything_is_written(event_store, sample_events):
+    source = event_store("s2")
+    fill(source, sample_events)
+    dump = io.StringIO()
+    source.export_jsonl(dump)
+    target = event_store("imp")
+    with pytest.raises(EventError, match=r"namespace 's2', not 'imp'.*replay --ns s2 --into imp"):
+        target.import_jsonl(io.StringIO(dump.getvalue()))
+    assert target.count() == 0 and not target.redis.keys(b"varro:{imp}:*")
 
 
 def test_import_refuses_a_non_empty_namespace(event_store, sample_events):

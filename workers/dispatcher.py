@@ -48,6 +48,10 @@ GROUP = "dispatcher"
 log = structlog.get_logger("varro.dispatcher")
 
 
+class ForeignEvent(ValueError):
+    """An event read from one namespace's stream names another namespace."""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     stage: str
@@ -97,8 +101,12 @@ def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
     A forced event (a day requested again with --force) re-runs the rest of its
     day's chain as forced, marked events instead of stopping at what exists.
     Generation is split into `shards` jobs where the deployment asks for it.
+    Jobs go to the namespace of the stream the event was read from (`store`),
+    never to the one an event names: an event naming another is foreign.
     """
-    ns, corr = event.ns, event.correlation_id
+    ns, corr = store.ns, event.correlation_id
+    if event.ns != ns:
+        raise ForeignEvent(f"event {event.event_id} belongs to namespace {event.ns!r}, not {ns!r}")
     forced = bool(getattr(event, "forced", False))
 
     def spec(stage: str, date: str, **kwargs: Any) -> JobSpec:

@@ -191,7 +191,7 @@ def export_cmd(cfg, output) -> None:
 
 @events.command(name="import")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
-@click.option("--ns", required=True, help="The EMPTY namespace to restore into.")
+@click.option("--ns", required=True, help="The namespace the export was taken from (empty now): a restore.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--data-dir", help="Data directory. Default: config `data_dir` (~/.varro).")
 @click.option("--redis-url", help="Redis/Valkey URL. Default: $REDIS_URL, else the embedded server.")
