@@ -14,7 +14,7 @@ from __future__ import annotations
 from events.ids import derive_event_id, validate_date
 from events.schema import HeadlinesFetched, Ranked, RolloutsGenerated
 from events.store import Appended
-from jobs.context import JobContext, derive_seed, force_input
+from jobs.context import JobContext, base_checkpoint, derive_seed, force_input
 from jobs.daily import run_seed
 from varro.judging import GroupToRank, build_judges, rank_day
 from varro.judging.outcomes import OutcomesMissing, outcome_date_for, outcome_headlines, require_outcomes
@@ -127,7 +127,7 @@ def _judge_model_ref(ctx: JobContext) -> str | None:
         return None
     if judge.mlx_model:
         return judge.mlx_model
-    base = ctx.models.base_ref()
+    base = base_checkpoint(ctx)
     return f"{base.base_model}@{base.sha256[:12]}"
 
 
@@ -139,6 +139,6 @@ def _judges(ctx: JobContext, judge_model: str | None):
 
         model, tokenizer = mlx_lm.load(ctx.cfg.judge.mlx_model)
     else:
-        loaded = ctx.models.load(ctx.models.base_ref())
+        loaded = ctx.models.load(base_checkpoint(ctx))
         model, tokenizer = loaded.model, loaded.tokenizer
     return build_judges(ctx.cfg.judge, model=model, tokenizer=tokenizer, model_name=judge_model)

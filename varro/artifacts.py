@@ -14,10 +14,15 @@ from pathlib import Path
 
 from events.ids import sha256_hex
 from events.schema import ArtifactRef
+from varro.integrity import IntegrityError
 
 
 class ArtifactError(RuntimeError):
     """An artifact is missing or its bytes do not match its recorded hash."""
+
+
+class ArtifactCorrupted(IntegrityError, ArtifactError):
+    """An artifact's bytes do not match its name: permanent, never retried."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -64,9 +69,10 @@ class ArtifactStore:
         try:
             data = target.read_bytes()
         except FileNotFoundError:
-            raise ArtifactError(f"artifact {digest} is missing under {self.root / 'artifacts'}") from None
-        if sha256_hex(data) != digest:
-            raise ArtifactError(f"artifact {digest} is corrupted: its bytes hash to {sha256_hex(data)}")
+            raise ArtifactError(f"artifact {digest} is missing: no file {target}") from None
+        actual = sha256_hex(data)
+        if actual != digest:
+            raise ArtifactCorrupted(target, digest, actual, what="artifact")
         return data
 
     def exists(self, ref: ArtifactRef | str) -> bool:

@@ -10,6 +10,10 @@ with an infinite timeout is declared abandoned after about seven minutes.
 that crashes its parser takes down only the work horse. Its parent process
 never imports mlx, so nothing accelerator-related is ever forked.
 
+A job that fails with a `varro.integrity.PermanentError` (bytes on disk that
+are not the recorded ones) fails at once: another attempt would read the same
+bytes, so its retries are not spent.
+
 Both bind the job id and the job's (ns, date, stage) to every log line the job
 writes, RQ's own lines included, and both read jobs with Varro's JSON
 serializer (`workers.queues`): a pickled payload is refused, never unpickled.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import structlog
 from rq import SimpleWorker, Worker
 
+from varro.integrity import PermanentError
 from workers.queues import SERIALIZER
 
 
@@ -27,6 +32,12 @@ class _BoundLogs:
     def __init__(self, *args, **kwargs):
         kwargs["serializer"] = SERIALIZER  # never pickle, whatever a caller passes
         super().__init__(*args, **kwargs)
+
+    def handle_exception(self, job, *exc_info):
+        # RQ calls this before it decides on a retry; no retries left means the job fails now
+        if isinstance(exc_info[1], PermanentError):
+            job.retries_left = 0
+        return super().handle_exception(job, *exc_info)
 
     def perform_job(self, job, queue, *args, **kwargs):
         with structlog.contextvars.bound_contextvars(job_id=job.id, **(job.meta or {})):
