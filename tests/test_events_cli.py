@@ -232,3 +232,21 @@ def test_tail_follow_prints_new_events_as_they_arrive_and_stops_cleanly(
     for reader in readers:
         reader.join(timeout=10)
     assert all_lines.empty() and generated_lines.empty()  # nothing else was printed, no traceback on Ctrl-C
+
+
+def test_a_foreign_stream_entry_is_skipped_and_reported_not_a_traceback(cli, redis_server, redis_client, filled):
+    junk = redis_client.xadd(stream_key("prod"), {"e": b"<junk>", "type": b"EpochTrained"}).decode()
+    url = ("--ns", "prod", "--redis-url", redis_server.url)
+    tail = cli("events", "tail", *url)
+    assert tail.exit_code == 0 and len(tail.stdout.splitlines()) == 6
+    assert "skipped 1 foreign entry of namespace 'prod'" in tail.stderr and junk in tail.stderr
+    exported = cli("events", "export", *url)
+    assert exported.exit_code == 0 and len(exported.stdout.splitlines()) == 6 and "left out" in exported.stderr
+    verified = cli("events", "verify", *url)
+    assert verified.exit_code == 0 and "6 entries, chain intact" in verified.output
+    assert f"foreign: 1 entries not written by Varro (outside the chain): {junk}" in verified.output
+    status = cli("status", *url)
+    assert status.exit_code == 0, status.output
+    assert "foreign stream entries skipped (not written by Varro): 1" in status.output
+    for result in (tail, exported, verified, status):
+        assert "Traceback" not in result.output

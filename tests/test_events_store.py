@@ -16,7 +16,7 @@ from events import codec
 from events.errors import EventError, NamespaceNotEmpty, PreconditionError
 from events.ids import derive_event_id
 from events.schema import DailyRunRequested
-from events.store import EventStore, stream_key
+from events.store import EventStore, VerifyReport, stream_key
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -304,3 +304,36 @@ def test_import_checks_the_whole_file_before_writing(event_store, sample_events)
     with pytest.raises(EventError, match="line 1: not an exported event"):
         target.import_jsonl(io.StringIO('{"entry_id": "1-0", "hash": "x", "event": {"type": "Nope"}}\n'))
     assert target.count() == 0
+
+
+def test_foreign_entries_are_skipped_counted_and_kept_out_of_the_chain(event_store, redis_client, sample_events):
+    store = event_store("s2")
+    events = fill(store, sample_events)
+    own = [s.entry_id for s in store.read()]
+    junk = redis_client.xadd(stream_key("s2"), {"e": b"<junk>", "type": b"EpochTrained"}).decode()
+    copy = redis_client.xadd(stream_key("s2"), redis_client.xrange(stream_key("s2"), own[0], own[0])[0][1]).decode()
+
+    reader = EventStore(redis_client, "s2")
+    assert [s.entry_id for s in reader.read()] == own
+    assert [s.event.event_id for s in reader.read(types=["EpochTrained"])] == [events["EpochTrained"].event_id]
+    assert [s.entry_id for s in reader.last(3)] == own[-3:]
+    assert reader.foreign_seen == sorted([junk, copy])
+    report = reader.verify()
+    assert report.ok and report.checked == len(LINEAGE) and report.foreign == (junk, copy)
+
+    dump = io.StringIO()
+    assert reader.export_jsonl(dump) == len(LINEAGE)  # a restore of the export is the namespace without them
+    redis_client.flushdb()
+    restored = event_store("s2")
+    assert restored.import_jsonl(io.StringIO(dump.getvalue())) == len(LINEAGE)
+    assert restored.verify() == VerifyReport(True, len(LINEAGE))
+
+
+def test_an_own_entry_disguised_as_foreign_breaks_the_chain(event_store, redis_client, sample_events):
+    store = event_store()
+    fill(store, sample_events)
+    entries = list(store.read())
+    rewrite_stream(redis_client, "test", lambda i, f: {**f, b"id": b"someone-else"} if i == 2 else f)
+    report = store.verify()
+    assert not report.ok and report.foreign == (entries[2].entry_id,)
+    assert report.first_broken == entries[3].entry_id and "prev_hash" in report.reason

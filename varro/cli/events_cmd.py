@@ -50,6 +50,18 @@ def event_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def foreign_note(store: EventStore) -> str | None:
+    """One line about the entries a read skipped because Varro did not write them (None if none)."""
+    seen = store.foreign_seen
+    if not seen:
+        return None
+    shown = ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else "")
+    return (
+        f"skipped {len(seen)} foreign entr{'y' if len(seen) == 1 else 'ies'} of namespace {store.ns!r} "
+        f"(not written by Varro; the dispatcher dead-letters them): {shown}"
+    )
+
+
 def summary(event: AnyEvent) -> str:
     """A few words that tell one event from its neighbours in a listing."""
     kind = type(event).__name__
@@ -114,6 +126,8 @@ def tail(cfg, event_type, date, n, follow) -> None:
         latest = collections.deque(store.read(end=until, types=types, dates=dates), maxlen=n) if n else ()
     for stored in latest:
         click.echo(line(stored))
+    if note := foreign_note(store):
+        click.echo(note, err=True)
     if not follow:
         return
     try:
@@ -157,6 +171,9 @@ def verify(cfg) -> None:
     """Walk the hash chain; exit 1 and name the first broken link if it is broken."""
     store = open_store(cfg)
     report = store.verify()
+    if report.foreign:
+        shown = ", ".join(report.foreign[:5]) + (", ..." if len(report.foreign) > 5 else "")
+        click.echo(f"foreign: {len(report.foreign)} entries not written by Varro (outside the chain): {shown}")
     if report.ok:
         click.echo(f"ok: namespace {store.ns!r}, {report.checked} entries, chain intact")
         return
@@ -187,6 +204,8 @@ def export_cmd(cfg, output) -> None:
         n = store.export_jsonl(buffer)
         atomic_write(output, buffer.getvalue().encode("utf-8"))  # a crash leaves the old backup whole
     click.echo(f"exported {n} events from namespace {store.ns!r}", err=True)
+    if note := foreign_note(store):
+        click.echo(note + "; left out of the export", err=True)
 
 
 @events.command(name="import")

@@ -410,6 +410,8 @@ def status_cmd(cfg: VarroConfig) -> None:
     console.print(f"workers: {len(workers)}" + "".join(f"\n  {w.name} ({w.get_state()})" for w in workers))
     dead = Consumer(rt.redis, cfg.ns, GROUP, "status").dead_letters()
     console.print(f"dead letters: {len(dead)}" + "".join(f"\n  {d.entry_id}: {d.reason}" for d in dead))
+    if foreign := rt.store(cfg.ns).foreign_seen:
+        console.print(f"foreign stream entries skipped (not written by Varro): {len(foreign)}")
     failed = _failed_lines(rt, cfg.ns)
     if failed:
         console.print("failed jobs (RQ failed registry):" + "".join(f"\n  {line}" for line in failed))
