@@ -80,7 +80,7 @@ def plan_day(
     base_seed = run_seed(ctx, date) if base_seed is None else base_seed
     sampler = cfg.sampler()
     headlines = choose_headlines(fetched.headlines, cfg.generation.max_headlines, date)
-    tokenizer = ctx.models.load(checkpoint).tokenizer  # verified against the hash, like the weights
+    tokenizer = ctx.models.tokenizer(checkpoint)  # its files verified against the checkpoint's hash
     p_hash = prompt_hash(cfg, tokenizer)
     inputs = [
         fetched.event_id,

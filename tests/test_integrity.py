@@ -155,3 +155,17 @@ def test_jobs_load_the_base_by_the_hash_the_namespace_recorded(saved, event_stor
     assert ctx.models.base_ref() != recorded  # hashing the disk again would have renamed the corrupted base
     with pytest.raises(IntegrityError, match=f"corrupted checkpoint {base}"):
         ctx.models.load(parent_checkpoint(ctx, "2025-01-05"))
+
+
+def test_the_tokenizer_alone_is_checked_without_reading_the_weights(saved):
+    _, ref, cfg = saved
+    root = Path(ref.path)
+    flip_one_bit_keeping_mtime(root / "model.safetensors")
+    assert ModelCache(cfg).tokenizer(ref).encode("t5 t9") == [5, 9]  # the weights are not what planning reads
+    (root / "chat_template.jinja").write_text("{{ 'forged' }}")
+    with pytest.raises(IntegrityError, match=f"corrupted file {root / 'chat_template.jinja'}"):
+        ModelCache(cfg).tokenizer(ref)
+    (root / "chat_template.jinja").unlink()
+    recorded, corrupted = flip_one_bit_keeping_mtime(root / "tokenizer.json", offset=10)
+    with pytest.raises(IntegrityError, match=f"corrupted file {root / 'tokenizer.json'}.*{corrupted}.*{recorded}"):
+        ModelCache(cfg).tokenizer(ref)

@@ -93,6 +93,11 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
 def checkpoint_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
     """{relative path: sha256 of its bytes} of every file `checkpoint_sha256` covers; hashes them all."""
     root = Path(path)
+    return {name: file_sha256(root / name) for name in _checkpoint_files(root)}
+
+
+def _checkpoint_files(root: Path) -> list[str]:
+    """The relative paths `checkpoint_sha256` covers, in the order it hashes them."""
     if not root.is_dir():
         raise CheckpointError(f"checkpoint directory {root} does not exist")
     files = sorted(
@@ -102,7 +107,7 @@ def checkpoint_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
     )
     if not files:
         raise CheckpointError(f"checkpoint directory {root} is empty")
-    return {file.relative_to(root).as_posix(): file_sha256(file) for file in files}
+    return [file.relative_to(root).as_posix() for file in files]
 
 
 def manifest_sha256(files: Mapping[str, str]) -> str:
@@ -132,6 +137,27 @@ def verify_checkpoint(path: str | os.PathLike[str], expected: str) -> dict[str, 
                     raise IntegrityError(root / name, "none (not part of the checkpoint)", actual[name])
                 raise IntegrityError(root / name, recorded[name], actual.get(name, "missing"))
     raise IntegrityError(root, expected, digest, what="checkpoint")
+
+
+def verify_all_but_weights(path: str | os.PathLike[str], expected: str) -> dict[str, str]:
+    """Check every file except the weights (``*.safetensors``) of the checkpoint at `path`; its manifest.
+
+    For reading the tokenizer and config without the gigabytes of weights:
+    the checkpoint's stored manifest, itself checked against `expected`, gives
+    each file's recorded digest, and files on disk that it does not list are
+    refused (a tokenizer reads whatever it finds). Without a stored manifest
+    (a base model) every file is hashed, as `verify_checkpoint` does.
+    """
+    root = Path(path)
+    recorded = _stored_manifest(root, expected)
+    if recorded is None:
+        return verify_checkpoint(root, expected)
+    light = {n for n in (*_checkpoint_files(root), *recorded) if not n.endswith(".safetensors")}
+    for name in sorted(light, key=PurePosixPath):
+        if name not in recorded:
+            raise IntegrityError(root / name, "none (not part of the checkpoint)", file_sha256(root / name))
+        verify_file(root / name, recorded[name])
+    return recorded
 
 
 def _stored_manifest(root: Path, expected: str) -> dict[str, str] | None:

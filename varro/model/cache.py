@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from events.schema import CheckpointRef
 from varro.artifacts import fsync_dir
-from varro.checkpoints import CheckpointError, checkpoint_sha256, verify_checkpoint
+from varro.checkpoints import CheckpointError, checkpoint_sha256, verify_all_but_weights, verify_checkpoint
 from varro.model import build as tiny
 
 __all__ = ["LoadedModel", "ModelCache", "ModelError", "checkpoint_sha256", "ensure_default_model"]
@@ -150,6 +150,23 @@ class ModelCache:
         model, tokenizer = load(str(path))
         self._loaded = LoadedModel(model=model, tokenizer=tokenizer, ref=ref, path=path, manifest=manifest)
         return self._loaded
+
+    def tokenizer(self, ref: CheckpointRef) -> Any:
+        """The tokenizer of checkpoint `ref`, its files checked against the recorded hash, weights not read.
+
+        Planning a day needs only the tokenizer (its chat template is part of the
+        prompt hash), so a re-run of a recorded day does not load the weights.
+        """
+        if self._loaded is not None and self._loaded.ref.sha256 == ref.sha256:
+            return self._loaded.tokenizer
+        path = self.resolve(ref)
+        try:
+            verify_all_but_weights(path, ref.sha256)
+        except CheckpointError as exc:
+            raise ModelError(str(exc)) from None
+        from mlx_lm.utils import load_tokenizer
+
+        return load_tokenizer(path)
 
     def release(self) -> None:
         self._loaded = None
