@@ -134,7 +134,7 @@ def verify_checkpoint(path: str | os.PathLike[str], expected: str) -> dict[str, 
         for name in sorted(set(recorded) | set(actual), key=PurePosixPath):
             if recorded.get(name) != actual.get(name):
                 if name not in recorded:
-                    raise IntegrityError(root / name, "none (not part of the checkpoint)", actual[name])
+                    raise IntegrityError(root / name, None, actual[name])
                 raise IntegrityError(root / name, recorded[name], actual.get(name, "missing"))
     raise IntegrityError(root, expected, digest, what="checkpoint")
 
@@ -155,7 +155,7 @@ def verify_all_but_weights(path: str | os.PathLike[str], expected: str) -> dict[
     light = {n for n in (*_checkpoint_files(root), *recorded) if not n.endswith(".safetensors")}
     for name in sorted(light, key=PurePosixPath):
         if name not in recorded:
-            raise IntegrityError(root / name, "none (not part of the checkpoint)", file_sha256(root / name))
+            raise IntegrityError(root / name, None, file_sha256(root / name))
         verify_file(root / name, recorded[name])
     return recorded
 
@@ -171,7 +171,7 @@ def _stored_manifest(root: Path, expected: str) -> dict[str, str] | None:
     return files if manifest_sha256(files) == expected else None
 
 
-def _check_bytes(path: Path, data: bytes, expected: str) -> bytes:
+def _check_bytes(path: Path, data: bytes, expected: str | None) -> bytes:
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise IntegrityError(path, expected, actual)
@@ -209,7 +209,7 @@ def _config_bytes(parent: Path, manifest: Mapping[str, str] | None = None) -> by
     except FileNotFoundError:
         raise CheckpointError(f"parent checkpoint {parent} has no config.json") from None
     if manifest is not None:
-        _check_bytes(parent / "config.json", raw, manifest.get("config.json", "none (not part of the checkpoint)"))
+        _check_bytes(parent / "config.json", raw, manifest.get("config.json"))
     config = json.loads(raw.decode("utf-8"))
     for key in ("torch_dtype", "dtype"):
         if key in config:

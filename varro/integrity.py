@@ -24,12 +24,17 @@ class PermanentError(Exception):
 class IntegrityError(PermanentError, RuntimeError):
     """A file's bytes do not match the sha256 recorded for them."""
 
-    def __init__(self, path: str | os.PathLike[str], expected: str, actual: str, what: str = "file"):
+    def __init__(self, path: str | os.PathLike[str], expected: str | None, actual: str, what: str = "file"):
+        """`expected` None: the file is not part of what was recorded; `actual` "missing": it is gone."""
         self.path, self.expected, self.actual = Path(path), expected, actual
-        found = "is missing" if actual == "missing" else f"hashes to sha256 {actual}"
+        if expected is None:
+            problem = f"it hashes to sha256 {actual}, but no such file is recorded (it is not part of the checkpoint)"
+        else:
+            found = "is missing" if actual == "missing" else f"hashes to sha256 {actual}"
+            problem = f"it {found}, but sha256 {expected} is recorded for it"
         super().__init__(
-            f"corrupted {what} {self.path}: it {found}, but sha256 {expected} is recorded for it; "
-            "restore it from a backup (or re-run the day that wrote it with --force)"
+            f"corrupted {what} {self.path}: {problem}; restore it from a backup (or re-run the day that wrote it "
+            "with --force)"
         )
 
 
