@@ -149,3 +149,35 @@ def test_schedule_enqueues_one_json_job_per_firing(runtime):
     # and the worker runs what the schedule enqueued: today's DailyRunRequested is recorded
     ModelWorker([queue(FETCH_QUEUE, runtime.redis)], connection=runtime.redis).work(burst=True)
     assert runtime.store("ser").count() == 1
+
+
+def test_varro_worker_fetch_process_refuses_a_pickled_job(runtime, tmp_path, redis_server):
+    import os
+    import subprocess
+    import sys
+
+    job_id = _enqueued_fetch(runtime)
+    marker = tmp_path / "pwned-by-worker"
+    runtime.redis.hset(f"rq:job:{job_id}", "data", zlib.compress(_evil(marker)))
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"VARRO_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "varro.cli",
+            "worker",
+            "fetch",
+            "--burst",
+            "--ns",
+            "ser",
+            "--redis-url",
+            redis_server.url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+    assert job_id in queue(FETCH_QUEUE, runtime.redis).failed_job_registry.get_job_ids()
