@@ -194,3 +194,14 @@ def test_a_parent_tokenizer_file_changed_after_loading_is_not_copied_into_the_ch
     with pytest.raises(IntegrityError, match=f"corrupted file {tokenizer}"):
         train_job(ctx, shift_date(DAY, 1), seed=8)
     assert ctx.store.latest("EpochTrained", shift_date(DAY, 1)) is None
+
+
+def test_a_forced_re_run_repairs_a_corrupted_checkpoint(ctx):
+    day1 = train_job(ctx, DAY, seed=7).event
+    stored = ctx.cfg.data_path / "checkpoints" / day1.checkpoint.sha256
+    _flip_one_bit_keeping_mtime(stored / "optimizer.safetensors")
+    assert checkpoint_sha256(stored) != day1.checkpoint.sha256
+    forced = train_job(ctx, DAY, seed=7, force=True).event  # same inputs, so the same bytes are written again
+    assert forced.checkpoint.sha256 == day1.checkpoint.sha256
+    assert checkpoint_sha256(stored) == day1.checkpoint.sha256
+    assert train_job(ctx, shift_date(DAY, 1), seed=8).created

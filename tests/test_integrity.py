@@ -110,6 +110,8 @@ def test_a_corrupted_artifact_names_its_file_and_both_digests(tmp_path):
         store.get(ref)
     assert isinstance(failure.value, ArtifactError) and isinstance(failure.value, PermanentError)
     assert str(path) in str(failure.value) and ref.sha256 in str(failure.value) and corrupted in str(failure.value)
+    assert store.put(b"token ids and log-probs", kind="rollouts") == ref  # writing the bytes again repairs it
+    assert store.get(ref) == b"token ids and log-probs"
     path.unlink()
     with pytest.raises(ArtifactError, match=f"no file {path}"):
         store.get(ref)

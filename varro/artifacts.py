@@ -59,9 +59,16 @@ class ArtifactStore:
     def put(self, data: bytes, kind: str) -> ArtifactRef:
         digest = sha256_hex(data)
         target = self.path(digest)
-        if not target.exists():
+        if not self._intact(target, digest):  # missing, or rotted since: these bytes repair it
             atomic_write(target, data)
         return ArtifactRef(sha256=digest, size=len(data), kind=kind)
+
+    @staticmethod
+    def _intact(target: Path, digest: str) -> bool:
+        try:
+            return sha256_hex(target.read_bytes()) == digest
+        except FileNotFoundError:
+            return False
 
     def get(self, ref: ArtifactRef | str) -> bytes:
         digest = ref if isinstance(ref, str) else ref.sha256

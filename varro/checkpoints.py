@@ -284,15 +284,28 @@ def save_checkpoint(
         _write(tmp / MANIFEST, lambda p: p.write_bytes(manifest))
         fsync_dir(tmp)
         final = store / digest
-        if final.exists():
+        if final.exists() and _intact(final, digest):
+            if not (final / MANIFEST).exists():  # saved before checkpoints carried one
+                shutil.copyfile(tmp / MANIFEST, final / MANIFEST)
             shutil.rmtree(tmp)
         else:
+            if final.exists():  # the stored copy rotted: the fresh bytes replace it (a forced re-run repairs)
+                aside = store / f".corrupt-{digest}-{os.getpid()}"
+                os.rename(final, aside)
+                shutil.rmtree(aside, ignore_errors=True)
             os.rename(tmp, final)
             fsync_dir(store)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CheckpointRef(sha256=digest, base_model=base_model, path=str(final))
+
+
+def _intact(path: Path, digest: str) -> bool:
+    try:
+        return checkpoint_sha256(path) == digest
+    except CheckpointError:
+        return False
 
 
 def load_trainer_state(

@@ -33,8 +33,8 @@ class IntegrityError(PermanentError, RuntimeError):
             found = "is missing" if actual == "missing" else f"hashes to sha256 {actual}"
             problem = f"it {found}, but sha256 {expected} is recorded for it"
         super().__init__(
-            f"corrupted {what} {self.path}: {problem}; restore it from a backup (or re-run the day that wrote it "
-            "with --force)"
+            f"corrupted {what} {self.path}: {problem}; restore it from a backup, or re-create it by re-running "
+            "the job that wrote it with --force"
         )
 
 
