@@ -529,7 +529,10 @@ def scheduler_cmd(cfg: VarroConfig) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     console.print(f"scheduling {cfg.ns} at '{cfg.workers.cron}' UTC (source {cfg.workers.daily_source})")
-    schedule.run()
+    try:
+        schedule.run()
+    except KeyboardInterrupt:
+        console.print("scheduler stopped")
 
 
 @click.command("dashboard")
