@@ -17,7 +17,7 @@ import redis
 from events.server import EmbeddedServer
 
 # scheme://userinfo@ : the userinfo (user, password or token) is what is hidden
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
 # redis-py also takes the password as a query parameter
 _QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|username)=)[^&\s]*", re.IGNORECASE)
 

@@ -42,6 +42,8 @@ def _invoke(*args: str):
         ("see redis://token@h/0 and unix:///tmp/s.sock", "see redis://***@h/0 and unix:///tmp/s.sock"),
         ("redis://h/0?password=pw&db=1", "redis://h/0?password=***&db=1"),
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:p@ss@host/0", "redis://***@host/0"),  # an unescaped @ in the password hides it all
+        ("unix://:pw@/tmp/valkey.sock?db=0", "unix://***@/tmp/valkey.sock?db=0"),
     ],
 )
 def test_redact_hides_credentials_in_urls(text, shown):
