@@ -16,8 +16,9 @@ last entry).
 An entry is Varro's when ``ids`` maps its ``id`` field to its own entry id:
 only the append script writes both. Anything else on the stream (an XADD by
 another program, a copy of an entry, junk) is foreign: reads skip it and
-remember its entry id (`foreign_seen`), the chain check lists it, and the
-dispatcher's consumer dead-letters it. One foreign entry never stops the tools.
+remember its entry id (`foreign_seen`), the chain check lists it, the
+dispatcher's consumer dead-letters it, and `quarantine_foreign` moves it to
+``quarantine``. One foreign entry never stops the tools.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def index_key(ns: str, event_type: str, date: str) -> str:
 
 def dates_key(ns: str, event_type: str) -> str:
     return key(ns, "dates", event_type)
+
+
+def quarantine_key(ns: str) -> str:
+    return key(ns, "quarantine")
 
 
 _NS_FROM_STREAM = re.compile(rb"^varro:\{([^}]+)\}:stream$")
@@ -454,6 +459,30 @@ class EventStore:
                 f"({last or 'genesis'}) which hashes to {expected_prev[:16]}"
             )
         return actual
+
+    def quarantine_foreign(self, *, dry_run: bool = False) -> list[str]:
+        """Move every foreign entry off the stream into ``quarantine``; their entry ids.
+
+        Each is copied there first (its fields under ``f:<name>``, with its entry
+        id and when it was moved), then deleted from the stream, in one
+        transaction per entry; Varro's own entries are never touched.
+        """
+        moved = []
+        for rows in self._pages("-", "+"):
+            own = {_s(entry_id) for entry_id, _ in self._own(rows)}
+            for entry_id, fields in rows:
+                entry = _s(entry_id)
+                if entry in own:
+                    continue
+                moved.append(entry)
+                if dry_run:
+                    continue
+                pipe = self.redis.pipeline(transaction=True)
+                copy = {b"entry_id": entry.encode(), b"quarantined_at": utc_now().encode()}
+                pipe.xadd(quarantine_key(self.ns), {**copy, **{b"f:" + k: v for k, v in fields.items()}})
+                pipe.xdel(self.stream, entry)
+                pipe.execute()
+        return moved
 
     # ------------------------------------------------------------- backup
 

@@ -50,6 +50,7 @@ def test_every_subcommand_has_help(cli):
         ["events", "verify"],
         ["events", "export"],
         ["events", "import"],
+        ["events", "quarantine"],
         ["server"],
         ["server", "start"],
         ["server", "stop"],
@@ -250,3 +251,19 @@ def test_a_foreign_stream_entry_is_skipped_and_reported_not_a_traceback(cli, red
     assert "foreign stream entries skipped (not written by Varro): 1" in status.output
     for result in (tail, exported, verified, status):
         assert "Traceback" not in result.output
+
+
+def test_quarantine_moves_only_foreign_entries_off_the_stream(cli, redis_server, redis_client, filled):
+    junk = redis_client.xadd(stream_key("prod"), {"e": b"<junk>", "type": b"EpochTrained"}).decode()
+    url = ("--ns", "prod", "--redis-url", redis_server.url)
+    dry = cli("events", "quarantine", "--dry-run", *url)
+    assert dry.exit_code == 0 and "would move 1 foreign entries" in dry.output and junk in dry.output
+    assert redis_client.xlen(stream_key("prod")) == 7
+    moved = cli("events", "quarantine", *url)
+    assert moved.exit_code == 0 and "moved 1 foreign entries" in moved.output
+    assert redis_client.xlen(stream_key("prod")) == 6
+    ((_, kept),) = redis_client.xrange(b"varro:{prod}:quarantine")
+    assert kept[b"entry_id"] == junk.encode() and kept[b"f:e"] == b"<junk>"
+    verified = cli("events", "verify", *url)
+    assert verified.exit_code == 0 and "foreign" not in verified.output and "6 entries, chain intact" in verified.output
+    assert "moved 0 foreign entries" in cli("events", "quarantine", *url).output

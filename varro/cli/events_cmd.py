@@ -184,6 +184,20 @@ def verify(cfg) -> None:
     sys.exit(1)
 
 
+@events.command()
+@config_options
+@click.option("--dry-run", is_flag=True, help="List the foreign entries; move nothing.")
+@event_errors
+def quarantine(cfg, dry_run) -> None:
+    """Move the stream entries Varro did not write into the namespace's quarantine stream."""
+    store = open_store(cfg)
+    moved = store.quarantine_foreign(dry_run=dry_run)
+    verb = "would move" if dry_run else "moved"
+    click.echo(f"{verb} {len(moved)} foreign entries of namespace {store.ns!r} to varro:{{{store.ns}}}:quarantine")
+    for entry in moved:
+        click.echo(f"  {entry}")
+
+
 @events.command(name="export")
 @config_options
 @click.option(
