@@ -1,12 +1,43 @@
-"""Which Redis Varro talks to: `REDIS_URL` when given, else the embedded server."""
+"""Which Redis Varro talks to: `REDIS_URL` when given, else the embedded server.
+
+A URL may carry a password (``redis://:PASSWORD@host/0``). Anything Varro
+shows (doctor, errors, logs) goes through `redact` first, and child processes
+get the URL through their environment, never their command line (`ps` shows
+command lines to every user of the machine).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import redis
 
 from events.server import EmbeddedServer
+
+# scheme://userinfo@ : the userinfo (user, password or token) is what is hidden
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+# redis-py also takes the password as a query parameter
+_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|username)=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """`text` with the credentials of every URL in it replaced by ``***``.
+
+    With `url`, a bare occurrence of that URL's password (an error message
+    quoting it alone) is hidden too.
+    """
+    out = _QUERY_SECRET.sub(r"\g<key>***", _USERINFO.sub(r"\g<scheme>***@", text))
+    if url:
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        for secret in {password, unquote(password)} if password else ():
+            if secret:
+                out = out.replace(secret, "***")
+    return out
 
 
 def connect(redis_url: str | None, data_dir: Path | str) -> redis.Redis:

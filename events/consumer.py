@@ -6,7 +6,10 @@ pending by a consumer that died is reclaimed by another one once it has been
 idle for `min_idle_ms` (XAUTOCLAIM). An entry that cannot be decoded, or that
 has been delivered more than `max_deliveries` times, goes to the group's
 dead-letter stream with the reason and is acked, so one poison entry never
-blocks the rest of the log.
+blocks the rest of the log. So does a foreign entry: one the store's append
+script did not write (its ``ids`` index does not name this entry), and a valid
+event whose `ns` is not the stream's namespace, so nobody acts on an entry
+another program added, nor on a namespace it was not read from.
 
 Reclaim cannot tell a dead consumer from a slow one: keep `min_idle_ms` above
 the longest time a consumer holds an entry before acking it.
@@ -22,7 +25,7 @@ import structlog
 from events import codec
 from events.errors import EventDecodeError, EventError
 from events.schema import AnyEvent
-from events.store import _s, key, stream_key, utc_now
+from events.store import _s, ids_key, key, stream_key, utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +95,8 @@ class Consumer:
                 ) from None
             raise
         deliveries = []
-        for entry_id, fields, delivered in rows:
+        recorded = self.redis.hmget(ids_key(self.ns), [f.get(b"id") or b"" for _, f, _ in rows]) if rows else []
+        for (entry_id, fields, delivered), indexed in zip(rows, recorded, strict=True):
             raw = fields.get(b"e", b"")
             if delivered > self.max_deliveries:
                 last = self.redis.hget(failures_key(self.ns, self.group), entry_id)
@@ -105,6 +109,15 @@ class Consumer:
                 event = codec.decode(raw)
             except EventDecodeError as exc:
                 self._dead_letter(entry_id, raw, f"undecodable: {exc}", delivered)
+                continue
+            if event.ns != self.ns:
+                reason = f"foreign: event {event.event_id} belongs to namespace {event.ns!r}, not {self.ns!r}"
+                self._dead_letter(entry_id, raw, reason, delivered)
+                continue
+            if indexed is None or _s(indexed) != entry_id:
+                where = f"recorded at entry {_s(indexed)}" if indexed is not None else "not recorded"
+                reason = f"foreign: entry not written by Varro's append (event {event.event_id} is {where})"
+                self._dead_letter(entry_id, raw, reason, delivered)
                 continue
             deliveries.append(Delivery(entry_id, event, delivered))
         return deliveries

@@ -12,6 +12,13 @@ event, ``id``/``type``/``date``/``h`` are for humans and cheap filtering),
 ``ids`` (event id -> entry id), ``idx:<type>:<date>`` (event ids in append
 order), ``dates:<type>`` (dates having that type) and ``tip`` (hash of the
 last entry).
+
+An entry is Varro's when ``ids`` maps its ``id`` field to its own entry id:
+only the append script writes both. Anything else on the stream (an XADD by
+another program, a copy of an entry, junk) is foreign: reads skip it and
+remember its entry id (`foreign_seen`), the chain check lists it, the
+dispatcher's consumer dead-letters it, and `quarantine_foreign` moves it to
+``quarantine``. One foreign entry never stops the tools.
 """
 
 from __future__ import annotations
@@ -64,6 +71,10 @@ def dates_key(ns: str, event_type: str) -> str:
     return key(ns, "dates", event_type)
 
 
+def quarantine_key(ns: str) -> str:
+    return key(ns, "quarantine")
+
+
 _NS_FROM_STREAM = re.compile(rb"^varro:\{([^}]+)\}:stream$")
 
 # KEYS: stream, ids, tip, index(type,date), dates(type), predecessor indexes...
@@ -106,6 +117,7 @@ class VerifyReport:
     checked: int
     first_broken: str | None = None
     reason: str | None = None
+    foreign: tuple[str, ...] = ()  # entry ids on the stream that Varro did not write (not part of the chain)
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,12 @@ class EventStore:
         self.code_version = code_version or installed_version()
         self._tip: str | None = None
         self._append_script = redis.register_script(_APPEND_LUA)
+        self._foreign: set[str] = set()
+
+    @property
+    def foreign_seen(self) -> list[str]:
+        """Entry ids of the foreign entries this store's reads have skipped so far."""
+        return sorted(self._foreign)
 
     @property
     def stream(self) -> str:
@@ -309,7 +327,7 @@ class EventStore:
         """Entries from `start` to `end` (inclusive stream ids) in append order, paged."""
         want_types = None if types is None else {t.encode() for t in types}
         want_dates = None if dates is None else {d.encode() for d in dates}
-        for entry_id, fields in self.raw_entries(start, end):
+        for entry_id, fields in self.entries(start, end):
             if want_types is not None and fields.get(b"type") not in want_types:
                 continue
             if want_dates is not None and fields.get(b"date") not in want_dates:
@@ -317,14 +335,36 @@ class EventStore:
             yield self._stored(entry_id, fields)
 
     def raw_entries(self, start: str = "-", end: str = "+") -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
-        """Stream entries as stored, undecoded: for export, verify and benchmarks."""
+        """Stream entries as stored, undecoded, foreign ones included: for verify and benchmarks."""
+        for rows in self._pages(start, end):
+            yield from rows
+
+    def entries(self, start: str = "-", end: str = "+") -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        """Varro's own stream entries, undecoded; foreign ones are skipped (and remembered)."""
+        for rows in self._pages(start, end):
+            yield from self._own(rows)
+
+    def _pages(self, start: str, end: str) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
         cursor = start
         while True:
             rows = self.redis.xrange(self.stream, cursor, end, count=_PAGE)
-            yield from rows
+            yield rows
             if len(rows) < _PAGE:
                 return
             cursor = "(" + _s(rows[-1][0])
+
+    def _own(self, rows: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The rows the append script wrote (one HMGET for the lot); the others are noted as foreign."""
+        if not rows:
+            return []
+        recorded = self.redis.hmget(ids_key(self.ns), [fields.get(b"id") or b"" for _, fields in rows])
+        own = []
+        for (entry_id, fields), entry in zip(rows, recorded, strict=True):
+            if entry is not None and _s(entry) == _s(entry_id):
+                own.append((entry_id, fields))
+            else:
+                self._foreign.add(_s(entry_id))
+        return own
 
     def dates(self, event_type: str) -> list[str]:
         return [_s(d) for d in self.redis.zrange(dates_key(self.ns, event_type), 0, -1)]
@@ -333,9 +373,16 @@ class EventStore:
         return int(self.redis.xlen(self.stream))
 
     def last(self, n: int, *, end: str = "+") -> list[StoredEvent]:
-        """The `n` newest entries up to `end`, oldest first."""
-        rows = self.redis.xrevrange(self.stream, end, "-", count=n) if n > 0 else []
-        return [self._stored(entry_id, fields) for entry_id, fields in reversed(rows)]
+        """The `n` newest entries up to `end`, oldest first (foreign entries skipped)."""
+        newest: list[tuple[bytes, dict[bytes, bytes]]] = []
+        cursor = end
+        while n > 0 and len(newest) < n:
+            rows = self.redis.xrevrange(self.stream, cursor, "-", count=n)
+            newest += self._own(rows)
+            if len(rows) < n:
+                break
+            cursor = "(" + _s(rows[-1][0])
+        return [self._stored(entry_id, fields) for entry_id, fields in reversed(newest[:n])]
 
     def last_entry_id(self) -> str | None:
         rows = self.redis.xrevrange(self.stream, count=1)
@@ -352,8 +399,8 @@ class EventStore:
             while stop is None or not stop():
                 reply = self.redis.xread({self.stream: cursor}, count=_PAGE, block=block_ms)
                 for _, rows in reply or ():
-                    for entry_id, fields in rows:
-                        cursor = _s(entry_id)
+                    cursor = _s(rows[-1][0]) if rows else cursor
+                    for entry_id, fields in self._own(rows):
                         yield self._stored(entry_id, fields)
 
         return entries(cursor)
@@ -366,35 +413,18 @@ class EventStore:
         expected_prev = GENESIS_HASH
         checked = 0
         last = None
-        for entry_id, fields in self.raw_entries():
-            entry = _s(entry_id)
-            raw = fields.get(b"e")
-            if raw is None:
-                return VerifyReport(False, checked, entry, "entry has no event payload ('e' field)")
-            actual = codec.entry_hash(raw)
-            recorded = _s(fields.get(b"h", b""))
-            if recorded != actual:
-                return VerifyReport(
-                    False,
-                    checked,
-                    entry,
-                    f"content hashes to {actual[:16]}, but the entry records {recorded[:16]}: its bytes were altered",
-                )
-            try:
-                event = codec.decode(raw)
-            except EventDecodeError as exc:
-                return VerifyReport(False, checked, entry, f"undecodable: {exc}")
-            if event.prev_hash != expected_prev:
-                return VerifyReport(
-                    False,
-                    checked,
-                    entry,
-                    f"prev_hash {event.prev_hash[:16]} does not match the previous entry "
-                    f"({last or 'genesis'}) which hashes to {expected_prev[:16]}",
-                )
-            expected_prev = actual
-            last = entry
-            checked += 1
+        foreign: list[str] = []
+        for rows in self._pages("-", "+"):
+            own = {_s(entry_id) for entry_id, _ in self._own(rows)}
+            for entry_id, fields in rows:
+                entry = _s(entry_id)
+                if entry not in own:
+                    foreign.append(entry)
+                    continue
+                report = self._check_link(entry, fields, expected_prev, last, checked, tuple(foreign))
+                if isinstance(report, VerifyReport):
+                    return report
+                expected_prev, last, checked = report, entry, checked + 1
         tip = _s(self.redis.get(tip_key(self.ns)) or GENESIS_HASH)
         if tip != expected_prev:
             return VerifyReport(
@@ -402,16 +432,71 @@ class EventStore:
                 checked,
                 last,
                 f"recorded chain tip {tip[:16]} does not match the last entry's hash {expected_prev[:16]}",
+                tuple(foreign),
             )
-        return VerifyReport(True, checked)
+        return VerifyReport(True, checked, foreign=tuple(foreign))
+
+    @staticmethod
+    def _check_link(
+        entry: str, fields: dict[bytes, bytes], expected_prev: str, last: str | None, checked: int, foreign: tuple
+    ) -> str | VerifyReport:
+        """One own entry of the chain: its hash (what the next entry must link to), or how it is broken."""
+
+        def broken(reason: str) -> VerifyReport:
+            return VerifyReport(False, checked, entry, reason, foreign)
+
+        raw = fields.get(b"e")
+        if raw is None:
+            return broken("entry has no event payload ('e' field)")
+        actual = codec.entry_hash(raw)
+        recorded = _s(fields.get(b"h", b""))
+        if recorded != actual:
+            return broken(
+                f"content hashes to {actual[:16]}, but the entry records {recorded[:16]}: its bytes were altered"
+            )
+        try:
+            event = codec.decode(raw)
+        except EventDecodeError as exc:
+            return broken(f"undecodable: {exc}")
+        if event.prev_hash != expected_prev:
+            return broken(
+                f"prev_hash {event.prev_hash[:16]} does not match the previous entry "
+                f"({last or 'genesis'}) which hashes to {expected_prev[:16]}"
+            )
+        return actual
+
+    def quarantine_foreign(self, *, dry_run: bool = False) -> list[str]:
+        """Move every foreign entry off the stream into ``quarantine``; their entry ids.
+
+        Each is copied there first (its fields under ``f:<name>``, with its entry
+        id and when it was moved), then deleted from the stream, in one
+        transaction per entry; Varro's own entries are never touched.
+        """
+        moved = []
+        for rows in self._pages("-", "+"):
+            own = {_s(entry_id) for entry_id, _ in self._own(rows)}
+            for entry_id, fields in rows:
+                entry = _s(entry_id)
+                if entry in own:
+                    continue
+                moved.append(entry)
+                if dry_run:
+                    continue
+                pipe = self.redis.pipeline(transaction=True)
+                copy = {b"entry_id": entry.encode(), b"quarantined_at": utc_now().encode()}
+                pipe.xadd(quarantine_key(self.ns), {**copy, **{b"f:" + k: v for k, v in fields.items()}})
+                pipe.xdel(self.stream, entry)
+                pipe.execute()
+        return moved
 
     # ------------------------------------------------------------- backup
 
     def export_jsonl(self, fh: TextIO) -> int:
         """One JSON object per entry: entry id, chain hash and the event exactly as
-        written (not upcast), so import can restore the identical bytes."""
+        written (not upcast), so import can restore the identical bytes. Foreign
+        entries are left out (they are not part of the chain; see `foreign_seen`)."""
         n = 0
-        for entry_id, fields in self.raw_entries():
+        for entry_id, fields in self.entries():
             raw = fields.get(b"e")
             if raw is None:
                 raise EventDecodeError(f"entry {_s(entry_id)} of namespace {self.ns!r} has no event payload")
@@ -423,9 +508,13 @@ class EventStore:
     def import_jsonl(self, fh: TextIO) -> int:
         """Restore an export into this (empty) namespace with the same entry ids and bytes.
 
-        Events keep their original `ns` field and ids, so the chain verifies and an
-        export of the restored namespace equals the original export. The whole file
-        is checked (decodes, hashes, links) before anything is written.
+        An import is a restore: into the namespace the export was taken from, under
+        the same name, so the chain verifies and an export of the restored namespace
+        equals the original. Events whose `ns` is another name are refused (their
+        namespace is part of every event id, and a dispatcher would start their work
+        in that other, live namespace); a copy under a new name is a fork, which is
+        `varro replay --into`. The whole file is checked (decodes, hashes, links,
+        namespace) before anything is written.
         """
         if self.redis.exists(self.stream, tip_key(self.ns), ids_key(self.ns)):
             raise NamespaceNotEmpty(f"namespace {self.ns!r} already has events; import needs an empty one")
@@ -436,6 +525,14 @@ class EventStore:
                 item = self._imported(lineno, line, link)
                 items.append((lineno, item))
                 link = item.args[3]
+        foreign = sorted({item.event["ns"] for _, item in items} - {self.ns})
+        if foreign:
+            names = ", ".join(repr(n) for n in foreign)
+            raise EventError(
+                f"the export holds events of namespace {names}, not {self.ns!r}: an import restores a "
+                f"namespace under its own name (--ns {foreign[0]}); to copy it into {self.ns!r}, fork it "
+                f"with `varro replay --ns {foreign[0]} --into {self.ns}`"
+            )
         for lineno, item in items:
             status, reply = (_s(x) for x in self._append_script(keys=item.keys, args=item.args))
             if status == "missing":

@@ -6,7 +6,7 @@ that model is part of the identity of what it judges (`judge_model_ref`).
 
 from __future__ import annotations
 
-from jobs.context import JobContext
+from jobs.context import JobContext, base_checkpoint
 from varro.judging import build_judges
 from varro.judging.base import Judge
 from varro.model.cache import load_local
@@ -19,7 +19,7 @@ def judge_model_ref(ctx: JobContext) -> str | None:
         return None
     if judge.mlx_model:
         return judge.mlx_model
-    base = ctx.models.base_ref()
+    base = base_checkpoint(ctx)
     return f"{base.base_model}@{base.sha256[:12]}"
 
 
@@ -29,6 +29,6 @@ def configured_judges(ctx: JobContext, judge_model: str | None) -> tuple[Judge, 
     if ctx.cfg.judge.mlx_model:
         model, tokenizer = load_local(ctx.cfg.judge.mlx_model)
     else:
-        loaded = ctx.models.load(ctx.models.base_ref())
+        loaded = ctx.models.load(base_checkpoint(ctx))
         model, tokenizer = loaded.model, loaded.tokenizer
     return build_judges(ctx.cfg.judge, model=model, tokenizer=tokenizer, model_name=judge_model)

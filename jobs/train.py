@@ -26,7 +26,7 @@ from events.errors import PermanentError
 from events.ids import canonical_hash, validate_date
 from events.schema import CheckpointRef, EpochTrained, Ranked, RolloutsGenerated
 from events.store import Appended
-from jobs.context import JobContext, derive_seed, identify, parent_checkpoint, trained_after
+from jobs.context import JobContext, base_checkpoint, derive_seed, identify, parent_checkpoint, trained_after
 from jobs.daily import run_seed
 from varro import rollouts
 from varro.checkpoints import TrainerState, load_trainer_state, publish, save_checkpoint
@@ -74,8 +74,9 @@ def train_job(
     loaded = ctx.models.load(parent)
     parent_dir = Path(loaded.path)
     policy = trainable_copy(loaded.model)
-    state, optimizer = load_trainer_state(parent_dir)
-    reference = ctx.models.load(ctx.models.base_ref()).model if cfg.train.beta > 0 else None
+    # read from disk now, so checked against the parent's manifest (verified when it was loaded)
+    state, optimizer = load_trainer_state(parent_dir, loaded.manifest)
+    reference = ctx.models.load(base_checkpoint(ctx)).model if cfg.train.beta > 0 else None
 
     result = train_epoch(
         policy,
@@ -96,6 +97,7 @@ def train_job(
             step=result.step, ema_baseline=result.ema_baseline, seed=seed, parent_sha256=parent.sha256
         ),
         optimizer_state=result.optimizer_state,
+        parent_manifest=loaded.manifest,
     )
     event = EpochTrained(
         event_id=event_id,

@@ -55,6 +55,7 @@ def test_save_then_stock_load_gives_bit_identical_logits(parent, tmp_path):
     assert ref.path == str(path) and ref.base_model == "tiny"
     assert sorted(os.listdir(path)) == sorted(
         [
+            ".varro-manifest.json",
             "config.json",
             "model.safetensors",
             "optimizer.safetensors",

@@ -7,7 +7,6 @@ through the model stages is in test_pipeline_e2e.py.
 from __future__ import annotations
 
 import pytest
-from rq import Queue
 
 from events.ids import shift_date
 from jobs.context import JobContext
@@ -16,6 +15,7 @@ from varro.artifacts import ArtifactStore
 from varro.config import load_config
 from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, plan
 from workers.inprocess import unfinished_stages
+from workers.queues import queue
 from workers.runtime import Runtime, set_runtime
 
 DAY = "2025-08-05"
@@ -70,7 +70,7 @@ def test_dispatcher_enqueues_unique_job_and_acks_after_enqueue(runtime, redis_cl
     request_day(ctx_of(runtime), DAY, trigger="manual", source="sample")
     dispatcher = Dispatcher(redis_client, runtime.cfg, name="d1")
     assert dispatcher.step("disp") == 1
-    fetch_queue = Queue(FETCH_QUEUE, connection=redis_client)
+    fetch_queue = queue(FETCH_QUEUE, redis_client)
     assert fetch_queue.count == 1
     assert dispatcher.consumer("disp").pending() == 0
     # a second plan of the same event yields the same job id, which RQ refuses
@@ -89,13 +89,13 @@ def test_killed_dispatcher_is_recovered_without_a_duplicate_event(runtime, redis
     assert crashed.consumer("disp").pending() == 1
     from workers.model_worker import ModelWorker
 
-    ModelWorker([Queue(FETCH_QUEUE, connection=redis_client)], connection=redis_client).work(burst=True)
+    ModelWorker([queue(FETCH_QUEUE, redis_client)], connection=redis_client).work(burst=True)
     recovered = Dispatcher(redis_client, runtime.cfg, name="recovered", min_idle_ms=0)
     assert recovered.step("disp") == 2  # the reclaimed request and the new HeadlinesFetched
     assert recovered.consumer("disp").pending() == 0
-    assert Queue(FETCH_QUEUE, connection=redis_client).count == 0  # the re-planned fetch was refused
+    assert queue(FETCH_QUEUE, redis_client).count == 0  # the re-planned fetch was refused
     assert len(runtime.store("disp").all_for("HeadlinesFetched", DAY)) == 1
-    model_queue = Queue(MODEL_QUEUE, connection=redis_client)
+    model_queue = queue(MODEL_QUEUE, redis_client)
     assert [job.meta["stage"] for job in model_queue.jobs] == ["generate"]
 
 
@@ -127,3 +127,23 @@ def test_forced_fetch_regenerates_the_day_as_forced(runtime):
     forced = fetch_headlines(ctx_of(runtime), DAY, source="sample", force=True).event
     assert forced.forced
     assert specs(runtime, forced) == [("generate", DAY, {"force": True})]
+
+
+def test_an_event_naming_another_namespace_is_dead_lettered_not_planned(runtime, redis_client):
+    from events.consumer import Consumer
+    from events.store import stream_key
+    from workers.dispatcher import GROUP, ForeignEvent
+
+    request_day(runtime.context("victim"), DAY, trigger="manual", source="sample")
+    ((_, fields),) = redis_client.xrange(stream_key("victim"))
+    redis_client.xadd(stream_key("disp"), fields)  # a valid event, appended to another namespace's stream
+    victim_event = runtime.store("victim").latest("DailyRunRequested", DAY)
+    with pytest.raises(ForeignEvent, match="belongs to namespace 'victim', not 'disp'"):
+        plan(victim_event, runtime.store("disp"))
+
+    dispatcher = Dispatcher(redis_client, runtime.cfg, name="d1")
+    dispatcher.step("disp")
+    assert queue(FETCH_QUEUE, redis_client).count == 0 and queue(MODEL_QUEUE, redis_client).count == 0
+    (dead,) = Consumer(redis_client, "disp", GROUP, "status").dead_letters()
+    assert dead.reason.startswith("foreign:") and "'victim'" in dead.reason
+    assert dispatcher.consumer("disp").pending() == 0

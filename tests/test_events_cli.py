@@ -50,6 +50,7 @@ def test_every_subcommand_has_help(cli):
         ["events", "verify"],
         ["events", "export"],
         ["events", "import"],
+        ["events", "quarantine"],
         ["server"],
         ["server", "start"],
         ["server", "stop"],
@@ -101,17 +102,21 @@ def test_verify_exits_1_and_names_the_broken_entry(cli, redis_server, redis_clie
     assert f"BROKEN: namespace 'prod' at entry {rows[1][0].decode()}" in broken.output
 
 
-def test_export_then_import_into_a_new_namespace(cli, redis_server, filled, tmp_path):
+def test_export_then_restore_under_the_same_name(cli, redis_server, redis_client, filled, tmp_path):
     out = tmp_path / "backup" / "prod.jsonl"
     exported = cli("events", "export", "--ns", "prod", "--redis-url", redis_server.url, "-o", out)
     assert exported.exit_code == 0
     assert len(out.read_text().splitlines()) == 6
     assert all(msgspec.json.decode(line)["event"]["type"] for line in out.read_text().splitlines())
-    imported = cli("events", "import", out, "--ns", "restored", "--redis-url", redis_server.url)
+    elsewhere = cli("events", "import", out, "--ns", "restored", "--redis-url", redis_server.url)
+    assert elsewhere.exit_code == 1 and "replay --ns prod --into restored" in elsewhere.output
+    assert "Traceback" not in elsewhere.output and not redis_client.keys(b"varro:{restored}:*")
+    redis_client.flushdb()  # the server's data is lost; the backup brings the namespace back
+    imported = cli("events", "import", out, "--ns", "prod", "--redis-url", redis_server.url)
     assert imported.exit_code == 0 and "imported 6 events" in imported.output
-    again = cli("events", "import", out, "--ns", "restored", "--redis-url", redis_server.url)
+    again = cli("events", "import", out, "--ns", "prod", "--redis-url", redis_server.url)
     assert again.exit_code == 1 and "NamespaceNotEmpty" in again.output
-    stdout = cli("events", "export", "--ns", "restored", "--redis-url", redis_server.url)
+    stdout = cli("events", "export", "--ns", "prod", "--redis-url", redis_server.url)
     assert stdout.stdout == out.read_text()
 
 
@@ -231,3 +236,37 @@ def test_tail_follow_prints_new_events_as_they_arrive_and_stops_cleanly(
     for reader in readers:
         reader.join(timeout=10)
     assert all_lines.empty() and generated_lines.empty()  # nothing else was printed, no traceback on Ctrl-C
+
+
+def test_a_foreign_stream_entry_is_skipped_and_reported_not_a_traceback(cli, redis_server, redis_client, filled):
+    junk = redis_client.xadd(stream_key("prod"), {"e": b"<junk>", "type": b"EpochTrained"}).decode()
+    url = ("--ns", "prod", "--redis-url", redis_server.url)
+    tail = cli("events", "tail", *url)
+    assert tail.exit_code == 0 and len(tail.stdout.splitlines()) == 6
+    assert "skipped 1 foreign entry of namespace 'prod'" in tail.stderr and junk in tail.stderr
+    exported = cli("events", "export", *url)
+    assert exported.exit_code == 0 and len(exported.stdout.splitlines()) == 6 and "left out" in exported.stderr
+    verified = cli("events", "verify", *url)
+    assert verified.exit_code == 0 and "6 entries, chain intact" in verified.output
+    assert f"foreign: 1 entries not written by Varro (outside the chain): {junk}" in verified.output
+    status = cli("status", *url)
+    assert status.exit_code == 0, status.output
+    assert "foreign stream entries skipped (not written by Varro): 1" in status.output
+    for result in (tail, exported, verified, status):
+        assert "Traceback" not in result.output
+
+
+def test_quarantine_moves_only_foreign_entries_off_the_stream(cli, redis_server, redis_client, filled):
+    junk = redis_client.xadd(stream_key("prod"), {"e": b"<junk>", "type": b"EpochTrained"}).decode()
+    url = ("--ns", "prod", "--redis-url", redis_server.url)
+    dry = cli("events", "quarantine", "--dry-run", *url)
+    assert dry.exit_code == 0 and "would move 1 foreign entries" in dry.output and junk in dry.output
+    assert redis_client.xlen(stream_key("prod")) == 7
+    moved = cli("events", "quarantine", *url)
+    assert moved.exit_code == 0 and "moved 1 foreign entries" in moved.output
+    assert redis_client.xlen(stream_key("prod")) == 6
+    ((_, kept),) = redis_client.xrange(b"varro:{prod}:quarantine")
+    assert kept[b"entry_id"] == junk.encode() and kept[b"f:e"] == b"<junk>"
+    verified = cli("events", "verify", *url)
+    assert verified.exit_code == 0 and "foreign" not in verified.output and "6 entries, chain intact" in verified.output
+    assert "moved 0 foreign entries" in cli("events", "quarantine", *url).output

@@ -128,3 +128,16 @@ def test_reading_without_a_group_names_the_fix(redis_client, event_store):
     event_store().append(run_event(0))
     with pytest.raises(EventError, match="call ensure_group"):
         Consumer(redis_client, "test", "missing", "a").read(block_ms=10)
+
+
+def test_a_copy_of_an_entry_not_written_by_the_store_is_dead_lettered_as_foreign(redis_client, event_store):
+    store = event_store()
+    store.append(run_event(0))
+    original = store.entry_id(run_event(0).event_id)
+    fields = redis_client.xrange(stream_key("test"), original, original)[0][1]
+    copy = redis_client.xadd(stream_key("test"), fields).decode()
+    c = consumer(redis_client, "a")
+    assert [d.entry_id for d in c.read(block_ms=10)] == [original]
+    (dead,) = c.dead_letters()
+    assert dead.entry_id == copy and dead.reason.startswith("foreign: entry not written by Varro's append")
+    assert original in dead.reason

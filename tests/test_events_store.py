@@ -16,7 +16,7 @@ from events import codec
 from events.errors import EventError, NamespaceNotEmpty, PreconditionError
 from events.ids import derive_event_id
 from events.schema import DailyRunRequested
-from events.store import EventStore, stream_key
+from events.store import EventStore, VerifyReport, stream_key
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -199,7 +199,7 @@ def test_verify_finds_a_forged_last_entry_by_the_tip(event_store, redis_client, 
     assert not report.ok and "tip" in report.reason
 
 
-def test_export_import_round_trip(event_store, sample_events, tmp_path):
+def test_export_import_round_trip(event_store, sample_events, tmp_path, redis_client):
     source = event_store("prod")
     fill(source, sample_events)
     path = tmp_path / "prod.jsonl"
@@ -207,17 +207,30 @@ def test_export_import_round_trip(event_store, sample_events, tmp_path):
         assert source.export_jsonl(fh) == len(LINEAGE)
     first = path.read_text()
     assert all(msgspec.json.decode(line)["event"]["ns"] == "prod" for line in first.splitlines())
+    events = [s.event for s in source.read()]
+    ranked = source.latest("Ranked", "2025-01-02")
 
-    restored = event_store("restored")
+    redis_client.flushdb()  # the server is lost; the backup restores the namespace under its own name
+    restored = event_store("prod")
     with path.open() as fh:
         assert restored.import_jsonl(fh) == len(LINEAGE)
     assert restored.verify().ok
     again = io.StringIO()
     restored.export_jsonl(again)
     assert again.getvalue() == first
-    assert [s.event for s in restored.read()] == [s.event for s in source.read()]
-    ranked = source.latest("Ranked", "2025-01-02")
+    assert [s.event for s in restored.read()] == events
     assert restored.latest("Ranked", "2025-01-02") == ranked
+
+
+def test_import_into_another_name_is_refused_before_anything_is_written(event_store, sample_events):
+    source = event_store("s2")
+    fill(source, sample_events)
+    dump = io.StringIO()
+    source.export_jsonl(dump)
+    target = event_store("imp")
+    with pytest.raises(EventError, match=r"namespace 's2', not 'imp'.*replay --ns s2 --into imp"):
+        target.import_jsonl(io.StringIO(dump.getvalue()))
+    assert target.count() == 0 and not target.redis.keys(b"varro:{imp}:*")
 
 
 def test_import_refuses_a_non_empty_namespace(event_store, sample_events):
@@ -291,3 +304,36 @@ def test_import_checks_the_whole_file_before_writing(event_store, sample_events)
     with pytest.raises(EventError, match="line 1: not an exported event"):
         target.import_jsonl(io.StringIO('{"entry_id": "1-0", "hash": "x", "event": {"type": "Nope"}}\n'))
     assert target.count() == 0
+
+
+def test_foreign_entries_are_skipped_counted_and_kept_out_of_the_chain(event_store, redis_client, sample_events):
+    store = event_store("s2")
+    events = fill(store, sample_events)
+    own = [s.entry_id for s in store.read()]
+    junk = redis_client.xadd(stream_key("s2"), {"e": b"<junk>", "type": b"EpochTrained"}).decode()
+    copy = redis_client.xadd(stream_key("s2"), redis_client.xrange(stream_key("s2"), own[0], own[0])[0][1]).decode()
+
+    reader = EventStore(redis_client, "s2")
+    assert [s.entry_id for s in reader.read()] == own
+    assert [s.event.event_id for s in reader.read(types=["EpochTrained"])] == [events["EpochTrained"].event_id]
+    assert [s.entry_id for s in reader.last(3)] == own[-3:]
+    assert reader.foreign_seen == sorted([junk, copy])
+    report = reader.verify()
+    assert report.ok and report.checked == len(LINEAGE) and report.foreign == (junk, copy)
+
+    dump = io.StringIO()
+    assert reader.export_jsonl(dump) == len(LINEAGE)  # a restore of the export is the namespace without them
+    redis_client.flushdb()
+    restored = event_store("s2")
+    assert restored.import_jsonl(io.StringIO(dump.getvalue())) == len(LINEAGE)
+    assert restored.verify() == VerifyReport(True, len(LINEAGE))
+
+
+def test_an_own_entry_disguised_as_foreign_breaks_the_chain(event_store, redis_client, sample_events):
+    store = event_store()
+    fill(store, sample_events)
+    entries = list(store.read())
+    rewrite_stream(redis_client, "test", lambda i, f: {**f, b"id": b"someone-else"} if i == 2 else f)
+    report = store.verify()
+    assert not report.ok and report.foreign == (entries[2].entry_id,)
+    assert report.first_broken == entries[3].entry_id and "prev_hash" in report.reason

@@ -1,6 +1,9 @@
 """The train job end to end on a real event store: inputs from the log, one
 EpochTrained, a loadable checkpoint, projections, idempotence and lineage."""
 
+import hashlib
+import os
+
 import mlx_lm
 import msgspec
 import numpy as np
@@ -17,6 +20,7 @@ from varro import rollouts
 from varro.artifacts import ArtifactStore
 from varro.checkpoints import checkpoint_sha256, dated_path, load_trainer_state, rolling_path
 from varro.config import load_config
+from varro.integrity import IntegrityError, PermanentError
 from varro.model.cache import ModelCache
 
 DAY = "2025-01-02"
@@ -146,3 +150,58 @@ def test_reference_is_loaded_only_with_a_kl_penalty(ctx, monkeypatch):
     assert penalised.event_id != plain.event_id
     assert loads[1:] == [ctx.models.base_ref(), ctx.models.base_ref()]  # the parent, then the reference
     assert penalised.metrics.kl_ref_k3 >= 0 and penalised.metrics.kl_ref_logratio is not None
+
+
+def _flip_one_bit_keeping_mtime(path, offset: int = -1) -> None:
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["parent-held-in-memory", "fresh-worker"])
+def test_a_corrupted_parent_optimizer_is_refused_and_nothing_is_recorded(ctx, in_memory):
+    day1 = train_job(ctx, DAY, seed=7).event
+    parent = ctx.cfg.data_path / "checkpoints" / day1.checkpoint.sha256
+    if in_memory:
+        assert ctx.models.load(day1.checkpoint).path == parent  # the worker holds the parent, verified
+    else:
+        ctx.models = ModelCache(ctx.cfg)
+    optimizer = parent / "optimizer.safetensors"
+    recorded = hashlib.sha256(optimizer.read_bytes()).hexdigest()
+    _flip_one_bit_keeping_mtime(optimizer)
+    corrupted = hashlib.sha256(optimizer.read_bytes()).hexdigest()
+    stored_before = sorted(os.listdir(ctx.cfg.data_path / "checkpoints"))
+    entries_before = ctx.store.count()
+
+    with pytest.raises(IntegrityError) as failure:
+        train_job(ctx, shift_date(DAY, 1), seed=8)
+    message = str(failure.value)
+    assert str(optimizer) in message and recorded in message and corrupted in message
+    assert isinstance(failure.value, PermanentError)
+    assert ctx.store.count() == entries_before
+    assert ctx.store.latest("EpochTrained", shift_date(DAY, 1)) is None
+    assert sorted(os.listdir(ctx.cfg.data_path / "checkpoints")) == stored_before
+
+
+def test_a_parent_tokenizer_file_changed_after_loading_is_not_copied_into_the_child(ctx):
+    day1 = train_job(ctx, DAY, seed=7).event
+    parent = ctx.models.load(day1.checkpoint).path  # held in memory from here on
+    tokenizer = parent / "tokenizer.json"
+    _flip_one_bit_keeping_mtime(tokenizer, offset=10)
+    with pytest.raises(IntegrityError, match=f"corrupted file {tokenizer}"):
+        train_job(ctx, shift_date(DAY, 1), seed=8)
+    assert ctx.store.latest("EpochTrained", shift_date(DAY, 1)) is None
+
+
+def test_a_forced_re_run_repairs_a_corrupted_checkpoint(ctx):
+    day1 = train_job(ctx, DAY, seed=7).event
+    stored = ctx.cfg.data_path / "checkpoints" / day1.checkpoint.sha256
+    _flip_one_bit_keeping_mtime(stored / "optimizer.safetensors")
+    assert checkpoint_sha256(stored) != day1.checkpoint.sha256
+    forced = train_job(ctx, DAY, seed=7, force=True).event  # same inputs, so the same bytes are written again
+    assert forced.checkpoint.sha256 == day1.checkpoint.sha256
+    assert checkpoint_sha256(stored) == day1.checkpoint.sha256
+    assert train_job(ctx, shift_date(DAY, 1), seed=8).created

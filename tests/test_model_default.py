@@ -7,6 +7,7 @@ import pytest
 
 from events.schema import CheckpointRef
 from varro.config import ModelConfig, VarroConfig
+from varro.integrity import IntegrityError
 from varro.model import build as tiny
 from varro.model.cache import ModelCache, ModelError, checkpoint_sha256, default_model_path
 
@@ -71,7 +72,7 @@ def test_model_cache_loads_once_and_verifies_the_hash(tiny_model_path, tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model_path, copy)
     (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
-    with pytest.raises(ModelError, match="hashes to"):
+    with pytest.raises(IntegrityError, match=f"corrupted checkpoint {copy}: it hashes to"):
         cache.load(CheckpointRef(sha256="f" * 64, base_model="x", path=str(copy)))
     with pytest.raises(ModelError, match="not found"):
         cache.load(CheckpointRef(sha256="e" * 64, base_model="x"))

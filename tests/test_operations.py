@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from rq import Queue
 
 from events.ids import shift_date
 from events.schema import CheckpointRef
@@ -23,6 +22,7 @@ from workers.operations import (
     stage_grid,
     stranded_days,
 )
+from workers.queues import queue
 from workers.runtime import Runtime, set_runtime
 
 NS = "ops"
@@ -65,7 +65,7 @@ def test_one_day_state_from_the_log_and_the_chain_rule(runtime, day):
 
 def test_a_queued_job_makes_its_stage_running(runtime, day):
     _append(runtime, day, "DailyRunRequested", "HeadlinesFetched")
-    Queue(FETCH_QUEUE, connection=runtime.redis).enqueue_call(
+    queue(FETCH_QUEUE, runtime.redis).enqueue_call(
         "workers.tasks.generate", kwargs={}, meta={"ns": NS, "date": DAY, "stage": "generate"}
     )
     status = namespace_status(runtime, NS)
@@ -94,7 +94,7 @@ def test_override_refuses_a_day_without_rollouts_before_anything_is_queued(runti
     with pytest.raises(UsageProblem, match="must be after"):
         override(runtime, NS, DAY, DAY, force=False)
     assert runtime.store(NS).count() == before
-    assert Queue("varro-model", connection=runtime.redis).count == 0
+    assert queue("varro-model", runtime.redis).count == 0
 
 
 def test_replay_dates_refuse_gaps_and_empty_ranges(runtime, day):
@@ -138,11 +138,13 @@ def test_parent_checkpoint_uses_the_date_index_not_the_stream(runtime, sample_ev
         # outcomes (the next day's headlines) before the Ranked event that needs them
         for event in sorted(events, key=lambda e: type(e).__name__ not in ("DailyRunRequested", "HeadlinesFetched")):
             store.append(event)
-    base = CheckpointRef(sha256="b" * 64, base_model="varro-tiny")
-
     class Models:
-        def base_ref(self):
-            return base
+        def base_path(self):
+            return runtime.cfg.data_path / "base"
+
+    # the base is the one the namespace's first roll-outs recorded, at this machine's path
+    first = store.latest("RolloutsGenerated", "2025-01-02").checkpoint
+    base = CheckpointRef(sha256=first.sha256, base_model=first.base_model, path=str(runtime.cfg.data_path / "base"))
 
     ctx = JobContext(cfg=runtime.cfg, store=_NoScan(store), artifacts=runtime.artifacts, models=Models())
     trained = {d: store.latest("EpochTrained", d).checkpoint for d in ("2025-01-02", "2025-01-05")}
@@ -161,12 +163,12 @@ def test_a_permanent_error_fails_at_once_with_its_reason_while_others_are_retrie
     dispatcher = Dispatcher(runtime.redis, cfg)
     # nothing was generated for DAY: ranking it is a missing predecessor, which no retry can fix
     dispatcher.enqueue(JobSpec("rank", NS, DAY, cause="test", correlation_id="c", kwargs={}))
-    queue = Queue(MODEL_QUEUE, connection=runtime.redis)
-    worker = ModelWorker([queue], connection=runtime.redis)
+    model_queue = queue(MODEL_QUEUE, runtime.redis)
+    worker = ModelWorker([model_queue], connection=runtime.redis)
     runs: list[str] = []
     worker.push_exc_handler(lambda job, *exc_info: runs.append(job.id) or True)
     worker.work(burst=True, with_scheduler=False)
     assert len(runs) == 1  # it ran once: not retried three more times
     [failure] = failed_jobs(runtime, NS)
     assert failure.stage == "rank" and "no RolloutsGenerated event for 2025-01-02" in failure.error
-    assert queue.fetch_job(failure.job_id).retries_left == 0 and queue.count == 0
+    assert model_queue.fetch_job(failure.job_id).retries_left == 0 and model_queue.count == 0

@@ -420,13 +420,11 @@ def test_sharded_generation_merges_into_the_same_rollouts_as_one_job(tmp_path, r
     assert len(merged) == 1 and len(single) == 1
     assert merged[0].artifact.sha256 == single[0].artifact.sha256
     assert not redis_client.keys(b"varro:{sharded}:shards:*")  # coordination state is cleaned up
-    from rq import Queue
-    from rq.registry import FinishedJobRegistry
-
     from workers.dispatcher import MODEL_QUEUE
+    from workers.queues import queue
 
-    queue = Queue(MODEL_QUEUE, connection=redis_client)
-    finished = [queue.fetch_job(j) for j in FinishedJobRegistry(MODEL_QUEUE, connection=redis_client).get_job_ids()]
+    model_queue = queue(MODEL_QUEUE, redis_client)
+    finished = [model_queue.fetch_job(j) for j in model_queue.finished_job_registry.get_job_ids()]
     funcs = sorted(j.func_name for j in finished if j is not None and j.meta.get("ns") == "sharded")
     assert funcs == ["workers.tasks.generate_shard"] * 3 + ["workers.tasks.merge_generated"]
     reference.models.release()

@@ -15,10 +15,15 @@ from pathlib import Path
 from events.errors import PermanentError
 from events.ids import sha256_hex
 from events.schema import ArtifactRef
+from varro.integrity import IntegrityError
 
 
 class ArtifactError(PermanentError, RuntimeError):
     """An artifact is missing or its bytes do not match its recorded hash."""
+
+
+class ArtifactCorrupted(IntegrityError, ArtifactError):
+    """An artifact's bytes do not match its name: permanent, never retried."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -55,9 +60,16 @@ class ArtifactStore:
     def put(self, data: bytes, kind: str) -> ArtifactRef:
         digest = sha256_hex(data)
         target = self.path(digest)
-        if not target.exists():
+        if not self._intact(target, digest):  # missing, or rotted since: these bytes repair it
             atomic_write(target, data)
         return ArtifactRef(sha256=digest, size=len(data), kind=kind)
+
+    @staticmethod
+    def _intact(target: Path, digest: str) -> bool:
+        try:
+            return sha256_hex(target.read_bytes()) == digest
+        except FileNotFoundError:
+            return False
 
     def get(self, ref: ArtifactRef | str) -> bytes:
         digest = ref if isinstance(ref, str) else ref.sha256
@@ -65,9 +77,10 @@ class ArtifactStore:
         try:
             data = target.read_bytes()
         except FileNotFoundError:
-            raise ArtifactError(f"artifact {digest} is missing under {self.root / 'artifacts'}") from None
-        if sha256_hex(data) != digest:
-            raise ArtifactError(f"artifact {digest} is corrupted: its bytes hash to {sha256_hex(data)}")
+            raise ArtifactError(f"artifact {digest} is missing: no file {target}") from None
+        actual = sha256_hex(data)
+        if actual != digest:
+            raise ArtifactCorrupted(target, digest, actual, what="artifact")
         return data
 
     def exists(self, ref: ArtifactRef | str) -> bool:

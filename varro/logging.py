@@ -66,9 +66,11 @@ def configure_logging(level: str = "INFO", json: bool | None = None, stream: Tex
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # RQ installs its own handlers on `rq.worker` unless told otherwise; send them to ours.
+    # RQ installs its own handlers (and a level) on `rq.worker` when a worker starts; send its
+    # lines to ours, at our level, even after an in-process worker ran at another one.
     for name in ("rq", "rq.worker", "rq.scheduler", "rq.cron"):
         lib = logging.getLogger(name)
         for old in list(lib.handlers):
             lib.removeHandler(old)
+        lib.setLevel(logging.NOTSET)
         lib.propagate = True

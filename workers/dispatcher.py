@@ -24,7 +24,7 @@ from typing import Any
 
 import redis as redis_lib
 import structlog
-from rq import Queue, Retry
+from rq import Retry
 from rq.exceptions import DuplicateJobError
 
 from events.consumer import Consumer
@@ -39,12 +39,17 @@ from events.schema import (
 )
 from events.store import EventStore
 from varro.config import VarroConfig
+from workers.queues import queue
 
 FETCH_QUEUE = "varro-fetch"
 MODEL_QUEUE = "varro-model"
 GROUP = "dispatcher"
 
 log = structlog.get_logger("varro.dispatcher")
+
+
+class ForeignEvent(ValueError):
+    """An event read from one namespace's stream names another namespace."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,12 @@ def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
     A forced event (a day requested again with --force) re-runs the rest of its
     day's chain as forced, marked events instead of stopping at what exists.
     Generation is split into `shards` jobs where the deployment asks for it.
+    Jobs go to the namespace of the stream the event was read from (`store`),
+    never to the one an event names: an event naming another is foreign.
     """
-    ns, corr = event.ns, event.correlation_id
+    ns, corr = store.ns, event.correlation_id
+    if event.ns != ns:
+        raise ForeignEvent(f"event {event.event_id} belongs to namespace {event.ns!r}, not {ns!r}")
     forced = bool(getattr(event, "forced", False))
 
     def spec(stage: str, date: str, **kwargs: Any) -> JobSpec:
@@ -192,7 +201,7 @@ class Dispatcher:
         self.name = name
         self.min_idle_ms = min_idle_ms
         self._consumers: dict[str, Consumer] = {}
-        self.queues = {q: Queue(q, connection=redis) for q in (FETCH_QUEUE, MODEL_QUEUE)}
+        self.queues = {q: queue(q, redis) for q in (FETCH_QUEUE, MODEL_QUEUE)}
 
     def consumer(self, ns: str) -> Consumer:
         if ns not in self._consumers:

@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rq import Queue
-from rq.registry import FailedJobRegistry
-
 from events.errors import VarroError
 from events.ids import shift_date
 from jobs.daily import request_day
 from varro.config import VarroConfig
 from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, missing_stages, resume
 from workers.model_worker import ModelWorker
+from workers.queues import fetch_job, last_error, queue
 from workers.runtime import Runtime, set_runtime
 
 
@@ -39,18 +37,11 @@ def failed_jobs(rt: Runtime, ns: str) -> list[FailedJob]:
     """The namespace's jobs in RQ's failed registries, with their last error line."""
     out = []
     for name in (FETCH_QUEUE, MODEL_QUEUE):
-        registry = FailedJobRegistry(name, connection=rt.redis)
-        for job_id in registry.get_job_ids():
-            job = Queue(name, connection=rt.redis).fetch_job(job_id)
+        for job_id in queue(name, rt.redis).failed_job_registry.get_job_ids():
+            job = fetch_job(name, rt.redis, job_id)
             if job is None or (job.meta or {}).get("ns") != ns:
                 continue
-            result = job.latest_result()
-            error = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-            out.append(
-                FailedJob(
-                    job_id, job.meta.get("stage", ""), job.meta.get("date", ""), error[0] if error else "unknown error"
-                )
-            )
+            out.append(FailedJob(job_id, job.meta.get("stage", ""), job.meta.get("date", ""), last_error(job)))
     return out
 
 
@@ -58,9 +49,9 @@ def requeue_failed(rt: Runtime, ns: str, dates: list[str]) -> int:
     """Put the namespace's failed jobs for these days back on their queues."""
     count = 0
     for name in (FETCH_QUEUE, MODEL_QUEUE):
-        registry = FailedJobRegistry(name, connection=rt.redis)
+        registry = queue(name, rt.redis).failed_job_registry
         for job_id in registry.get_job_ids():
-            job = Queue(name, connection=rt.redis).fetch_job(job_id)
+            job = fetch_job(name, rt.redis, job_id)
             if job is not None and (job.meta or {}).get("ns") == ns and job.meta.get("date") in dates:
                 registry.requeue(job_id)
                 count += 1
@@ -69,7 +60,7 @@ def requeue_failed(rt: Runtime, ns: str, dates: list[str]) -> int:
 
 def drain(rt: Runtime, dispatcher: Dispatcher, namespaces: list[str]) -> None:
     """Alternate dispatching and working until no event or job is left."""
-    queues = [Queue(name, connection=rt.redis) for name in (FETCH_QUEUE, MODEL_QUEUE)]
+    queues = [queue(name, rt.redis) for name in (FETCH_QUEUE, MODEL_QUEUE)]
     while True:
         handled = sum(dispatcher.step(ns) for ns in namespaces)
         worked = False

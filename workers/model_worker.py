@@ -10,10 +10,16 @@ with an infinite timeout is declared abandoned after about seven minutes.
 that crashes its parser takes down only the work horse. Its parent process
 never imports mlx, so nothing accelerator-related is ever forked.
 
+A job that fails with a `varro.integrity.PermanentError` (bytes on disk that
+are not the recorded ones) fails at once: another attempt would read the same
+bytes, so its retries are not spent.
+
 Both bind the job id and the job's (ns, date, stage) to every log line the job
-writes, RQ's own lines included, and fail a job at once, with its reason, when
-it raises a `PermanentError` (a missing predecessor, bad input, a corrupted
-file): retrying those only repeats the same error.
+writes, RQ's own lines included. Both read jobs with Varro's JSON serializer
+(`workers.queues`): a pickled payload is refused, never unpickled. And both
+fail a job at once, with its reason, when it raises a `PermanentError` (a
+missing predecessor, bad input, a corrupted file): retrying those only
+repeats the same error.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import structlog
 from rq import SimpleWorker, Worker
 
 from events.errors import PermanentError
+from workers.queues import SERIALIZER
 
 
 def fail_fast_on_permanent(job: Any, exc_type: type, exc_value: BaseException, traceback: Any) -> bool:
@@ -38,6 +45,7 @@ def fail_fast_on_permanent(job: Any, exc_type: type, exc_value: BaseException, t
 
 class _BoundLogs:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["serializer"] = SERIALIZER  # never pickle, whatever a caller passes
         super().__init__(*args, **kwargs)
         self.push_exc_handler(fail_fast_on_permanent)
 

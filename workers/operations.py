@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
-from rq import Queue, Worker
+from rq import Worker
 
 from events.consumer import Consumer, DeadLetter
 from events.ids import shift_date
@@ -27,6 +27,7 @@ from varro.errors import UsageProblem
 from varro.lineage import DONE, MISSING, day_grid
 from workers.dispatcher import FETCH_QUEUE, GROUP, MODEL_QUEUE, Dispatcher, JobSpec, missing_stages
 from workers.inprocess import FailedJob, drain, failed_jobs, requeue_failed, run_days
+from workers.queues import SERIALIZER, fetch_job, queue
 from workers.runtime import Runtime
 
 STAGES = ("fetch", "generate", "rank", "train")
@@ -42,11 +43,12 @@ def running_jobs(rt: Runtime, ns: str) -> list[tuple[str, str]]:
     """(stage, date) of the namespace's jobs that RQ has queued or started."""
     out = []
     for name in (FETCH_QUEUE, MODEL_QUEUE):
-        q = Queue(name, connection=rt.redis)
+        q = queue(name, rt.redis)
         for job_id in q.started_job_registry.get_job_ids() + q.get_job_ids():
-            job = q.fetch_job(job_id)
-            if job is not None and (job.meta or {}).get("ns") == ns:
-                out.append((job.meta["stage"], job.meta["date"]))
+            job = fetch_job(name, rt.redis, job_id)
+            meta = (job.meta or {}) if job is not None else {}
+            if meta.get("ns") == ns and "stage" in meta and "date" in meta:
+                out.append((meta["stage"], meta["date"]))
     return out
 
 
@@ -102,6 +104,7 @@ class NamespaceStatus:
     dead_letters: list[DeadLetter]
     failed: list[FailedJob]
     stranded: list[str]
+    foreign: int  # stream entries Varro did not write, skipped while reading
 
 
 def namespace_status(rt: Runtime, ns: str) -> NamespaceStatus:
@@ -111,11 +114,12 @@ def namespace_status(rt: Runtime, ns: str) -> NamespaceStatus:
         ns=ns,
         grid=grid,
         states={date: day_state(grid, store, date) for date in grid},
-        queued={name: Queue(name, connection=rt.redis).count for name in (FETCH_QUEUE, MODEL_QUEUE)},
-        workers=[(w.name, w.get_state()) for w in Worker.all(connection=rt.redis)],
+        queued={name: queue(name, rt.redis).count for name in (FETCH_QUEUE, MODEL_QUEUE)},
+        workers=[(w.name, w.get_state()) for w in Worker.all(connection=rt.redis, serializer=SERIALIZER)],
         dead_letters=Consumer(rt.redis, ns, GROUP, "status").dead_letters(),
         failed=failed_jobs(rt, ns),
         stranded=stranded_days(grid),
+        foreign=len(store.foreign_seen),
     )
 
 

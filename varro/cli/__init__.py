@@ -5,6 +5,7 @@ registered here by name, so command modules stay small and independent."""
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -23,7 +24,22 @@ _COMMANDS = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _VarroGroup(click.Group):
+    """Turns a lost or refused Redis connection into one line, with any password redacted."""
+
+    def invoke(self, ctx: click.Context):
+        import redis
+
+        try:
+            return super().invoke(ctx)
+        except redis.ConnectionError as exc:  # AuthenticationError included
+            from events.connection import redact
+
+            message = redact(str(exc), os.environ.get("REDIS_URL"))
+            raise click.ClickException(f"cannot reach Redis: {message}") from None
+
+
+@click.group(cls=_VarroGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(varro.__version__, prog_name="varro")
 @click.option(
     "--log-level",

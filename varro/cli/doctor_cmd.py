@@ -12,7 +12,7 @@ import click
 import redis
 
 import varro
-from events.connection import describe
+from events.connection import describe, redact
 from events.server import EmbeddedServer, valkey_binary
 from varro import blas
 from varro.cli.common import config_options
@@ -27,7 +27,7 @@ def _version(dist: str) -> str:
 
 def _redis_report(url: str, kind: str, data_dir: Path) -> tuple[bool, list[tuple[str, str]]]:
     """Probe Redis without starting anything: doctor observes, it does not change state."""
-    rows = [("redis url", url), ("redis kind", kind)]
+    rows = [("redis url", redact(url)), ("redis kind", kind)]
     if kind == "embedded" and not EmbeddedServer(data_dir).status().running:
         rows.append(("redis reachable", "no (embedded server not running; it starts on first use)"))
         return True, rows
@@ -44,7 +44,7 @@ def _redis_report(url: str, kind: str, data_dir: Path) -> tuple[bool, list[tuple
         )
         return True, rows
     except (redis.RedisError, OSError) as exc:
-        rows.append(("redis reachable", f"NO: {exc}"))
+        rows.append(("redis reachable", f"NO: {redact(str(exc), url)}"))
         return False, rows
 
 

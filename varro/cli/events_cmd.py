@@ -15,7 +15,7 @@ import click
 import msgspec
 import redis
 
-from events.connection import connect
+from events.connection import connect, redact
 from events.errors import EventError
 from events.schema import EVENT_TYPES, AnyEvent
 from events.store import EventStore, StoredEvent
@@ -30,7 +30,8 @@ def open_redis(cfg: VarroConfig) -> redis.Redis:
         client.ping()
         return client
     except (redis.RedisError, EventError, OSError) as exc:
-        raise click.ClickException(f"cannot reach Redis ({cfg.redis_url or 'embedded'}): {exc}") from None
+        where = redact(cfg.redis_url) if cfg.redis_url else "embedded"
+        raise click.ClickException(f"cannot reach Redis ({where}): {redact(str(exc), cfg.redis_url)}") from None
 
 
 def open_store(cfg: VarroConfig) -> EventStore:
@@ -48,6 +49,18 @@ def event_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
     return wrapper
+
+
+def foreign_note(store: EventStore) -> str | None:
+    """One line about the entries a read skipped because Varro did not write them (None if none)."""
+    seen = store.foreign_seen
+    if not seen:
+        return None
+    shown = ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else "")
+    return (
+        f"skipped {len(seen)} foreign entr{'y' if len(seen) == 1 else 'ies'} of namespace {store.ns!r} "
+        f"(not written by Varro; the dispatcher dead-letters them): {shown}"
+    )
 
 
 def summary(event: AnyEvent) -> str:
@@ -118,6 +131,8 @@ def _tail(store, event_type, date, n, follow) -> None:
         latest = collections.deque(store.read(end=until, types=types, dates=dates), maxlen=n) if n else ()
     for stored in latest:
         click.echo(line(stored))
+    if note := foreign_note(store):
+        click.echo(note, err=True)
     if not follow:
         return
     for stored in store.follow(last_id=until, block_ms=1000):
@@ -156,6 +171,9 @@ def verify(cfg) -> None:
     """Walk the hash chain; exit 1 and name the first broken link if it is broken."""
     store = open_store(cfg)
     report = store.verify()
+    if report.foreign:
+        shown = ", ".join(report.foreign[:5]) + (", ..." if len(report.foreign) > 5 else "")
+        click.echo(f"foreign: {len(report.foreign)} entries not written by Varro (outside the chain): {shown}")
     if report.ok:
         click.echo(f"ok: namespace {store.ns!r}, {report.checked} entries, chain intact")
         return
@@ -164,6 +182,20 @@ def verify(cfg) -> None:
         f"(after {report.checked} good entries): {report.reason}"
     )
     sys.exit(1)
+
+
+@events.command()
+@config_options
+@click.option("--dry-run", is_flag=True, help="List the foreign entries; move nothing.")
+@event_errors
+def quarantine(cfg, dry_run) -> None:
+    """Move the stream entries Varro did not write into the namespace's quarantine stream."""
+    store = open_store(cfg)
+    moved = store.quarantine_foreign(dry_run=dry_run)
+    verb = "would move" if dry_run else "moved"
+    click.echo(f"{verb} {len(moved)} foreign entries of namespace {store.ns!r} to varro:{{{store.ns}}}:quarantine")
+    for entry in moved:
+        click.echo(f"  {entry}")
 
 
 @events.command(name="export")
@@ -186,11 +218,13 @@ def export_cmd(cfg, output) -> None:
         n = store.export_jsonl(buffer)
         atomic_write(output, buffer.getvalue().encode("utf-8"))  # a crash leaves the old backup whole
     click.echo(f"exported {n} events from namespace {store.ns!r}", err=True)
+    if note := foreign_note(store):
+        click.echo(note + "; left out of the export", err=True)
 
 
 @events.command(name="import")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
-@click.option("--ns", required=True, help="The EMPTY namespace to restore into.")
+@click.option("--ns", required=True, help="The namespace the export was taken from (empty now): a restore.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--data-dir", help="Data directory. Default: config `data_dir` (~/.varro).")
 @click.option("--redis-url", help="Redis/Valkey URL. Default: $REDIS_URL, else the embedded server.")

@@ -381,6 +381,8 @@ def status_cmd(cfg: VarroConfig) -> None:
         console.print(
             "roll-outs with no next-day headlines (rank them with `varro override`): " + ", ".join(status.stranded)
         )
+    if status.foreign:
+        console.print(f"foreign stream entries skipped (not written by Varro): {status.foreign}")
 
 
 @click.command("lineage")
@@ -428,21 +430,20 @@ def lineage_cmd(cfg: VarroConfig, checkpoint) -> None:
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 def worker_cmd(cfg: VarroConfig, role, burst) -> None:
     """Run a stage worker: `model` (generate/rank/train, holds the model) or `fetch` (light, forking)."""
-    from rq import Queue
-
     from events.connection import connect
     from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE
     from workers.model_worker import FetchWorker, ModelWorker
+    from workers.queues import queue
 
     if role == "model":
         rt = runtime_for(cfg)  # the model worker keeps this runtime (and its model) across jobs
-        worker = ModelWorker([Queue(MODEL_QUEUE, connection=rt.redis)], connection=rt.redis)
+        worker = ModelWorker([queue(MODEL_QUEUE, rt.redis)], connection=rt.redis)
     else:
         from workers.runtime import set_default_config
 
         set_default_config(cfg)  # no runtime here: each forked horse builds its own from this config
         redis = connect(cfg.redis_url, cfg.data_path)
-        worker = FetchWorker([Queue(FETCH_QUEUE, connection=redis)], connection=redis)
+        worker = FetchWorker([queue(FETCH_QUEUE, redis)], connection=redis)
     worker.work(burst=burst, with_scheduler=True)
 
 
@@ -463,16 +464,19 @@ def dispatcher_cmd(cfg: VarroConfig, all_ns) -> None:
 @click.command("scheduler")
 @config_options
 def scheduler_cmd(cfg: VarroConfig) -> None:
-    """Run RQ's cron scheduler: request each day for --ns at `workers.cron` (UTC)."""
-    from rq.cron import CronScheduler
-
+    """Request each day for --ns at `workers.cron` (UTC)."""
     from events.connection import connect
-    from workers.schedule import register_daily
+    from workers.schedule import DailySchedule
 
-    scheduler = CronScheduler(connection=connect(cfg.redis_url, cfg.data_path), name=f"varro-cron-{cfg.ns}")
-    register_daily(scheduler.register, cfg)
-    console.print(f"scheduling {cfg.ns} at '{cfg.workers.cron}' (source {cfg.workers.daily_source})")
-    scheduler.start()
+    try:
+        schedule = DailySchedule(connect(cfg.redis_url, cfg.data_path), cfg)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    console.print(f"scheduling {cfg.ns} at '{cfg.workers.cron}' UTC (source {cfg.workers.daily_source})")
+    try:
+        schedule.run()
+    except KeyboardInterrupt:
+        console.print("scheduler stopped")
 
 
 @click.command("dashboard")
@@ -480,16 +484,18 @@ def scheduler_cmd(cfg: VarroConfig) -> None:
 @click.option("--port", type=int, default=9181, show_default=True)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 def dashboard_cmd(cfg: VarroConfig, port, bind) -> None:
-    """Serve rq-dashboard for the Redis in use."""
+    """Serve rq-dashboard for the Redis in use (jobs shown through Varro's JSON serializer)."""
+    import os
     import subprocess
 
     from events.connection import connect
 
     connection = connect(cfg.redis_url, cfg.data_path)
     url = cfg.redis_url or f"unix://{connection.connection_pool.connection_kwargs['path']}"
-    sys.exit(
-        subprocess.call([sys.executable, "-m", "rq_dashboard", "--redis-url", url, "--port", str(port), "--bind", bind])
-    )
+    # the URL may hold a password: the environment, unlike the command line, is not shown by `ps`
+    env = {**os.environ, "RQ_DASHBOARD_REDIS_URL": url}
+    args = [sys.executable, "-m", "rq_dashboard", "--json", "--port", str(port), "--bind", bind]
+    sys.exit(subprocess.call(args, env=env))
 
 
 commands = [

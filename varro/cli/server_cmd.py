@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from events.connection import redact
 from events.errors import EventError
 from events.server import EmbeddedServer
 from varro.cli.common import config_options
@@ -19,7 +20,8 @@ def server() -> None:
 
 def _server(cfg: VarroConfig) -> EmbeddedServer:
     if cfg.redis_url:
-        click.echo(f"note: REDIS_URL is set ({cfg.redis_url}); Varro uses it, not the embedded server", err=True)
+        note = f"note: REDIS_URL is set ({redact(cfg.redis_url)}); Varro uses it, not the embedded server"
+        click.echo(note, err=True)
     return EmbeddedServer(cfg.data_path)
 
 

@@ -6,6 +6,13 @@ records a `CheckpointRef` pins exactly which weights, config and tokenizer
 produced its output. The model-holding worker keeps a `ModelCache`
 across jobs: loading is paid once per checkpoint, not once per job.
 
+Every load from disk hashes every file of the checkpoint first and refuses
+bytes that are not the recorded ones (`varro.integrity.IntegrityError`, naming
+the file); no hash is remembered by path or mtime, since a flipped bit keeps
+both. A model already in memory is handed out again without reading the disk:
+it was verified when it was loaded. Files read later from its directory
+(optimizer and trainer state) are checked against `LoadedModel.manifest`.
+
 The default model "varro-tiny" is built on first use into a cache shared by
 every data directory (tests and demos reuse one build), under
 ``$VARRO_MODEL_CACHE`` or ``~/.cache/varro/models``, in a directory named by its
@@ -28,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from events.errors import VarroError
 from events.schema import CheckpointRef
 from varro.artifacts import fsync_dir
-from varro.checkpoints import CheckpointError, checkpoint_sha256
+from varro.checkpoints import CheckpointError, checkpoint_sha256, verify_all_but_weights, verify_checkpoint
 from varro.model import build as tiny
 
 __all__ = ["LoadedModel", "ModelCache", "ModelError", "checkpoint_sha256", "ensure_default_model"]
@@ -49,6 +56,7 @@ class LoadedModel:
     tokenizer: Any
     ref: CheckpointRef
     path: Path
+    manifest: dict[str, str]  # {file: sha256} as verified against `ref` when loaded
 
 
 def trainable_copy(model: Any) -> Any:
@@ -112,20 +120,29 @@ class ModelCache:
     def __init__(self, cfg: VarroConfig):
         self.cfg = cfg
         self._loaded: LoadedModel | None = None
-        self._hashes: dict[tuple[str, float], str] = {}
 
-    def base_ref(self) -> CheckpointRef:
-        """The configured base model as a checkpoint reference (building varro-tiny if needed)."""
+    def base_path(self) -> Path:
+        """Where the configured base model is on this machine (building varro-tiny if needed)."""
         base = self.cfg.model.base
         if base == tiny.MODEL_NAME:
-            path = ensure_default_model()
-        elif Path(base).expanduser().is_dir():
-            path = Path(base).expanduser().resolve()
-        else:
-            from mlx_lm.utils import _download
+            return ensure_default_model()
+        if Path(base).expanduser().is_dir():
+            return Path(base).expanduser().resolve()
+        from mlx_lm.utils import _download
 
-            path = Path(_download(base))
-        return CheckpointRef(sha256=self._sha256(path), base_model=base, path=str(path))
+        return Path(_download(base))
+
+    def base_ref(self) -> CheckpointRef:
+        """The configured base model as a checkpoint reference, hashed from disk now.
+
+        This names the base; it verifies nothing. Jobs use the base a namespace
+        already recorded where there is one (`jobs.context.base_checkpoint`).
+        """
+        path = self.base_path()
+        try:
+            return CheckpointRef(sha256=checkpoint_sha256(path), base_model=self.cfg.model.base, path=str(path))
+        except CheckpointError as exc:
+            raise ModelError(str(exc)) from None
 
     def resolve(self, ref: CheckpointRef) -> Path:
         """Where a checkpoint's files are: its recorded path, else the data dir's checkpoint store."""
@@ -138,36 +155,39 @@ class ModelCache:
             f"checkpoint {ref.sha256[:12]} ({ref.base_model}) not found at " + " or ".join(str(p) for p in candidates)
         )
 
-    def tokenizer(self, ref: CheckpointRef) -> Any:
-        """The checkpoint's tokenizer alone, without loading its weights (prompt hashing, planning)."""
-        from mlx_lm.utils import load_tokenizer
-
-        return load_tokenizer(self.resolve(ref))
-
     def load(self, ref: CheckpointRef) -> LoadedModel:
+        """The model of checkpoint `ref`: the one in memory, else loaded from disk after hashing every file."""
         if self._loaded is not None and self._loaded.ref.sha256 == ref.sha256:
-            return self._loaded
+            return self._loaded  # verified when it was loaded; the disk is not read again
         path = self.resolve(ref)
-        actual = self._sha256(path)
-        if actual != ref.sha256:
-            raise ModelError(f"checkpoint at {path} hashes to {actual[:12]}, not the recorded {ref.sha256[:12]}")
+        try:
+            manifest = verify_checkpoint(path, ref.sha256)
+        except CheckpointError as exc:
+            raise ModelError(str(exc)) from None
         from mlx_lm import load
 
         self.release()
         model, tokenizer = load(str(path))
-        self._loaded = LoadedModel(model=model, tokenizer=tokenizer, ref=ref, path=path)
+        self._loaded = LoadedModel(model=model, tokenizer=tokenizer, ref=ref, path=path, manifest=manifest)
         return self._loaded
+
+    def tokenizer(self, ref: CheckpointRef) -> Any:
+        """The tokenizer of checkpoint `ref`, its files checked against the recorded hash, weights not read.
+
+        Planning a day needs only the tokenizer (its chat template is part of the
+        prompt hash), so a re-run of a recorded day does not load the weights.
+        """
+        if self._loaded is not None and self._loaded.ref.sha256 == ref.sha256:
+            return self._loaded.tokenizer
+        path = self.resolve(ref)
+        try:
+            verify_all_but_weights(path, ref.sha256)
+        except CheckpointError as exc:
+            raise ModelError(str(exc)) from None
+        from mlx_lm.utils import load_tokenizer
+
+        return load_tokenizer(path)
 
     def release(self) -> None:
         self._loaded = None
         gc.collect()
-
-    def _sha256(self, path: Path) -> str:
-        """Hash once per directory state: hashing a 1 GB checkpoint on every job would cost seconds."""
-        key = (str(path), max(p.stat().st_mtime for p in path.iterdir()))
-        if key not in self._hashes:
-            try:
-                self._hashes[key] = checkpoint_sha256(path)
-            except CheckpointError as exc:
-                raise ModelError(str(exc)) from None
-        return self._hashes[key]
