@@ -129,7 +129,7 @@ def test_each_bad_feed_fails_alone_with_its_reason(tmp_path, server):
     assert (reports["empty-feed"].status, reports["empty-feed"].fetched) == ("ok", 0)
     assert reports["latin1"].status == "ok"
     assert "Café chain shares fall 4% on weak sales" in {h.text for h in day.headlines}
-    assert reports["slow"].error == "no answer within 1.5s (gave up after 2 attempts)"
+    assert reports["slow"].error == "no complete answer within 1.5s (gave up after 2 attempts)"
     assert reports["huge"].error == "feed exceeds headlines.max_bytes=200000; download aborted"
     assert reports["huge-declared"].error == "feed is 52428800 bytes, over headlines.max_bytes=200000"
     assert reports["gone"].error == "HTTP 404 Not Found"

@@ -8,6 +8,7 @@ same payloads always give the same day.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from varro.headlines.files import read_file
 from varro.headlines.finance import finance_match
 from varro.headlines.items import SourceRead
 from varro.headlines.normalize import canonical_url, clean_text, headline_id, source_name, to_utc_iso
+from varro.headlines.transport import bounded_client
 
 SourceKind = Literal["sample", "files", "rss"]
 SOURCE_KINDS: tuple[str, ...] = ("sample", "files", "rss")
@@ -106,14 +108,20 @@ def fetch_all(
     recall: Callable[[str], bytes | None] | None = None,
     on_source: Callable[[SourceRead], None] = lambda read: None,
 ) -> list[SourceRead]:
-    """Fetch feeds concurrently; results come back in feed order whatever finishes first."""
+    """Fetch feeds concurrently; results come back in feed order whatever finishes first.
+
+    All of it ends by `cfg.deadline_s`: a feed still running or waiting then fails
+    with that reason. Pass `client` only for tests; the default client is the one
+    whose sockets honour each attempt's deadline (`transport.bounded_client`).
+    """
     state = FeedState(state_path) if state_path is not None else None
     own_client = client is None
-    http = client or httpx.Client(headers={"User-Agent": cfg.user_agent})
+    http = client or bounded_client(cfg.user_agent)
+    day_deadline = time.monotonic() + cfg.deadline_s
 
     def one(feed: Feed) -> SourceRead:
         try:
-            read = fetch_feed(http, feed, cfg, state=state, recall=recall)
+            read = fetch_feed(http, feed, cfg, state=state, recall=recall, day_deadline=day_deadline)
         except Exception as exc:  # isolation boundary: one feed's surprise must not sink the day
             read = SourceRead.failed(feed.name, feed.category, f"unexpected {type(exc).__name__}: {exc}")
         on_source(read)

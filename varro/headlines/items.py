@@ -39,6 +39,7 @@ class SourceRead:
     payload: bytes | None = None
     default_source: str | None = None
     date_hint: str | None = None
+    final_url: str | None = None  # a feed served from elsewhere after redirects
 
     @classmethod
     def failed(cls, name: str, category: Category, error: str, payload: bytes | None = None) -> SourceRead:
