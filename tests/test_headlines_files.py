@@ -37,7 +37,7 @@ def test_json_jsonl_and_csv_with_column_aliases(tmp_path):
     for read in (as_list, as_object, jsonl, csv):
         assert read.status == "ok", read.error
         assert [(i.title, i.link) for i in read.items] == [("Fed holds rates", "https://a.example.com/1")]
-    assert jsonl.skipped == {"unreadable JSON line": 1}
+    assert jsonl.skipped == {"unreadable JSON line (line 2)": 1}
 
 
 @pytest.mark.parametrize(
@@ -84,8 +84,8 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
         "link is not an http(s) URL": 1,
         "no link": 1,
         "no title": 2,
-        "record is not an object": 1,
-        "unknown category 'sports'": 1,
+        "record is not an object (line 9)": 1,
+        "unknown category 'sports' (line 8)": 1,
     }
     assert result.payloads == {"day.jsonl": path.read_bytes()}
 

@@ -173,3 +173,22 @@ def test_cli_fetch_show_and_import(redis_server, redis_client, tmp_path, monkeyp
     )
     missing = _cli(redis_server, tmp_path, "show", "--date", "2024-03-05")
     assert missing.exit_code == 1 and "no headlines recorded for 2024-03-05" in missing.output
+
+
+def test_cli_import_refuses_an_oversized_file_in_one_line_and_survives_bad_records(
+    redis_server, redis_client, tmp_path
+):
+    huge = tmp_path / "huge.jsonl"
+    record = {"text": "Gold rises 1%", "link": "https://g.example.com/1", "published": f"{DAY}T10:00:00Z"}
+    huge.write_text("".join(json.dumps(dict(record, link=f"https://g.example.com/{n}")) + "\n" for n in range(200)))
+    env = {"VARRO_HEADLINES__MAX_FILE_BYTES": "5000"}
+    refused = _cli(redis_server, tmp_path, "import", str(huge), env=env)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "over headlines.max_file_bytes=5,000" in refused.output
+    assert redis_client.keys("*cli*") == []
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps(record) + "\n" + json.dumps(dict(record, published="0001-01-01T00:00:00+05:00")) + "\n")
+    fetched = _cli(redis_server, tmp_path, "fetch", "--file", str(mixed), "--date", DAY)
+    assert fetched.exit_code == 0, fetched.output
+    assert "1 headlines recorded" in fetched.output and "unreadable date (line 2)" in fetched.output
+    assert redis_client.keys("*cli*") != [], "the store's keys carry the namespace"

@@ -52,7 +52,7 @@ class HeadlinesConfig(Base, frozen=True):
     max_redirects: int = 5
     # Decoded bytes of one feed (after every Content-Encoding layer), and the size of one headline file.
     max_bytes: int = 10_000_000
-    max_file_bytes: int = 256_000_000
+    max_file_bytes: int = 64_000_000
     user_agent: str = "Varro/0.1 (+https://github.com/varro-ml/varro; financial-headline research bot)"
 
 

@@ -71,7 +71,7 @@ def fetch_cmd(cfg: VarroConfig, date: str | None, source: str | None, files: tup
 def import_cmd(cfg: VarroConfig, paths: tuple[Path, ...], date: str | None, force: bool) -> None:
     """Record headlines from JSON/JSONL/CSV files (offline days and backfills)."""
     try:
-        dates = [date] if date else file_dates(paths)
+        dates = [date] if date else file_dates(paths, cfg.headlines)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if not dates:

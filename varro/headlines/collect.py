@@ -25,7 +25,14 @@ from varro.headlines.feeds import Feed, FeedState, fetch_feed, load_feeds
 from varro.headlines.files import read_file
 from varro.headlines.finance import finance_match
 from varro.headlines.items import SourceRead
-from varro.headlines.normalize import canonical_url, clean_text, headline_id, source_name, to_utc_iso
+from varro.headlines.normalize import (
+    MAX_HEADLINE_CHARS,
+    canonical_url,
+    clean_text,
+    headline_id,
+    source_name,
+    to_utc_iso,
+)
 from varro.headlines.transport import bounded_client
 
 SourceKind = Literal["sample", "files", "rss"]
@@ -81,7 +88,7 @@ def collect(
             raise ValueError("the files source needs at least one file path")
         reads = []
         for path in paths:
-            reads.append(read_file(Path(path)))
+            reads.append(read_file(Path(path), max_bytes=cfg.max_file_bytes))
             report(reads[-1])
     elif kind == "rss":
         today = today or today_utc()
@@ -169,14 +176,7 @@ def assemble(
         }
         rows.append(row)
         for item in read.items:
-            text = clean_text(item.title, source_title=item.source_title) if isinstance(item.title, str) else ""
-            if not text:
-                row["skipped"]["no title"] += 1
-                continue
-            url = canonical_url(item.link if isinstance(item.link, str) else None)
-            if url is None:
-                row["skipped"]["no link" if not item.link else "link is not an http(s) URL"] += 1
-                continue
+            # The date first: it is the cheap test, and a file holds many days for each one kept.
             published = to_utc_iso(item.published)
             day = published[:10] if published else (read.date_hint or date)
             if day < earliest:
@@ -184,6 +184,21 @@ def assemble(
                 continue
             if latest is not None and day > latest:
                 row["skipped"][f"published after {latest}"] += 1
+                continue
+            title = item.title if isinstance(item.title, str) else ""
+            if len(title) > 8 * MAX_HEADLINE_CHARS:  # not worth cleaning: no markup shrinks it to a headline
+                row["skipped"][f"headline over {MAX_HEADLINE_CHARS} characters"] += 1
+                continue
+            text = clean_text(title, source_title=item.source_title) if title else ""
+            if not text:
+                row["skipped"]["no title"] += 1
+                continue
+            if len(text) > MAX_HEADLINE_CHARS:
+                row["skipped"][f"headline over {MAX_HEADLINE_CHARS} characters"] += 1
+                continue
+            url = canonical_url(item.link if isinstance(item.link, str) else None)
+            if url is None:
+                row["skipped"]["no link" if not item.link else "link is not an http(s) URL"] += 1
                 continue
             category = item.category or read.category
             if category == "general" and finance_match(text, cfg.filter) is None:
@@ -247,11 +262,15 @@ def read_sample(date: str) -> SourceRead:
     return read
 
 
-def file_dates(paths: Sequence[Path]) -> list[str]:
-    """Days the files hold headlines for (by `published`, else the date in the file name)."""
+def file_dates(paths: Sequence[Path], cfg: HeadlinesConfig | None = None) -> list[str]:
+    """Days the files hold headlines for (by `published`, else the date in the file name).
+
+    The files are parsed here once; the days' `collect` calls reuse the parsed reads.
+    """
+    limit = (cfg or HeadlinesConfig()).max_file_bytes
     dates: set[str] = set()
     for path in paths:
-        read = read_file(Path(path))
+        read = read_file(Path(path), max_bytes=limit)
         if read.status == "failed":
             raise ValueError(f"{path}: {read.error}")
         for item in read.items:

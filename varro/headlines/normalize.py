@@ -18,6 +18,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from events.ids import sha256_hex
 
+# Longer than any headline; a "title" beyond this is a page or an attack, skipped and counted.
+MAX_HEADLINE_CHARS = 1000
+
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s%$.&+-]")
@@ -198,7 +201,11 @@ def to_utc_iso(value: object) -> str | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    try:
+        when = when.astimezone(dt.UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        return None
+    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _parse_time_text(text: str) -> dt.datetime | None:
