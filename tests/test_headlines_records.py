@@ -143,3 +143,29 @@ def test_headlines_longer_than_the_cap_are_skipped_and_counted(tmp_path):
     result = collect("files", DAY, HeadlinesConfig(filter="off"), paths=[path])
     assert [len(h.text) for h in result.headlines] == [MAX_HEADLINE_CHARS]
     assert result.reports[0].skipped == {f"headline over {MAX_HEADLINE_CHARS} characters": 2}
+
+
+def test_the_daily_cap_is_shared_across_sources_not_won_by_the_biggest(tmp_path):
+    """One 2,000-item source beside 13 of 4 items: the small ones keep everything, the big one the rest."""
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps(good(n, text=f"Stock {n} rises")) + "\n" for n in range(2000)))
+    small = []
+    for s in range(13):
+        path = tmp_path / f"small{s}.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps(good(n, text=f"Bond {s}-{n} yields rise", link=f"https://b.example.com/{s}/{n}")) + "\n"
+                for n in range(4)
+            )
+        )
+        small.append(path)
+    cfg = HeadlinesConfig(cap_per_day=64)
+    result = collect("files", DAY, cfg, paths=[big, *small])
+    kept = {r.source: r.kept for r in result.reports}
+    assert len(result.headlines) == 64
+    assert kept == {"big.jsonl": 12, **{f"small{s}.jsonl": 4 for s in range(13)}}
+    assert result.reports[0].skipped == {"over the daily cap": 1988}
+    reversed_order = collect("files", DAY, cfg, paths=[*reversed(small), big])
+    assert {h.id for h in reversed_order.headlines} == {h.id for h in result.headlines}
+    tight = collect("files", DAY, HeadlinesConfig(cap_per_day=20), paths=[big, *small])
+    assert sorted(r.kept for r in tight.reports) == [1] * 8 + [2] * 6, "one round each, then the lowest hashes"

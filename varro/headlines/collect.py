@@ -233,11 +233,24 @@ def assemble(
 
 
 def _cap(chosen: list[tuple[int, Headline]], date: str, cap: int, rows: list[dict]) -> list[tuple[int, Headline]]:
-    """Keep `cap` headlines picked by a hash of (date, id): fair to every source, independent of order."""
+    """Keep `cap` headlines, shared round-robin across the sources.
+
+    Each source's headlines are ranked by a hash of (date, id); the day takes
+    every source's first, then every source's second, and so on, a round that
+    does not fit whole going to the lowest hashes. So a 10,000-item feed gets no
+    more slots than any other while they have headlines left, and the choice
+    depends on neither the order of sources nor the order of their items.
+    """
     if cap <= 0 or len(chosen) <= cap:
         return chosen
-    ranked = sorted(chosen, key=lambda pair: sha256_hex(f"{date}\x1f{pair[1].id}".encode()))
-    keep = {pair[1].id for pair in ranked[:cap]}
+    ranked: dict[int, list[tuple[str, str]]] = {}
+    for index, headline in chosen:
+        ranked.setdefault(index, []).append((sha256_hex(f"{date}\x1f{headline.id}".encode()), headline.id))
+    order = []
+    for hashes in ranked.values():
+        hashes.sort()
+        order.extend((rank, digest, hid) for rank, (digest, hid) in enumerate(hashes))
+    keep = {hid for _, _, hid in sorted(order)[:cap]}
     for index, headline in chosen:
         if headline.id not in keep:
             rows[index]["kept"] -= 1
