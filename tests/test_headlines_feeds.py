@@ -7,7 +7,7 @@ import pytest
 
 from events.ids import sha256_hex
 from varro.config import HeadlinesConfig
-from varro.headlines.collect import PastDateError, collect
+from varro.headlines.collect import PastDateError, check_source_dates, collect
 from varro.headlines.feeds import FeedListError, load_feeds
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
@@ -169,6 +169,15 @@ def test_rss_for_another_day_is_refused_before_any_request(tmp_path, server):
         with pytest.raises(PastDateError, match=f"cannot be fetched for {day}.*file source"):
             collect("rss", day, cfg, today=TODAY)
     assert server.requests == []
+
+
+def test_source_dates_are_checked_before_anything_is_recorded():
+    check_source_dates("rss", [TODAY], today=TODAY)
+    check_source_dates("files", ["2020-01-01", TODAY], today=TODAY)
+    with pytest.raises(PastDateError, match="cannot be fetched for 2025-07-28"):
+        check_source_dates("rss", [TODAY, "2025-07-28", "2025-07-27"], today=TODAY)
+    with pytest.raises(ValueError, match="invalid date"):
+        check_source_dates("sample", ["2025-7-1"], today=TODAY)
 
 
 def test_bundled_feed_list_has_the_fourteen_original_feeds():

@@ -156,3 +156,10 @@ def test_retry_after_header_forms():
     assert retry_after_s("120") == 120.0
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert retry_after_s("soon") is None and retry_after_s(None) is None
+
+
+def test_a_megabyte_title_is_skipped_not_recorded(tmp_path, server):
+    cfg = config(tmp_path, server, [("long", "/long-title")], max_bytes=3_000_000)
+    reports, _, day = fetch(cfg)
+    assert [h.text for h in day.headlines] == ["Stocks rise"]
+    assert reports["long"].skipped == {"headline over 1000 characters": 1}

@@ -91,12 +91,7 @@ def collect(
             reads.append(read_file(Path(path), max_bytes=cfg.max_file_bytes))
             report(reads[-1])
     elif kind == "rss":
-        today = today or today_utc()
-        if date != today:
-            raise PastDateError(
-                f"live RSS feeds carry today's news ({today}), so they cannot be fetched for {date}: "
-                "use a file source (--source files --file PATH) or replay a recorded day"
-            )
+        check_source_dates(kind, [date], today=today)
         feeds = load_feeds(cfg.feeds_file)
         reads = fetch_all(feeds, cfg, client=client, state_path=state_path, recall=recall, on_source=report)
     else:
@@ -104,6 +99,27 @@ def collect(
     # A feed read this morning rightly carries last night's stories; a file day is exactly its day.
     earliest, latest = (shift_date(date, -1), None) if kind == "rss" else (date, date)
     return assemble(reads, date, cfg, earliest=earliest, latest=latest)
+
+
+def check_source_dates(kind: str, dates: Sequence[str], *, today: str | None = None) -> None:
+    """Refuse, before anything is recorded, days that `kind` cannot supply.
+
+    Live RSS carries only today's news, so any other day raises PastDateError
+    naming the first such day. Commands that record a request and leave the
+    fetch to a worker (`varro daily`, `varro run`) call this first, so a past
+    RSS day fails at the prompt instead of in the worker after its retries.
+    """
+    for date in dates:
+        validate_date(date)
+    if kind != "rss":
+        return
+    today = today or today_utc()
+    wrong = next((d for d in dates if d != today), None)
+    if wrong is not None:
+        raise PastDateError(
+            f"live RSS feeds carry today's news ({today}), so they cannot be fetched for {wrong}: "
+            "use a file source (--source files --file PATH) or replay a recorded day"
+        )
 
 
 def fetch_all(
