@@ -192,3 +192,26 @@ def test_cli_import_refuses_an_oversized_file_in_one_line_and_survives_bad_recor
     assert fetched.exit_code == 0, fetched.output
     assert "1 headlines recorded" in fetched.output and "unreadable date (line 2)" in fetched.output
     assert redis_client.keys("*cli*") != [], "the store's keys carry the namespace"
+
+
+def test_cli_show_prints_control_characters_and_markup_as_text(redis_server, event_store, tmp_path):
+    """An event recorded before ingestion stripped controls must still not drive the terminal."""
+    from events.schema import Headline, HeadlinesFetched
+
+    store = event_store("cli")
+    text = "Oil \x1b[2J rises [bold red]2%[/] \u202eon supply"
+    store.append(
+        HeadlinesFetched(
+            event_id="e-old",
+            ns="cli",
+            date=DAY,
+            correlation_id="e-old",
+            headlines=[Headline(id="h1", text=text, source="x\x07.example.com", url="https://x.example.com/a")],
+            sources=[],
+            source_kind="files",
+        )
+    )
+    shown = _cli(redis_server, tmp_path, "show", "--date", DAY)
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.output and "\u202e" not in shown.output and "\x07" not in shown.output
+    assert "\\x1b[2J" in shown.output and "[bold red]2%[/]" in shown.output and "\\u202e" in shown.output

@@ -167,8 +167,11 @@ def assemble(
     """Normalise, filter general news, dedupe (text and URL), then cap the day.
 
     Only items published within [earliest, latest] count for `date`. Undated
-    items take their file's date (YYYY-MM-DD in its name) or else `date`.
+    items take their file's date (YYYY-MM-DD in its name) or else `date`; with
+    no `latest` (live feeds), an item dated after the next day is kept undated
+    and counted. A read's warnings go into its report's error, marked "warning:".
     """
+    horizon = shift_date(date, 1)  # no story fetched on `date` was published later than this
     seen_ids: set[str] = set()
     seen_urls: set[str] = set()
     chosen: list[tuple[int, Headline]] = []
@@ -188,12 +191,16 @@ def assemble(
             "dropped_by_filter": 0,
             "duplicates": 0,
             "skipped": Counter(read.skipped),
+            "warnings": Counter(read.warnings),
             "error": read.error,
         }
         rows.append(row)
         for item in read.items:
             # The date first: it is the cheap test, and a file holds many days for each one kept.
             published = to_utc_iso(item.published)
+            if published and latest is None and published[:10] > horizon:
+                row["warnings"][f"dated after {horizon}, kept undated"] += 1
+                published = None
             day = published[:10] if published else (read.date_hint or date)
             if day < earliest:
                 row["skipped"][f"published before {earliest}"] += 1
@@ -241,11 +248,18 @@ def assemble(
             dropped_by_filter=r["dropped_by_filter"],
             duplicates=r["duplicates"],
             skipped=dict(sorted(r["skipped"].items())),
-            error=r["error"],
+            error=r["error"] or _warning(r["warnings"]),
         )
         for r in rows
     ]
     return DayHeadlines(headlines=[h for _, h in chosen], reports=reports, payloads=payloads)
+
+
+def _warning(warnings: Counter[str]) -> str | None:
+    """A source that was read, with notes: recorded in its report's error field, marked as a warning."""
+    if not warnings:
+        return None
+    return "warning: " + "; ".join(f"{w} (x{n})" if n > 1 else w for w, n in sorted(warnings.items()))
 
 
 def _cap(chosen: list[tuple[int, Headline]], date: str, cap: int, rows: list[dict]) -> list[tuple[int, Headline]]:

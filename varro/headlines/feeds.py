@@ -18,6 +18,7 @@ import json
 import threading
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from events.ids import sha256_hex
 from varro.artifacts import atomic_write
 from varro.config import HeadlinesConfig
 from varro.headlines.decoding import BoundedDecoder, DecodedTooLarge, DecodingError
+from varro.headlines.documents import declared_utf8_override, entry_time, recoverable, repair_utf8
 from varro.headlines.items import CATEGORIES, Category, RawItem, SourceRead
 from varro.headlines.normalize import source_name
 from varro.headlines.transport import deadline
@@ -38,9 +40,6 @@ BUNDLED_FEEDS = Path(__file__).resolve().parent.parent / "data" / "feeds.toml"
 
 # Feeds that carry other publishers' stories: items are named by their own publisher.
 AGGREGATOR_HOSTS = {"news.google.com", "news.yahoo.com", "feedproxy.google.com"}
-
-# feedparser flags these but parses the document correctly anyway.
-_BENIGN_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 
 class FeedListError(ValueError):
@@ -325,6 +324,14 @@ def parse_feed(body: bytes, feed: Feed, *, content_type: str = "", final_url: st
     headers = {"content-type": content_type or "application/xml", "content-location": final_url or feed.url}
     parsed = feedparser.parse(body, response_headers=headers)
     problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
+    warnings: Counter[str] = Counter()
+    if declared_utf8_override(problem):
+        repaired, strays = repair_utf8(body)
+        parsed = feedparser.parse(repaired, response_headers=headers)
+        problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
+        if isinstance(problem, feedparser.CharacterEncodingOverride):
+            return SourceRead.failed(name, category, f"charset cannot be trusted: {problem}", body)
+        warnings[f"{strays} byte{'s' if strays != 1 else ''} not UTF-8, read as cp1252"] += 1
     if not parsed.get("version"):
         head = body[:512].lstrip().lower()
         if "html" in content_type.lower() or head.startswith((b"<!doctype html", b"<html")):
@@ -332,8 +339,12 @@ def parse_feed(body: bytes, feed: Feed, *, content_type: str = "", final_url: st
             return SourceRead.failed(name, category, f"served an HTML page, not a feed ({served})", body)
         reason = f": {problem}" if problem else ""
         return SourceRead.failed(name, category, f"not an RSS or Atom feed{reason}", body)
-    if problem is not None and not isinstance(problem, _BENIGN_BOZO):
-        return SourceRead.failed(name, category, f"malformed feed XML: {problem}", body)
+    if isinstance(problem, feedparser.CharacterEncodingOverride):
+        return SourceRead.failed(name, category, f"charset cannot be trusted: {problem}", body)
+    if problem is not None and not isinstance(problem, feedparser.NonXMLContentType):
+        if not (parsed.entries and recoverable(problem, body)):
+            return SourceRead.failed(name, category, f"malformed feed XML: {problem}", body)
+        warnings[f"recovered from malformed feed XML: {problem}"] += 1
     host = urlsplit(feed.url).hostname or ""
     read = SourceRead(
         name=name,
@@ -341,14 +352,18 @@ def parse_feed(body: bytes, feed: Feed, *, content_type: str = "", final_url: st
         payload=body,
         default_source=None if host in AGGREGATOR_HOSTS else source_name(feed.url),
         final_url=final_url if final_url and final_url != feed.url else None,
+        warnings=warnings,
     )
     for entry in parsed.entries:
         origin = entry.get("source") or {}
+        published, note = entry_time(entry)
+        if note:
+            read.warnings[note] += 1
         read.items.append(
             RawItem(
                 title=entry.get("title"),
                 link=entry.get("link"),
-                published=entry.get("published_parsed") or entry.get("updated_parsed"),
+                published=published,
                 source=source_name(origin.get("href")),
                 source_title=origin.get("title"),
                 category=category,

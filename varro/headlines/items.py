@@ -40,6 +40,7 @@ class SourceRead:
     default_source: str | None = None
     date_hint: str | None = None
     final_url: str | None = None  # a feed served from elsewhere after redirects
+    warnings: Counter[str] = field(default_factory=Counter)  # kept going, but worth knowing (recorded)
 
     @classmethod
     def failed(cls, name: str, category: Category, error: str, payload: bytes | None = None) -> SourceRead:
