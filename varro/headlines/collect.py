@@ -195,7 +195,7 @@ def assemble(
             "error": read.error,
         }
         rows.append(row)
-        for item in read.items:
+        for item in _dated_within(read, earliest, latest, row["skipped"]):
             # The date first: it is the cheap test, and a file holds many days for each one kept.
             published = to_utc_iso(item.published)
             if published and latest is None and published[:10] > horizon:
@@ -253,6 +253,21 @@ def assemble(
         for r in rows
     ]
     return DayHeadlines(headlines=[h for _, h in chosen], reports=reports, payloads=payloads)
+
+
+def _dated_within(read: SourceRead, earliest: str, latest: str | None, skipped: Counter[str]) -> list:
+    """The read's items that may fall in [earliest, latest]; with a day index, the others are only counted."""
+    if read.by_day is None:
+        return read.items
+    positions: list[int] = []
+    for day, where in read.by_day.items():
+        if day is not None and day < earliest:
+            skipped[f"published before {earliest}"] += len(where)
+        elif day is not None and latest is not None and day > latest:
+            skipped[f"published after {latest}"] += len(where)
+        else:
+            positions.extend(where)
+    return [read.items[i] for i in sorted(positions)]
 
 
 def _warning(warnings: Counter[str]) -> str | None:

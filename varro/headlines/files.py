@@ -110,6 +110,9 @@ def _parse(payload: bytes, kind: str, name: str, category: Category, hint: str |
         else:
             read.items.append(item)
     skips.into(read)
+    read.by_day = {}
+    for position, item in enumerate(read.items):
+        read.by_day.setdefault(item.published[:10] if item.published else None, []).append(position)
     return read
 
 
