@@ -40,6 +40,15 @@ def test_one_stray_cp1252_byte_costs_neither_the_charset_nor_the_feed(tmp_path, 
     assert report.status == "ok" and report.error == "warning: 1 byte not UTF-8, read as cp1252"
 
 
+def test_a_charset_feedparser_had_to_guess_is_not_recorded_as_good(tmp_path, server):
+    day, reports = fetch(tmp_path, server, "mislabelled-sjis.xml", "rss1.xml")
+    report = reports["mislabelled-sjis_xml"]
+    assert report.status == "failed" and report.error == (
+        "charset cannot be trusted: document declared as shift_jis, but parsed as windows-1252"
+    )
+    assert len(day.headlines) == 2, "the other feed is unaffected"
+
+
 def test_recoverable_xml_slips_keep_their_items_and_say_so(tmp_path, server):
     day, reports = fetch(tmp_path, server, "slips.xml", "broken.xml", "laughs.xml", "declared-entity.xml")
     assert [(h.text, h.url) for h in day.headlines] == [
