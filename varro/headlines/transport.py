@@ -7,9 +7,10 @@ the time left before the deadline set with `deadline(...)` for the calling
 thread, and fails with a timeout once none is left, so headers and body
 together end by the deadline however the server paces them.
 
-Known gap: name resolution (getaddrinfo) is not bounded by the deadline, and a
-TLS read that receives a record one byte at a time can overrun the deadline
-by up to one socket timeout per byte of that record.
+A TLS read or handshake is bounded the same way: CPython's ssl module counts a
+socket timeout down across the whole call, however the record trickles in (this
+is relied on, not tested here: the tests use plain HTTP on loopback). Known gap:
+name resolution (getaddrinfo) is not bounded by the deadline.
 """
 
 from __future__ import annotations
