@@ -215,3 +215,24 @@ def test_cli_show_prints_control_characters_and_markup_as_text(redis_server, eve
     assert shown.exit_code == 0, shown.output
     assert "\x1b" not in shown.output and "\u202e" not in shown.output and "\x07" not in shown.output
     assert "\\x1b[2J" in shown.output and "[bold red]2%[/]" in shown.output and "\\u202e" in shown.output
+
+
+def test_cli_fetch_ends_by_its_deadline_whatever_a_slowloris_server_does(redis_server, server, tmp_path):
+    """The issue's reproduction: a header byte every 0.3 s used to hold `varro headlines fetch` indefinitely."""
+    import time
+
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(f'[markets]\nwire = "{server.url("/today")}"\nloris = "{server.url("/slowloris")}"\n')
+    env = {
+        "VARRO_HEADLINES__FEEDS_FILE": str(feeds),
+        "VARRO_HEADLINES__TIMEOUT_S": "1.5",
+        "VARRO_HEADLINES__RETRIES": "1",
+        "VARRO_HEADLINES__DEADLINE_S": "20",
+    }
+    start = time.monotonic()
+    result = _cli(redis_server, tmp_path, "fetch", env=env)
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 0, result.output
+    assert "loris: failed — no complete answer within 1.5s (gave up after 2 attempts)" in result.output
+    assert "2 headlines recorded" in result.output
+    assert elapsed < 40, f"the drip lasts 60 s; the fetch took {elapsed:.1f} s"
