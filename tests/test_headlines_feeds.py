@@ -7,7 +7,7 @@ import pytest
 
 from events.ids import sha256_hex
 from varro.config import HeadlinesConfig
-from varro.headlines.collect import PastDateError, collect
+from varro.headlines.collect import PastDateError, check_source_dates, collect
 from varro.headlines.feeds import FeedListError, load_feeds
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
@@ -129,7 +129,7 @@ def test_each_bad_feed_fails_alone_with_its_reason(tmp_path, server):
     assert (reports["empty-feed"].status, reports["empty-feed"].fetched) == ("ok", 0)
     assert reports["latin1"].status == "ok"
     assert "Café chain shares fall 4% on weak sales" in {h.text for h in day.headlines}
-    assert reports["slow"].error == "no answer within 1.5s (gave up after 2 attempts)"
+    assert reports["slow"].error == "no complete answer within 1.5s (gave up after 2 attempts)"
     assert reports["huge"].error == "feed exceeds headlines.max_bytes=200000; download aborted"
     assert reports["huge-declared"].error == "feed is 52428800 bytes, over headlines.max_bytes=200000"
     assert reports["gone"].error == "HTTP 404 Not Found"
@@ -169,6 +169,15 @@ def test_rss_for_another_day_is_refused_before_any_request(tmp_path, server):
         with pytest.raises(PastDateError, match=f"cannot be fetched for {day}.*file source"):
             collect("rss", day, cfg, today=TODAY)
     assert server.requests == []
+
+
+def test_source_dates_are_checked_before_anything_is_recorded():
+    check_source_dates("rss", [TODAY], today=TODAY)
+    check_source_dates("files", ["2020-01-01", TODAY], today=TODAY)
+    with pytest.raises(PastDateError, match="cannot be fetched for 2025-07-28"):
+        check_source_dates("rss", [TODAY, "2025-07-28", "2025-07-27"], today=TODAY)
+    with pytest.raises(ValueError, match="invalid date"):
+        check_source_dates("sample", ["2025-7-1"], today=TODAY)
 
 
 def test_bundled_feed_list_has_the_fourteen_original_feeds():

@@ -37,7 +37,7 @@ def test_json_jsonl_and_csv_with_column_aliases(tmp_path):
     for read in (as_list, as_object, jsonl, csv):
         assert read.status == "ok", read.error
         assert [(i.title, i.link) for i in read.items] == [("Fed holds rates", "https://a.example.com/1")]
-    assert jsonl.skipped == {"unreadable JSON line": 1}
+    assert jsonl.skipped == {"unreadable JSON line (line 2)": 1}
 
 
 @pytest.mark.parametrize(
@@ -84,8 +84,8 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
         "link is not an http(s) URL": 1,
         "no link": 1,
         "no title": 2,
-        "record is not an object": 1,
-        "unknown category 'sports'": 1,
+        "record is not an object (line 9)": 1,
+        "unknown category 'sports' (line 8)": 1,
     }
     assert result.payloads == {"day.jsonl": path.read_bytes()}
 
@@ -174,3 +174,25 @@ def test_bad_arguments_are_refused():
         collect("ftp", "2025-08-04", CFG)
     with pytest.raises(ValueError, match="invalid date"):
         collect("sample", "2025-8-4", CFG)
+
+
+# sha256 of every sample day's headlines and reports under each filter mode, computed on commit 1a57043
+# (before the ingestion hardening): new normalisation must leave recorded sample days exactly as they were.
+SAMPLE_PINS = {
+    "strict": "d034aab9dc91c1f65d2fcd36490d7fb6328affc54dbef4b1a425fbe5e5619e33",
+    "relaxed": "436f317aaa641009415f419d6285ccd9bd7c6126feb29bb3eb386ab1ea31ad8a",
+    "off": "fb60b86a5b84a3200eaface500fe0ef52f2dbfb0ee33b1aaf459f57ac48e78c5",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(SAMPLE_PINS))
+def test_sample_days_assemble_exactly_as_before(mode):
+    import hashlib
+
+    import msgspec
+
+    digest = hashlib.sha256()
+    for day in sample_dates():
+        result = collect("sample", day, HeadlinesConfig(filter=mode))
+        digest.update(msgspec.json.encode([result.headlines, result.reports, sorted(result.payloads)], order="sorted"))
+    assert digest.hexdigest() == SAMPLE_PINS[mode]

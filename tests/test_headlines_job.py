@@ -173,3 +173,66 @@ def test_cli_fetch_show_and_import(redis_server, redis_client, tmp_path, monkeyp
     )
     missing = _cli(redis_server, tmp_path, "show", "--date", "2024-03-05")
     assert missing.exit_code == 1 and "no headlines recorded for 2024-03-05" in missing.output
+
+
+def test_cli_import_refuses_an_oversized_file_in_one_line_and_survives_bad_records(
+    redis_server, redis_client, tmp_path
+):
+    huge = tmp_path / "huge.jsonl"
+    record = {"text": "Gold rises 1%", "link": "https://g.example.com/1", "published": f"{DAY}T10:00:00Z"}
+    huge.write_text("".join(json.dumps(dict(record, link=f"https://g.example.com/{n}")) + "\n" for n in range(200)))
+    env = {"VARRO_HEADLINES__MAX_FILE_BYTES": "5000"}
+    refused = _cli(redis_server, tmp_path, "import", str(huge), env=env)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "over headlines.max_file_bytes=5,000" in refused.output
+    assert redis_client.keys("*cli*") == []
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps(record) + "\n" + json.dumps(dict(record, published="0001-01-01T00:00:00+05:00")) + "\n")
+    fetched = _cli(redis_server, tmp_path, "fetch", "--file", str(mixed), "--date", DAY)
+    assert fetched.exit_code == 0, fetched.output
+    assert "1 headlines recorded" in fetched.output and "unreadable date (line 2)" in fetched.output
+    assert redis_client.keys("*cli*") != [], "the store's keys carry the namespace"
+
+
+def test_cli_show_prints_control_characters_and_markup_as_text(redis_server, event_store, tmp_path):
+    """An event recorded before ingestion stripped controls must still not drive the terminal."""
+    from events.schema import Headline, HeadlinesFetched
+
+    store = event_store("cli")
+    text = "Oil \x1b[2J rises [bold red]2%[/] \u202eon supply"
+    store.append(
+        HeadlinesFetched(
+            event_id="e-old",
+            ns="cli",
+            date=DAY,
+            correlation_id="e-old",
+            headlines=[Headline(id="h1", text=text, source="x\x07.example.com", url="https://x.example.com/a")],
+            sources=[],
+            source_kind="files",
+        )
+    )
+    shown = _cli(redis_server, tmp_path, "show", "--date", DAY)
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.output and "\u202e" not in shown.output and "\x07" not in shown.output
+    assert "\\x1b[2J" in shown.output and "[bold red]2%[/]" in shown.output and "\\u202e" in shown.output
+
+
+def test_cli_fetch_ends_by_its_deadline_whatever_a_slowloris_server_does(redis_server, server, tmp_path):
+    """The issue's reproduction: a header byte every 0.3 s used to hold `varro headlines fetch` indefinitely."""
+    import time
+
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(f'[markets]\nwire = "{server.url("/today")}"\nloris = "{server.url("/slowloris")}"\n')
+    env = {
+        "VARRO_HEADLINES__FEEDS_FILE": str(feeds),
+        "VARRO_HEADLINES__TIMEOUT_S": "1.5",
+        "VARRO_HEADLINES__RETRIES": "1",
+        "VARRO_HEADLINES__DEADLINE_S": "20",
+    }
+    start = time.monotonic()
+    result = _cli(redis_server, tmp_path, "fetch", env=env)
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 0, result.output
+    assert "loris: failed — no complete answer within 1.5s (gave up after 2 attempts)" in result.output
+    assert "2 headlines recorded" in result.output
+    assert elapsed < 40, f"the drip lasts 60 s; the fetch took {elapsed:.1f} s"

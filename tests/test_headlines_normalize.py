@@ -5,7 +5,15 @@ import time
 
 import pytest
 
-from varro.headlines.normalize import canonical_url, clean_text, headline_id, source_name, text_key, to_utc_iso
+from varro.headlines.normalize import (
+    canonical_url,
+    clean_text,
+    display_safe,
+    headline_id,
+    source_name,
+    text_key,
+    to_utc_iso,
+)
 
 
 @pytest.mark.parametrize(
@@ -77,9 +85,44 @@ def test_headline_id_is_a_hash_of_normalised_text_not_a_prefix():
 
 def test_clean_text_decodes_markup_and_drops_the_aggregator_suffix():
     assert (
-        clean_text("Yen &amp;amp; franc gain as <b>haven</b>\n demand  rises")
-        == "Yen & franc gain as haven demand rises"
+        clean_text("Yen &amp; franc gain as <b>haven</b>\n demand  rises") == "Yen & franc gain as haven demand rises"
     )
     assert clean_text("Nvidia hits record - Example Wire", source_title="Example Wire") == "Nvidia hits record"
     assert clean_text("Nvidia hits record - Example Wire") == "Nvidia hits record - Example Wire"
     assert text_key("“Quoted” – dash") == text_key('"quoted" - dash')
+
+
+@pytest.mark.parametrize(
+    "raw, text",
+    [
+        ("Gold < $2,000 as dollar index > 105", "Gold < $2,000 as dollar index > 105"),
+        ("Apple <AAPL.O> rises 2% after results", "Apple <AAPL.O> rises 2% after results"),
+        ("Shares in <VOD.L> and </VOD.L> fall", "Shares in <VOD.L> and </vod.l> fall"),
+        ("&amp;amp;lt;script&amp;amp;gt; stays text", "&amp;lt;script&amp;gt; stays text"),
+        ("&lt;script&gt;alert(1)&lt;/script&gt; Oil rises", "<script>alert(1)</script> Oil rises"),
+        ("<script>alert(1)</script>Oil <style>p{}</style>rises", "Oil rises"),
+        ("Fed <!-- a comment --> holds <b>rates</b>", "Fed holds rates"),
+        ("Stocks<br/>rally", "Stocks rally"),
+        ("S&P 500 rises; AT&T &amp; Verizon", "S&P 500 rises; AT&T & Verizon"),
+        ("Oil\x00 rises\x07\x1b[31m 2%\u202e", "Oil rises[31m 2%"),
+        ("\u2066Fed\u2069 holds\u200f", "Fed holds"),
+    ],
+)
+def test_clean_text_reads_html_once_and_keeps_the_publishers_text(raw, text):
+    assert clean_text(raw) == text
+
+
+def test_display_safe_escapes_controls_for_the_terminal():
+    assert display_safe("Oil\x1b[2J rises\u202e") == "Oil\\x1b[2J rises\\u202e"
+    assert display_safe("Café ★ rises") == "Café ★ rises"
+
+
+@pytest.mark.parametrize(
+    "raw, canonical",
+    [
+        ("http://[::1]:18080/feed?utm_source=x", "http://[::1]:18080/feed"),
+        ("https://[2001:db8::1]/a", "https://[2001:db8::1]/a"),
+    ],
+)
+def test_ipv6_links_keep_their_brackets(raw, canonical):
+    assert canonical_url(raw) == canonical

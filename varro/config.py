@@ -42,10 +42,18 @@ class HeadlinesConfig(Base, frozen=True):
     feeds_file: str | None = None
     filter: Literal["strict", "relaxed", "off"] = "strict"
     cap_per_day: int = 64
+    # One attempt at one feed (connect, headers and body together) ends by timeout_s of wall clock;
+    # the whole day's fetch (every feed, retry and wait) ends by deadline_s.
     timeout_s: float = 10.0
+    deadline_s: float = 180.0
     retries: int = 2
     backoff_s: float = 0.5
+    # A 429/503 Retry-After is honoured up to this many seconds; a longer one ends the feed's attempts.
+    retry_after_max_s: float = 30.0
+    max_redirects: int = 5
+    # Decoded bytes of one feed (after every Content-Encoding layer), and the size of one headline file.
     max_bytes: int = 10_000_000
+    max_file_bytes: int = 64_000_000
     user_agent: str = "Varro/0.1 (+https://github.com/varro-ml/varro; financial-headline research bot)"
 
 
@@ -311,6 +319,10 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("headlines.timeout_s", h.timeout_s > 0, "> 0"),
         ("headlines.retries", h.retries >= 0, ">= 0"),
         ("headlines.max_bytes", h.max_bytes > 0, "> 0"),
+        ("headlines.deadline_s", h.deadline_s > 0, "> 0"),
+        ("headlines.retry_after_max_s", h.retry_after_max_s >= 0, ">= 0"),
+        ("headlines.max_redirects", h.max_redirects >= 0, ">= 0"),
+        ("headlines.max_file_bytes", h.max_file_bytes > 0, "> 0"),
         ("judge.retries", j.retries >= 0, ">= 0"),
         ("judge.http_timeout_s", j.http_timeout_s > 0, "> 0"),
         ("workers.job_timeout_s", w.job_timeout_s > 0, "> 0 (a SimpleWorker with no timeout is declared abandoned)"),

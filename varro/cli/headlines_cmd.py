@@ -10,6 +10,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from events.ids import today_utc
 from events.schema import HeadlinesFetched, SourceReport
@@ -18,6 +19,7 @@ from varro.config import VarroConfig
 from varro.headlines.collect import SOURCE_KINDS, NoHeadlinesError, PastDateError, file_dates
 from varro.headlines.feeds import FeedListError, load_feeds
 from varro.headlines.items import SourceRead
+from varro.headlines.normalize import display_safe
 
 console = Console()
 
@@ -71,7 +73,7 @@ def fetch_cmd(cfg: VarroConfig, date: str | None, source: str | None, files: tup
 def import_cmd(cfg: VarroConfig, paths: tuple[Path, ...], date: str | None, force: bool) -> None:
     """Record headlines from JSON/JSONL/CSV files (offline days and backfills)."""
     try:
-        dates = [date] if date else file_dates(paths)
+        dates = [date] if date else file_dates(paths, cfg.headlines)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if not dates:
@@ -106,7 +108,14 @@ def show_cmd(cfg: VarroConfig, date: str, jsonl: bool) -> None:
         f"{f' (latest of {versions})' if versions > 1 else ''}",
     )
     for n, headline in enumerate(event.headlines, 1):
-        table.add_row(str(n), headline.source, (headline.published or "")[11:16], headline.category, headline.text)
+        # Text, not markup: a headline's "[red]" or ESC must reach the terminal as characters, not commands.
+        table.add_row(
+            str(n),
+            Text(display_safe(headline.source)),
+            (headline.published or "")[11:16],
+            headline.category,
+            Text(display_safe(headline.text)),
+        )
     console.print(table)
 
 
@@ -131,6 +140,10 @@ def _fetch_day(cfg: VarroConfig, date: str, source: str, files: tuple[Path, ...]
         def on_source(read: SourceRead) -> None:
             mark = {"ok": "[green]ok[/]", "not_modified": "[cyan]not modified[/]"}.get(read.status, "[red]failed[/]")
             detail = f" — {read.error}" if read.error else f" — {len(read.items)} items"
+            if read.warnings:
+                detail += f" (warning: {'; '.join(read.warnings)})"
+            if read.final_url:
+                detail += f" (from {read.final_url})"
             progress.console.print(f"  {read.name}: {mark}{detail}", highlight=False)
             progress.advance(task)
 

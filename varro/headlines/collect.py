@@ -8,6 +8,7 @@ same payloads always give the same day.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,15 @@ from varro.headlines.feeds import Feed, FeedState, fetch_feed, load_feeds
 from varro.headlines.files import read_file
 from varro.headlines.finance import finance_match
 from varro.headlines.items import SourceRead
-from varro.headlines.normalize import canonical_url, clean_text, headline_id, source_name, to_utc_iso
+from varro.headlines.normalize import (
+    MAX_HEADLINE_CHARS,
+    canonical_url,
+    clean_text,
+    headline_id,
+    source_name,
+    to_utc_iso,
+)
+from varro.headlines.transport import bounded_client
 
 SourceKind = Literal["sample", "files", "rss"]
 SOURCE_KINDS: tuple[str, ...] = ("sample", "files", "rss")
@@ -80,15 +89,10 @@ def collect(
             raise ValueError("the files source needs at least one file path")
         reads = []
         for path in paths:
-            reads.append(read_file(Path(path)))
+            reads.append(read_file(Path(path), max_bytes=cfg.max_file_bytes))
             report(reads[-1])
     elif kind == "rss":
-        today = today or today_utc()
-        if date != today:
-            raise PastDateError(
-                f"live RSS feeds carry today's news ({today}), so they cannot be fetched for {date}: "
-                "use a file source (--source files --file PATH) or replay a recorded day"
-            )
+        check_source_dates(kind, [date], today=today)
         feeds = load_feeds(cfg.feeds_file)
         reads = fetch_all(feeds, cfg, client=client, state_path=state_path, recall=recall, on_source=report)
     else:
@@ -96,6 +100,27 @@ def collect(
     # A feed read this morning rightly carries last night's stories; a file day is exactly its day.
     earliest, latest = (shift_date(date, -1), None) if kind == "rss" else (date, date)
     return assemble(reads, date, cfg, earliest=earliest, latest=latest)
+
+
+def check_source_dates(kind: str, dates: Sequence[str], *, today: str | None = None) -> None:
+    """Refuse, before anything is recorded, days that `kind` cannot supply.
+
+    Live RSS carries only today's news, so any other day raises PastDateError
+    naming the first such day. Commands that record a request and leave the
+    fetch to a worker (`varro daily`, `varro run`) call this first, so a past
+    RSS day fails at the prompt instead of in the worker after its retries.
+    """
+    for date in dates:
+        validate_date(date)
+    if kind != "rss":
+        return
+    today = today or today_utc()
+    wrong = next((d for d in dates if d != today), None)
+    if wrong is not None:
+        raise PastDateError(
+            f"live RSS feeds carry today's news ({today}), so they cannot be fetched for {wrong}: "
+            "use a file source (--source files --file PATH) or replay a recorded day"
+        )
 
 
 def fetch_all(
@@ -107,14 +132,20 @@ def fetch_all(
     recall: Callable[[str], bytes | None] | None = None,
     on_source: Callable[[SourceRead], None] = lambda read: None,
 ) -> list[SourceRead]:
-    """Fetch feeds concurrently; results come back in feed order whatever finishes first."""
+    """Fetch feeds concurrently; results come back in feed order whatever finishes first.
+
+    All of it ends by `cfg.deadline_s`: a feed still running or waiting then fails
+    with that reason. Pass `client` only for tests; the default client is the one
+    whose sockets honour each attempt's deadline (`transport.bounded_client`).
+    """
     state = FeedState(state_path) if state_path is not None else None
     own_client = client is None
-    http = client or httpx.Client(headers={"User-Agent": cfg.user_agent})
+    http = client or bounded_client(cfg.user_agent)
+    day_deadline = time.monotonic() + cfg.deadline_s
 
     def one(feed: Feed) -> SourceRead:
         try:
-            read = fetch_feed(http, feed, cfg, state=state, recall=recall)
+            read = fetch_feed(http, feed, cfg, state=state, recall=recall, day_deadline=day_deadline)
         except Exception as exc:  # isolation boundary: one feed's surprise must not sink the day
             read = SourceRead.failed(feed.name, feed.category, f"unexpected {type(exc).__name__}: {exc}")
         on_source(read)
@@ -137,8 +168,11 @@ def assemble(
     """Normalise, filter general news, dedupe (text and URL), then cap the day.
 
     Only items published within [earliest, latest] count for `date`. Undated
-    items take their file's date (YYYY-MM-DD in its name) or else `date`.
+    items take their file's date (YYYY-MM-DD in its name) or else `date`; with
+    no `latest` (live feeds), an item dated after the next day is kept undated
+    and counted. A read's warnings go into its report's error, marked "warning:".
     """
+    horizon = shift_date(date, 1)  # no story fetched on `date` was published later than this
     seen_ids: set[str] = set()
     seen_urls: set[str] = set()
     chosen: list[tuple[int, Headline]] = []
@@ -158,25 +192,37 @@ def assemble(
             "dropped_by_filter": 0,
             "duplicates": 0,
             "skipped": Counter(read.skipped),
+            "warnings": Counter(read.warnings),
             "error": read.error,
         }
         rows.append(row)
-        for item in read.items:
-            text = clean_text(item.title, source_title=item.source_title) if isinstance(item.title, str) else ""
-            if not text:
-                row["skipped"]["no title"] += 1
-                continue
-            url = canonical_url(item.link if isinstance(item.link, str) else None)
-            if url is None:
-                row["skipped"]["no link" if not item.link else "link is not an http(s) URL"] += 1
-                continue
+        for item in _dated_within(read, earliest, latest, row["skipped"]):
+            # The date first: it is the cheap test, and a file holds many days for each one kept.
             published = to_utc_iso(item.published)
+            if published and latest is None and published[:10] > horizon:
+                row["warnings"][f"dated after {horizon}, kept undated"] += 1
+                published = None
             day = published[:10] if published else (read.date_hint or date)
             if day < earliest:
                 row["skipped"][f"published before {earliest}"] += 1
                 continue
             if latest is not None and day > latest:
                 row["skipped"][f"published after {latest}"] += 1
+                continue
+            title = item.title if isinstance(item.title, str) else ""
+            if len(title) > 8 * MAX_HEADLINE_CHARS:  # not worth cleaning: no markup shrinks it to a headline
+                row["skipped"][f"headline over {MAX_HEADLINE_CHARS} characters"] += 1
+                continue
+            text = clean_text(title, source_title=item.source_title) if title else ""
+            if not text:
+                row["skipped"]["no title"] += 1
+                continue
+            if len(text) > MAX_HEADLINE_CHARS:
+                row["skipped"][f"headline over {MAX_HEADLINE_CHARS} characters"] += 1
+                continue
+            url = canonical_url(item.link if isinstance(item.link, str) else None)
+            if url is None:
+                row["skipped"]["no link" if not item.link else "link is not an http(s) URL"] += 1
                 continue
             category = item.category or read.category
             if category == "general" and finance_match(text, cfg.filter) is None:
@@ -203,19 +249,54 @@ def assemble(
             dropped_by_filter=r["dropped_by_filter"],
             duplicates=r["duplicates"],
             skipped=dict(sorted(r["skipped"].items())),
-            error=r["error"],
+            error=r["error"] or _warning(r["warnings"]),
         )
         for r in rows
     ]
     return DayHeadlines(headlines=[h for _, h in chosen], reports=reports, payloads=payloads)
 
 
+def _dated_within(read: SourceRead, earliest: str, latest: str | None, skipped: Counter[str]) -> list:
+    """The read's items that may fall in [earliest, latest]; with a day index, the others are only counted."""
+    if read.by_day is None:
+        return read.items
+    positions: list[int] = []
+    for day, where in read.by_day.items():
+        if day is not None and day < earliest:
+            skipped[f"published before {earliest}"] += len(where)
+        elif day is not None and latest is not None and day > latest:
+            skipped[f"published after {latest}"] += len(where)
+        else:
+            positions.extend(where)
+    return [read.items[i] for i in sorted(positions)]
+
+
+def _warning(warnings: Counter[str]) -> str | None:
+    """A source that was read, with notes: recorded in its report's error field, marked as a warning."""
+    if not warnings:
+        return None
+    return "warning: " + "; ".join(f"{w} (x{n})" if n > 1 else w for w, n in sorted(warnings.items()))
+
+
 def _cap(chosen: list[tuple[int, Headline]], date: str, cap: int, rows: list[dict]) -> list[tuple[int, Headline]]:
-    """Keep `cap` headlines picked by a hash of (date, id): fair to every source, independent of order."""
+    """Keep `cap` headlines, shared round-robin across the sources.
+
+    Each source's headlines are ranked by a hash of (date, id); the day takes
+    every source's first, then every source's second, and so on, a round that
+    does not fit whole going to the lowest hashes. So a 10,000-item feed gets no
+    more slots than any other while they have headlines left, and the choice
+    depends on neither the order of sources nor the order of their items.
+    """
     if cap <= 0 or len(chosen) <= cap:
         return chosen
-    ranked = sorted(chosen, key=lambda pair: sha256_hex(f"{date}\x1f{pair[1].id}".encode()))
-    keep = {pair[1].id for pair in ranked[:cap]}
+    ranked: dict[int, list[tuple[str, str]]] = {}
+    for index, headline in chosen:
+        ranked.setdefault(index, []).append((sha256_hex(f"{date}\x1f{headline.id}".encode()), headline.id))
+    order = []
+    for hashes in ranked.values():
+        hashes.sort()
+        order.extend((rank, digest, hid) for rank, (digest, hid) in enumerate(hashes))
+    keep = {hid for _, _, hid in sorted(order)[:cap]}
     for index, headline in chosen:
         if headline.id not in keep:
             rows[index]["kept"] -= 1
@@ -240,11 +321,15 @@ def read_sample(date: str) -> SourceRead:
     return read
 
 
-def file_dates(paths: Sequence[Path]) -> list[str]:
-    """Days the files hold headlines for (by `published`, else the date in the file name)."""
+def file_dates(paths: Sequence[Path], cfg: HeadlinesConfig | None = None) -> list[str]:
+    """Days the files hold headlines for (by `published`, else the date in the file name).
+
+    The files are parsed here once; the days' `collect` calls reuse the parsed reads.
+    """
+    limit = (cfg or HeadlinesConfig()).max_file_bytes
     dates: set[str] = set()
     for path in paths:
-        read = read_file(Path(path))
+        read = read_file(Path(path), max_bytes=limit)
         if read.status == "failed":
             raise ValueError(f"{path}: {read.error}")
         for item in read.items:

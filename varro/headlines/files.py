@@ -2,101 +2,262 @@
 
 Each record needs a text (``text``/``title``/``headline``) and a link
 (``link``/``url``); ``source``, ``published`` and ``category`` are optional. A
-file that cannot be read as a whole fails with the reason; a bad record is
-skipped and counted, so one typo never costs the rest of the file.
+file that cannot be read as a whole (missing, over `max_bytes`, no usable
+header, not one JSON document) fails with the reason; a bad record (unreadable
+JSON, a lone surrogate, a 5000-digit number, nesting too deep, an unreadable
+date, an unbalanced CSV quote, an oversized CSV record) is skipped and
+counted under a reason that names its line, so one typo never costs the rest.
+
+A file is read once: the parsed read is kept (a few files, keyed by path, size,
+mtime and inode) so importing a file's twenty days parses it once, not twenty times.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
+import os
 import re
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 from varro.headlines.items import CATEGORIES, Category, RawItem, SourceRead
+from varro.headlines.normalize import to_utc_iso
 
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 TEXT_KEYS = ("text", "title", "headline")
 LINK_KEYS = ("link", "url")
 TIME_KEYS = ("published", "published_at", "pubDate", "date", "time")
+DEFAULT_MAX_BYTES = 64_000_000
+# One CSV record may span a few lines (a quoted newline) and this many characters; beyond, its quote is unterminated.
+CSV_RECORD_LINES = 20
+CSV_RECORD_CHARS = 100_000
+_MAX_DIGITS = 100  # an integer longer than this is no timestamp, and int() refuses 4300+ digits anyway
+_LINES_NAMED = 5
 _DATED_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
+_CACHE: OrderedDict[tuple, SourceRead] = OrderedDict()
+_CACHE_FILES = 4
 
 
-def read_file(path: Path, *, category: Category = "markets") -> SourceRead:
+class _Unreadable:
+    """Stands in for a JSON number too long to be anything we read."""
+
+
+def _parse_int(digits: str) -> int | _Unreadable:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _Unreadable()
+
+
+def read_file(path: Path, *, category: Category = "markets", max_bytes: int = DEFAULT_MAX_BYTES) -> SourceRead:
     """Read one headline file; `category` applies to records that do not name theirs."""
     name = path.name
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         return SourceRead.failed(name, category, f"unsupported file type {path.suffix!r}: use .json, .jsonl or .csv")
     try:
-        payload = path.read_bytes()
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            if stat.st_size > max_bytes:
+                return SourceRead.failed(
+                    name, category, f"file is {stat.st_size:,} bytes, over headlines.max_file_bytes={max_bytes:,}"
+                )
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, category)
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return _copy(_CACHE[key])
+            payload = handle.read(max_bytes + 1)
     except FileNotFoundError:
         return SourceRead.failed(name, category, f"file not found: {path}")
     except OSError as exc:
         return SourceRead.failed(name, category, f"cannot read {path}: {exc.strerror or exc}")
-    try:
-        text = payload.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return SourceRead.failed(
-            name, category, f"not UTF-8 text: byte 0x{payload[exc.start]:02x} at offset {exc.start}", payload
-        )
-    read = SourceRead(name=name, category=category, payload=payload, date_hint=date_hint(path))
-    if kind == "csv":
-        records = _csv_records(text, read)
-    elif kind == "json":
-        records = _json_records(text, read)
+    if len(payload) > max_bytes:  # grew while being read
+        return SourceRead.failed(name, category, f"file is over headlines.max_file_bytes={max_bytes:,}")
+    read = _parse(payload, kind, name, category, date_hint(path))
+    _CACHE[key] = read
+    while len(_CACHE) > _CACHE_FILES:
+        _CACHE.popitem(last=False)
+    return _copy(read)
+
+
+def _copy(read: SourceRead) -> SourceRead:
+    """A read the caller may rename or count on; the (never mutated) item list is shared."""
+    fresh = copy.copy(read)
+    fresh.skipped = Counter(read.skipped)
+    return fresh
+
+
+def _parse(payload: bytes, kind: str, name: str, category: Category, hint: str | None) -> SourceRead:
+    read = SourceRead(name=name, category=category, payload=payload, date_hint=hint)
+    skips = _Skips()
+    if kind == "jsonl":
+        records = _jsonl_records(payload, skips)
     else:
-        records = _jsonl_records(text, read)
+        try:
+            text = payload.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            return SourceRead.failed(
+                name, category, f"not UTF-8 text: byte 0x{payload[exc.start]:02x} at offset {exc.start}", payload
+            )
+        records = _csv_records(text, read, skips) if kind == "csv" else _json_records(text, read)
     if read.status == "failed":
         return read
-    for record in records:
+    for where, record in records:
         item = _item(record, category)
         if isinstance(item, str):
-            read.skipped[item] += 1
+            skips.add(item, where)
         else:
             read.items.append(item)
+    skips.into(read)
+    read.by_day = {}
+    for position, item in enumerate(read.items):
+        read.by_day.setdefault(item.published[:10] if item.published else None, []).append(position)
     return read
 
 
-def _json_records(text: str, read: SourceRead) -> list[object]:
+class _Skips:
+    """Skipped records per reason, with the first few places, so a report says where to look."""
+
+    def __init__(self) -> None:
+        self.count: Counter[str] = Counter()
+        self.where: dict[str, list[str]] = {}
+
+    def add(self, reason: str, where: str) -> None:
+        self.count[reason] += 1
+        places = self.where.setdefault(reason, [])
+        if len(places) < _LINES_NAMED:
+            places.append(where)
+
+    def into(self, read: SourceRead) -> None:
+        for reason, n in self.count.items():
+            places = self.where[reason]
+            more = f" and {n - len(places)} more" if n > len(places) else ""
+            read.skipped[f"{reason} ({', '.join(places)}{more})"] += n
+
+
+def _json_records(text: str, read: SourceRead) -> list[tuple[str, object]]:
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         _fail(read, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        return []
+    except RecursionError:
+        _fail(read, "invalid JSON: nested too deeply to read")
         return []
     if isinstance(data, dict):
         data = data.get("headlines", data.get("items"))
     if not isinstance(data, list):
         _fail(read, 'JSON must be a list of headline objects or {"headlines": [...]}')
         return []
-    return data
+    return [(f"record {n}", record) for n, record in enumerate(data, 1)]
 
 
-def _jsonl_records(text: str, read: SourceRead) -> list[object]:
-    records: list[object] = []
-    for line in text.splitlines():
-        if not line.strip():
+def _jsonl_records(payload: bytes, skips: _Skips) -> Iterator[tuple[str, object]]:
+    """One record per line, each decoded and parsed on its own: a bad line costs only itself."""
+    if payload.startswith(b"\xef\xbb\xbf"):
+        payload = payload[3:]
+    for number, raw in enumerate(_lines(payload), 1):
+        if not raw.strip():
+            continue
+        where = f"line {number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            skips.add("not UTF-8", f"{where} byte 0x{raw[exc.start]:02x}")
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            read.skipped["unreadable JSON line"] += 1
-    return records
+            yield where, json.loads(line, parse_int=_parse_int)
+        except ValueError:
+            skips.add("unreadable JSON line", where)
+        except RecursionError:
+            skips.add("JSON nested too deeply", where)
 
 
-def _csv_records(text: str, read: SourceRead) -> list[object]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = [c.strip() for c in reader.fieldnames or []]
+def _lines(payload: bytes) -> Iterator[bytes]:
+    start = 0
+    while start < len(payload):
+        end = payload.find(b"\n", start)
+        if end < 0:
+            end = len(payload)
+        yield payload[start:end]
+        start = end + 1
+
+
+def _csv_records(text: str, read: SourceRead, skips: _Skips) -> list[tuple[str, object]]:
+    rows = _csv_rows(text, skips)
+    header = next(rows, None)
+    columns = [c.strip() for c in (header[1] if header else [])]
     missing = [keys[0] for keys in (TEXT_KEYS, LINK_KEYS) if not any(k in columns for k in keys)]
     if missing:
         _fail(read, f"CSV is missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'no header'})")
         return []
-    try:
-        return [{(k or "").strip(): v for k, v in row.items()} for row in reader]
-    except csv.Error as exc:
-        _fail(read, f"unreadable CSV at line {reader.line_num}: {exc}")
-        return []
+    records = []
+    for where, row in rows:
+        if not row:
+            continue
+        record = dict(zip(columns, row, strict=False))
+        if len(row) > len(columns):
+            record[None] = row[len(columns) :]
+        records.append((where, record))
+    return records
+
+
+def _csv_rows(text: str, skips: _Skips) -> Iterator[tuple[str, list[str]]]:
+    """CSV records with their first line, bounded and checked: a quote still open after CSV_RECORD_LINES
+    lines or CSV_RECORD_CHARS characters, or closed by a quote that is not followed by a comma or the
+    line's end, is unbalanced; only its first line is skipped, and reading goes on with the next one."""
+    lines = list(io.StringIO(text, newline=""))  # split at \n, \r and \r\n only, as csv does
+    index = 0
+    while index < len(lines):
+        end, inside, stray, size = index, False, False, 0
+        while end < len(lines) and end - index < CSV_RECORD_LINES and size <= CSV_RECORD_CHARS:
+            inside, stray = _quote_state(lines[end], inside)
+            size += len(lines[end])
+            end += 1
+            if stray or not inside:
+                break
+        where = f"line {index + 1}"
+        if size > CSV_RECORD_CHARS:
+            skips.add(f"CSV record over {CSV_RECORD_CHARS:,} characters", where)
+            index = end
+            continue
+        if inside or stray:
+            skips.add("unbalanced CSV quote", where)
+            index += 1
+            continue
+        try:
+            row = next(csv.reader(lines[index:end]), [])
+        except csv.Error as exc:
+            skips.add(f"unreadable CSV ({exc})", where)
+            row = None
+        index = end
+        if row is not None:
+            yield where, row
+
+
+def _quote_state(line: str, inside: bool) -> tuple[bool, bool]:
+    """(inside a quoted field at the end of `line`, a closing quote followed by something but a comma).
+
+    As in csv, a quote opens a field only at its start; inside one, a doubled quote is a literal.
+    """
+    at_field_start = not inside
+    i, n = 0, len(line)
+    while i < n:
+        char = line[i]
+        if inside:
+            if char == '"':
+                if i + 1 < n and line[i + 1] == '"':
+                    i += 1
+                else:
+                    inside = False
+                    if i + 1 < n and line[i + 1] not in ",\r\n":
+                        return False, True
+        elif char == '"' and at_field_start:
+            inside = True
+        at_field_start = char == "," and not inside
+        i += 1
+    return inside, False
 
 
 def _fail(read: SourceRead, error: str) -> None:
@@ -105,20 +266,33 @@ def _fail(read: SourceRead, error: str) -> None:
 
 
 def _item(record: object, default_category: Category) -> RawItem | str:
-    """A RawItem, or the reason the record is skipped."""
+    """A RawItem (its time already normalised to UTC), or the reason the record is skipped."""
     if not isinstance(record, dict):
         return "record is not an object"
+    if any(isinstance(v, str) and not _is_unicode(v) for v in record.values()):
+        return "text is not valid Unicode (lone surrogate)"
     category = _first(record, ("category",)) or default_category
     if category not in CATEGORIES:
         return f"unknown category {category[:20]!r}"
     published = next((record[k] for k in TIME_KEYS if record.get(k) not in (None, "")), None)
+    when = to_utc_iso(published) if published is not None else None
+    if published is not None and when is None:
+        return "unreadable date"
     return RawItem(
         title=_first(record, TEXT_KEYS),
         link=_first(record, LINK_KEYS),
-        published=published,
+        published=when,
         source=_first(record, ("source",)),
         category=category,
     )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _first(record: dict, keys: tuple[str, ...]) -> str | None:

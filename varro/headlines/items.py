@@ -39,6 +39,11 @@ class SourceRead:
     payload: bytes | None = None
     default_source: str | None = None
     date_hint: str | None = None
+    final_url: str | None = None  # a feed served from elsewhere after redirects
+    warnings: Counter[str] = field(default_factory=Counter)  # kept going, but worth knowing (recorded)
+    # Item positions by UTC day of publication (None: undated), when items carry normalised times:
+    # a day of a many-day file then touches its own items only.
+    by_day: dict[str | None, list[int]] | None = None
 
     @classmethod
     def failed(cls, name: str, category: Category, error: str, payload: bytes | None = None) -> SourceRead:

@@ -10,15 +10,33 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import html
 import re
 import time
 import unicodedata
+from html.parser import HTMLParser
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from events.ids import sha256_hex
 
-_TAG = re.compile(r"<[^>]+>")
+# Longer than any headline; a "title" beyond this is a page or an attack, skipped and counted.
+MAX_HEADLINE_CHARS = 1000
+
+# C0/C1 controls that are not whitespace, and the bidi embedding/override/isolate marks that can
+# make a headline display as something else; whitespace controls are collapsed with the spaces.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_DISPLAY_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Tags that are HTML: anything else in angle brackets ("Apple <AAPL.O>") is the publisher's text.
+_HTML_TAGS = frozenset(
+    """a abbr acronym address area article aside audio b base bdi bdo big blink blockquote body br button
+    canvas caption center cite code col colgroup data datalist dd del details dfn dialog dir div dl dt em embed
+    fieldset figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup hr html i
+    iframe img input ins kbd label legend li link main map mark marquee menu meta meter nav nobr noembed
+    noframes noscript object ol optgroup option output p param picture pre progress q rp rt ruby s samp script
+    section select small source span strike strong style sub summary sup svg table tbody td template textarea
+    tfoot th thead time title tr track tt u ul var video wbr""".split()  # noqa: SIM905
+)
+# Elements whose content is code or metadata, never headline text.
+_HIDDEN = frozenset({"script", "style", "noscript", "template", "head", "title", "iframe", "object", "svg"})
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s%$.&+-]")
 _TRANSLATE = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "−": "-"})
@@ -84,12 +102,13 @@ _SECOND_LEVEL = {
 
 
 def clean_text(raw: str, *, source_title: str | None = None) -> str:
-    """Display text: entities decoded, tags removed, whitespace collapsed.
+    """Display text: HTML read as HTML once (see `html_to_text`), control and bidi-control
+    characters removed, whitespace collapsed.
 
     Aggregators append the publisher (" - Reuters"); that suffix is dropped when
     the item names the same publisher, so the story dedupes against the original.
     """
-    text = html.unescape(_TAG.sub(" ", html.unescape(raw)))
+    text = _CONTROL.sub("", html_to_text(raw))
     text = _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
     if source_title:
         for sep in (" - ", " | ", " – ", " — "):
@@ -97,6 +116,59 @@ def clean_text(raw: str, *, source_title: str | None = None) -> str:
             if text.endswith(suffix) and len(text) > len(suffix):
                 text = text[: -len(suffix)].rstrip()
     return text
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag not in _HTML_TAGS:
+            self.handle_data(self.get_starttag_text() or "")
+        elif tag in _HIDDEN:
+            self.hidden += 1
+        else:
+            self.parts.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs) -> None:
+        if tag not in _HTML_TAGS:
+            self.handle_data(self.get_starttag_text() or "")
+        elif not self.hidden:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in _HTML_TAGS:
+            self.handle_data(f"</{tag}>")
+        elif tag in _HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+        else:
+            self.parts.append(" ")
+
+
+def html_to_text(raw: str) -> str:
+    """The text an HTML fragment shows, entities decoded exactly once.
+
+    A real parser, not a pattern: "Gold < $2,000 as index > 105" and
+    "Apple <AAPL.O>" keep their text (a lone "<" and a non-HTML tag are text),
+    while tags go, comments go whole, and script/style bodies are dropped.
+    """
+    if "<" not in raw and "&" not in raw:
+        return raw
+    parser = _TextExtractor()
+    parser.feed(raw)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def display_safe(text: str) -> str:
+    """Text for a terminal: any control or bidi-control character shown as an escape, never sent raw."""
+    return _DISPLAY_UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def text_key(text: str) -> str:
@@ -131,6 +203,8 @@ def canonical_url(url: str | None) -> str | None:
         return None
     scheme = parts.scheme.lower()
     host = parts.hostname.lower().rstrip(".")
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
     if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
         host = f"{host}:{port}"
     query = [
@@ -198,7 +272,11 @@ def to_utc_iso(value: object) -> str | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    try:
+        when = when.astimezone(dt.UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        return None
+    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _parse_time_text(text: str) -> dt.datetime | None:
