@@ -1,5 +1,7 @@
 """The typed config: defaults < TOML < environment < flags, errors that name the key, the recorded form."""
 
+import json
+
 import msgspec
 import pytest
 
@@ -72,3 +74,25 @@ def test_the_recorded_config_leaves_out_the_machine_and_round_trips():
     assert msgspec.structs.replace(back, ns=cfg.ns, data_dir=cfg.data_dir) == cfg
     with pytest.raises(ConfigError, match="recorded config cannot be read"):
         config_from_recorded(b"{not json", machine=here)
+
+
+def test_a_field_added_later_leaves_recorded_configs_and_their_ids_as_they_were(monkeypatch):
+    """Config evolves like events: a recorded config without a new field reads it at the value
+    it was introduced with, and a section hash ignores the field at that value."""
+    from varro import config as config_module
+
+    recorded = json.loads(recorded_config_bytes(VarroConfig()))
+    del recorded["generation"]["holdout_share"]  # a day recorded before the hold-out existed
+    back = config_from_recorded(json.dumps(recorded).encode(), machine=VarroConfig())
+    assert back.generation.holdout_share == 0.0  # not today's default of 0.125
+    assert VarroConfig().generation.holdout_share == 0.125
+
+    # a new field in a hashed section: absent from the hash at its introduced value, present otherwise
+    train = VarroConfig().section_hash("train")
+    monkeypatch.setitem(config_module.INTRODUCED, ("train", "learning_rate"), VarroConfig().train.learning_rate)
+    without = VarroConfig().section_hash("train")
+    assert without != train  # the field left the hash
+    bumped = msgspec.structs.replace(
+        VarroConfig(), train=msgspec.structs.replace(VarroConfig().train, learning_rate=1e-3)
+    )
+    assert bumped.section_hash("train") not in (train, without)

@@ -103,3 +103,33 @@ def test_missing_headlines_and_capped_days(ctx):
     ctx.cfg = capped
     event = generate_rollouts_job(ctx, D, base_seed=3).event
     assert len(event.groups) == 1
+
+
+def test_the_hold_out_enters_the_id_only_when_it_is_on(ctx):
+    """Days recorded before the hold-out existed (share 0) keep their ids; a share changes the id and
+    keeps the panel's headlines out of the day."""
+    from events.ids import canonical_hash
+    from jobs.generate import plan_day
+    from varro.evaluation.panel import held_out
+    from varro.prompts import prompt_hash
+
+    plan = plan_day(ctx, D, base_seed=11)
+    fetched = ctx.store.latest("HeadlinesFetched", D)
+    cfg = ctx.cfg
+    old_inputs = [
+        fetched.event_id,
+        plan.checkpoint.sha256,
+        canonical_hash(cfg.sampler()),
+        prompt_hash(cfg, ctx.models.tokenizer(plan.checkpoint)),
+        "seed:11",
+        f"group:{cfg.generation.group_size}",
+        f"cap:{cfg.generation.max_headlines}",
+    ]
+    assert plan.event_id == derive_event_id(ctx.ns, "RolloutsGenerated", D, old_inputs)
+    share = 0.5
+    ctx.cfg = msgspec.structs.replace(cfg, generation=msgspec.structs.replace(cfg.generation, holdout_share=share))
+    held = plan_day(ctx, D, base_seed=11)
+    assert held.event_id != plan.event_id
+    kept = [h for h in HEADLINES if not held_out(h.id, share)]
+    assert 0 < len(kept) < len(HEADLINES)  # this fixture's ids split at 0.5
+    assert held.headlines == kept
