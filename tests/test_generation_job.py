@@ -83,12 +83,30 @@ def test_generates_once_and_is_a_noop_the_second_time(ctx):
     assert forced.event.artifact == event.artifact  # same inputs, same bytes
 
 
-def test_sharded_generation_merges_into_the_same_artifact(ctx):
+def test_sharded_generation_merges_into_the_same_artifact(ctx, event_store):
     refs = [generate_shard(ctx, D, shard, 2, base_seed=5) for shard in (1, 0)]
     merged = merge_shards(ctx, D, refs, base_seed=5)
-    whole = generate_rollouts_job(ctx, D, base_seed=5)
-    assert merged.created and not whole.created  # the unsharded job finds the merged event
-    assert merged.event.artifact == whole.event.artifact
+    assert merged.created
+    # the same day generated in one job, in a namespace of its own (nothing shared but the inputs)
+    store = event_store("gentest-whole")
+    fetched = ctx.store.latest("HeadlinesFetched", D)
+    store.append(
+        msgspec.structs.replace(
+            fetched,
+            ns=store.ns,
+            event_id=derive_event_id(store.ns, "HeadlinesFetched", D, ["files"]),
+            prev_hash="",
+            recorded_at="",
+        )
+    )
+    alone = JobContext(
+        cfg=msgspec.structs.replace(ctx.cfg, ns=store.ns), store=store, artifacts=ctx.artifacts, models=ctx.models
+    )
+    whole = generate_rollouts_job(alone, D, base_seed=5)
+    assert whole.created and whole.event.event_id != merged.event.event_id
+    assert merged.event.artifact == whole.event.artifact  # bit-identical roll-outs, token ids and log-probs
+    assert merged.event.groups == whole.event.groups
+    assert not generate_rollouts_job(ctx, D, base_seed=5).created  # the unsharded job finds the merged event
     with pytest.raises(GenerateInputError, match="missing"):
         merge_shards(ctx, D, refs[:1], base_seed=6)
 
