@@ -36,7 +36,7 @@ from mlx_lm.sample_utils import make_sampler
 import varro  # noqa: F401  (preloads the BLAS before mlx)
 from events.schema import CheckpointRef, Headline, SamplerSpec
 from varro.config import VarroConfig
-from varro.generation import batch_rows, generate_rollouts, sample_responses, sequence_logprobs
+from varro.generation import batch_rows, behaviour_logprobs, generate_rollouts, sample_responses
 from varro.model.cache import LoadedModel, ModelCache
 from varro.prompts import prompt_ids
 
@@ -177,7 +177,7 @@ def parts(loaded: LoadedModel, prompts, group: int, sampler: SamplerSpec, batch_
     sample_s = time.perf_counter() - started
     prompt_of = dict(prompts)
     started = time.perf_counter()
-    sequence_logprobs(
+    behaviour_logprobs(
         loaded.model,
         [prompt_of[s.headline_id] for s in sampled],
         [s.response_ids for s in sampled],

@@ -9,10 +9,10 @@ from events.schema import Headline, SamplerSpec
 from varro.config import VarroConfig
 from varro.generation import (
     GenerationError,
+    behaviour_logprobs,
     generate_rollouts,
     sample_responses,
     sample_tokens,
-    sequence_logprobs,
 )
 from varro.model.cache import ModelCache
 from varro.prompts import prompt_ids
@@ -91,7 +91,7 @@ def test_recorded_logprobs_equal_a_fresh_teacher_forced_pass(loaded, prompts, re
         fresh = plain_logprobs(loaded.model, prompt_of[r.headline_id], r.response_ids, SAMPLER.temperature)
         assert len(r.logprobs) == len(r.response_ids)
         np.testing.assert_allclose(r.logprobs, fresh, atol=2e-5)
-    again = sequence_logprobs(
+    again = behaviour_logprobs(
         loaded.model,
         [prompt_of[r.headline_id] for r in records],
         [r.response_ids for r in records],
@@ -244,7 +244,7 @@ def test_candidates_on_the_device_equal_the_hosts_including_ties():
 
 def test_device_candidates_settle_boundary_ties_on_the_host(monkeypatch):
     """MLX's CPU partition happens to order ties by index; a GPU's need not, so such rows are redone exactly."""
-    import varro.generation as generation
+    import varro.generation.sampling as generation
 
     calls = []
     real = generation.host_candidates

@@ -303,7 +303,7 @@ def test_mean_reward_of_fresh_rollouts_rises():
 def test_trainer_logprobs_are_taken_at_the_sampling_temperature_like_the_recorded_ones():
     """μ is recorded at the sampling temperature; π_old/π_θ must be the same distribution,
     or the 'behaviour' importance weight measures temperature, not staleness."""
-    from varro.generation import sequence_logprobs as recorded_logprobs
+    from varro.generation import behaviour_logprobs
     from varro.gspo.batch import TrainingSequence
     from varro.gspo.trainer import behaviour_weights, sequence_logprobs
 
@@ -311,7 +311,7 @@ def test_trainer_logprobs_are_taken_at_the_sampling_temperature_like_the_recorde
     rng = np.random.default_rng(0)
     prompts = [tuple(int(t) for t in rng.integers(1, 128, size=6)) for _ in range(3)]
     responses = [tuple(int(t) for t in rng.integers(1, 128, size=n)) for n in (5, 9, 7)]
-    mu = recorded_logprobs(model, prompts, responses, temperature=0.8)
+    mu = behaviour_logprobs(model, prompts, responses, temperature=0.8)
     seqs = [
         TrainingSequence(
             headline_id="h",

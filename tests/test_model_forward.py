@@ -10,7 +10,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from events.schema import Headline
 from varro.config import VarroConfig
-from varro.generation import _merged_cache
+from varro.generation.decode import _merged_cache
 from varro.model.forward import ForwardError, inference_forward, project, resolve, softmax, swiglu
 from varro.prompts import prompt_ids
 
@@ -137,7 +137,7 @@ def test_softmax_keeps_a_fully_masked_row_finite_and_swiglu_has_its_limits():
 def test_generation_on_either_kernels_records_the_same_rollouts(loaded, prompts):
     """The full path on MLX's kernels and on NumPy's: the same tokens in practice, log-probs within 5e-5."""
     from events.schema import SamplerSpec
-    from varro.generation import generate_rollouts, sequence_logprobs
+    from varro.generation import behaviour_logprobs, generate_rollouts
 
     sampler = SamplerSpec(name="t", temperature=0.8, top_p=0.95, top_k=50, max_tokens=48)
     named = [(f"h{i}", ids) for i, ids in enumerate(prompts)]
@@ -159,7 +159,7 @@ def test_generation_on_either_kernels_records_the_same_rollouts(loaded, prompts)
     assert same >= len(runs["mlx"]) * 3 // 4, f"only {same} of {len(runs['mlx'])} roll-outs agree"
     records = runs["numpy"]
     prompt_of = dict(named)
-    on_mlx = sequence_logprobs(
+    on_mlx = behaviour_logprobs(
         loaded.model,
         [prompt_of[r.headline_id] for r in records],
         [r.response_ids for r in records],
