@@ -38,6 +38,25 @@ def sections_present(text: str) -> list[str]:
     return [name for name in SECTIONS if _HEADING[name].search(text)]
 
 
+def section_texts(text: str) -> dict[str, str]:
+    """Each section's body: from the end of its heading to the next section heading (or the end).
+
+    A heading that opens a line with its text on the same line ("Timeframe: two
+    weeks") keeps that text. When a section appears twice, the first counts.
+    """
+    starts = sorted(
+        (match.start(), match.end(), name)
+        for name in SECTIONS
+        for match in [_HEADING[name].search(text)]
+        if match is not None
+    )
+    out: dict[str, str] = {}
+    for i, (_, end, name) in enumerate(starts):
+        stop = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+        out[name] = text[end:stop].strip(" \t\n*_:")
+    return out
+
+
 def structure_score(text: str) -> float:
     """Fraction of the six sections present as headings, in [0, 1]."""
     return len(sections_present(text)) / len(SECTIONS)

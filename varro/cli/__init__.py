@@ -21,6 +21,7 @@ _COMMANDS = (
     ("pipeline_cmd", "commands"),
     ("eval_cmd", "commands"),
     ("report_cmd", "commands"),
+    ("econ_cmd", "commands"),
 )
 
 
