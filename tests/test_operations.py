@@ -138,6 +138,7 @@ def test_parent_checkpoint_uses_the_date_index_not_the_stream(runtime, sample_ev
         # outcomes (the next day's headlines) before the Ranked event that needs them
         for event in sorted(events, key=lambda e: type(e).__name__ not in ("DailyRunRequested", "HeadlinesFetched")):
             store.append(event)
+
     class Models:
         def base_path(self):
             return runtime.cfg.data_path / "base"
