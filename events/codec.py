@@ -27,7 +27,7 @@ from events.schema import AnyEvent, Event
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 _encoder = msgspec.msgpack.Encoder()
-_typed = msgspec.msgpack.Decoder(AnyEvent)
+_typed: msgspec.msgpack.Decoder[AnyEvent] = msgspec.msgpack.Decoder(AnyEvent)
 _untyped = msgspec.msgpack.Decoder()
 
 

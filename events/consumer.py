@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import redis
 import structlog
 
-from events import codec
+from events import codec, replies
 from events.errors import EventDecodeError, EventError
+from events.replies import text as _s
 from events.schema import AnyEvent
-from events.store import _s, ids_key, key, stream_key, utc_now
+from events.store import ids_key, key, stream_key, utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +87,7 @@ class Consumer:
                 reply = self.redis.xreadgroup(
                     self.group, self.name, {self.stream: ">"}, count=count - len(rows), block=None if rows else block_ms
                 )
-                for _, new_rows in reply or ():
+                for _, new_rows in replies.stream_rows(reply):
                     rows += [(_s(entry_id), fields, 1) for entry_id, fields in new_rows]
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
@@ -124,21 +125,24 @@ class Consumer:
 
     def _reclaim(self, count: int) -> list[tuple[str, dict[bytes, bytes], int]]:
         reply = self.redis.xautoclaim(self.stream, self.group, self.name, self.min_idle_ms, start_id="0-0", count=count)
-        claimed = [(_s(entry_id), fields) for entry_id, fields in reply[1] if fields is not None]
-        for gone in reply[2] if len(reply) > 2 else ():
+        rows, deleted = replies.claimed(reply)
+        claimed = [(_s(entry_id), fields) for entry_id, fields in rows if fields is not None]
+        for gone in deleted:
             # pending entries deleted from the stream: nothing left to process
             self.redis.xack(self.stream, self.group, gone)
         if not claimed:
             return []
         counts = {
             _s(p["message_id"]): int(p["times_delivered"])
-            for p in self.redis.xpending_range(
-                self.stream,
-                self.group,
-                min=claimed[0][0],
-                max=claimed[-1][0],
-                count=len(claimed) * 2 + 10,
-                consumername=self.name,
+            for p in replies.pending(
+                self.redis.xpending_range(
+                    self.stream,
+                    self.group,
+                    min=claimed[0][0],
+                    max=claimed[-1][0],
+                    count=len(claimed) * 2 + 10,
+                    consumername=self.name,
+                )
             )
         }
         for entry_id, _ in claimed:
@@ -178,7 +182,7 @@ class Consumer:
         return False
 
     def _raw(self, entry_id: str) -> bytes:
-        rows = self.redis.xrange(self.stream, entry_id, entry_id)
+        rows = replies.rows(self.redis.xrange(self.stream, entry_id, entry_id))
         return rows[0][1].get(b"e", b"") if rows else b""
 
     def _dead_letter(self, entry_id: str, raw: bytes, reason: str, deliveries: int) -> None:
@@ -209,7 +213,7 @@ class Consumer:
                 raw=f[b"raw"],
                 failed_at=_s(f[b"failed_at"]),
             )
-            for _, f in self.redis.xrange(dead_letter_key(self.ns, self.group))
+            for _, f in replies.rows(self.redis.xrange(dead_letter_key(self.ns, self.group)))
         ]
 
     def pending(self) -> int:

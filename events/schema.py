@@ -344,7 +344,7 @@ class Evaluated(Event, frozen=True, kw_only=True):
 
 AnyEvent = DailyRunRequested | HeadlinesFetched | RolloutsGenerated | Ranked | EpochTrained | PanelFrozen | Evaluated
 
-EVENT_TYPES: dict[str, type[Event]] = {
+EVENT_TYPES: dict[str, type[AnyEvent]] = {
     cls.__name__: cls
     for cls in (DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained, PanelFrozen, Evaluated)
 }

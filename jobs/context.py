@@ -25,7 +25,7 @@ import msgspec
 import structlog
 
 from events.ids import derive_event_id, sha256_hex
-from events.schema import CheckpointRef, EpochTrained
+from events.schema import CheckpointRef, EpochTrained, RolloutsGenerated
 from events.store import Appended, EventStore
 
 if TYPE_CHECKING:
@@ -93,8 +93,8 @@ def parent_checkpoint(ctx: JobContext, date: str) -> CheckpointRef:
     """
     earlier = [d for d in ctx.store.dates("EpochTrained") if d < date]
     if earlier:
-        latest = ctx.store.latest("EpochTrained", max(earlier))
-        if isinstance(latest, EpochTrained):
+        latest = ctx.store.latest_of(EpochTrained, max(earlier))
+        if latest is not None:
             return latest.checkpoint
     return base_checkpoint(ctx)
 
@@ -116,7 +116,7 @@ def base_checkpoint(ctx: JobContext) -> CheckpointRef:
     base is here; the hash still decides.
     """
     dates = ctx.store.dates("RolloutsGenerated")
-    first = ctx.store.all_for("RolloutsGenerated", dates[0]) if dates else []
+    first = ctx.store.all_of(RolloutsGenerated, dates[0]) if dates else []
     if not first or first[0].checkpoint.base_model != ctx.cfg.model.base:
         return ctx.models.base_ref()
     recorded = first[0].checkpoint

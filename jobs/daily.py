@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from events.ids import derive_event_id, validate_date
 from events.schema import DailyRunRequested
+from events.store import Appended
 from jobs.context import JobContext, derive_seed, force_input
-from varro.config import config_from_recorded, recorded_config_bytes
+from varro.config import VarroConfig, config_from_recorded, recorded_config_bytes
 
 
 def request_day(
@@ -21,7 +22,7 @@ def request_day(
     source: str,
     seed: int | None = None,
     force: bool = False,
-):
+) -> Appended:
     """Record that day `date` should run, with the seed and config it runs with.
 
     A second request for the same day returns the first one unchanged (the
@@ -46,7 +47,7 @@ def request_day(
 
 
 def day_request(ctx: JobContext, date: str) -> DailyRunRequested | None:
-    return ctx.store.latest("DailyRunRequested", date)
+    return ctx.store.latest_of(DailyRunRequested, date)
 
 
 def run_seed(ctx: JobContext, date: str) -> int:
@@ -55,7 +56,7 @@ def run_seed(ctx: JobContext, date: str) -> int:
     return request.seed if request is not None else derive_seed(ctx.cfg.seed, ctx.ns)
 
 
-def day_config(ctx: JobContext, date: str):
+def day_config(ctx: JobContext, date: str) -> VarroConfig:
     """The config day `date` was requested with (so replays use the recorded settings)."""
     request = day_request(ctx, date)
     if request is None or request.config is None:

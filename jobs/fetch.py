@@ -15,7 +15,7 @@ import msgspec
 
 from events.errors import PermanentError
 from events.ids import derive_event_id, validate_date
-from events.schema import HeadlinesFetched
+from events.schema import DailyRunRequested, HeadlinesFetched
 from events.store import Appended, EventStore
 from jobs.context import JobContext, force_input
 from varro.artifacts import ArtifactError
@@ -52,9 +52,11 @@ def fetch_headlines(
     """
     validate_date(date)
     if not force:
-        recorded = ctx.store.latest("HeadlinesFetched", date)
+        recorded = ctx.store.latest_of(HeadlinesFetched, date)
         if recorded is not None:
-            return Appended(ctx.store.entry_id(recorded.event_id), recorded, False)
+            entry_id = ctx.store.entry_id(recorded.event_id)
+            assert entry_id is not None  # `latest` found the event through this same id index
+            return Appended(entry_id, recorded, False)
     inputs = [source, force_input(ctx.store, "HeadlinesFetched", date)] if force else [source]
     event_id = derive_event_id(ctx.ns, "HeadlinesFetched", date, inputs)
     cfg = ctx.cfg.headlines
@@ -73,7 +75,7 @@ def fetch_headlines(
         raise NoHeadlinesError(f"no headlines for {date} from {source} ({failures}); nothing recorded", day.reports)
     refs = {name: ctx.artifacts.put(data, kind=PAYLOAD_KIND) for name, data in day.payloads.items()}
     reports = [msgspec.structs.replace(r, payload=refs.get(r.source)) for r in day.reports]
-    request = ctx.store.latest("DailyRunRequested", date)
+    request = ctx.store.latest_of(DailyRunRequested, date)
     event = HeadlinesFetched(
         event_id=event_id,
         ns=ctx.ns,
@@ -110,8 +112,8 @@ def _recall(ctx: JobContext, sha256: str) -> bytes | None:
 
 def copy_recorded_headlines(ctx: JobContext, date: str, source_ns: str) -> Appended:
     """Replay's fetch: re-record exactly what `source_ns` fetched that day; never the network."""
-    recorded = EventStore(ctx.store.redis, source_ns).latest("HeadlinesFetched", date)
-    if not isinstance(recorded, HeadlinesFetched):
+    recorded = EventStore(ctx.store.redis, source_ns).latest_of(HeadlinesFetched, date)
+    if recorded is None:
         raise ReplaySourceMissing(f"namespace {source_ns!r} has no HeadlinesFetched for {date} to replay")
     event_id = derive_event_id(ctx.ns, "HeadlinesFetched", date, [f"replay:{recorded.event_id}"])
     copy = msgspec.structs.replace(

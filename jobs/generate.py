@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from events.errors import PermanentError
 from events.ids import canonical_hash, sha256_hex, validate_date
@@ -40,6 +41,9 @@ from jobs.daily import run_seed
 from varro import rollouts
 from varro.evaluation.panel import training_headlines
 from varro.prompts import prompt_hash, prompt_ids
+
+if TYPE_CHECKING:
+    from varro.model.cache import LoadedModel
 
 ARTIFACT_KIND = "rollouts"
 SHARD_KIND = "rollouts-shard"
@@ -75,8 +79,8 @@ def plan_day(
     force: bool = False,
 ) -> Plan:
     validate_date(date)
-    fetched = ctx.store.latest("HeadlinesFetched", date)
-    if not isinstance(fetched, HeadlinesFetched):
+    fetched = ctx.store.latest_of(HeadlinesFetched, date)
+    if fetched is None:
         raise GenerateInputError(f"no HeadlinesFetched event for {date} in namespace {ctx.ns}: fetch the day first")
     cfg = ctx.cfg
     checkpoint = checkpoint or parent_checkpoint(ctx, date)
@@ -237,7 +241,7 @@ def _generate(ctx: JobContext, plan: Plan, headlines: list[Headline]) -> rollout
     )
 
 
-def _batch_rows(ctx: JobContext, plan: Plan, loaded) -> int:
+def _batch_rows(ctx: JobContext, plan: Plan, loaded: LoadedModel) -> int:
     from varro.generation import batch_rows
 
     gen = ctx.cfg.generation

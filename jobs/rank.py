@@ -38,11 +38,11 @@ def rank_job(
     validate_date(date)
     cfg = ctx.cfg
     outcome_date = outcome_date_for(date, outcome_date)
-    generated = ctx.store.latest("RolloutsGenerated", date)
-    if not isinstance(generated, RolloutsGenerated):
+    generated = ctx.store.latest_of(RolloutsGenerated, date)
+    if generated is None:
         raise RankInputError(f"no RolloutsGenerated event for {date} in namespace {ctx.ns}: generate the day first")
-    outcomes_event = ctx.store.latest("HeadlinesFetched", outcome_date)
-    if not isinstance(outcomes_event, HeadlinesFetched):
+    outcomes_event = ctx.store.latest_of(HeadlinesFetched, outcome_date)
+    if outcomes_event is None:
         raise OutcomesMissing(outcome_date, date, ctx.ns)
     seed = derive_seed(run_seed(ctx, date), "rank") if seed is None else seed
 
@@ -55,8 +55,8 @@ def rank_job(
         return identity.recorded
     event_id = identity.event_id
 
-    predicted_from = ctx.store.get(generated.headlines_event_id)
-    if not isinstance(predicted_from, HeadlinesFetched):
+    predicted_from = ctx.store.get_of(HeadlinesFetched, generated.headlines_event_id)
+    if predicted_from is None:
         raise RankInputError(
             f"RolloutsGenerated({date}) names headlines {generated.headlines_event_id}, which are not recorded"
         )

@@ -50,11 +50,11 @@ def train_job(
     """Train day `date` once; returns the store's `Appended` (existing or new)."""
     validate_date(date)
     cfg = ctx.cfg
-    ranked = ctx.store.latest("Ranked", date)
-    if not isinstance(ranked, Ranked):
+    ranked = ctx.store.latest_of(Ranked, date)
+    if ranked is None:
         raise TrainInputError(f"no Ranked event for {date} in namespace {ctx.ns}: rank the day first")
-    generated = ctx.store.get(ranked.rollouts_event_id)
-    if not isinstance(generated, RolloutsGenerated):
+    generated = ctx.store.get_of(RolloutsGenerated, ranked.rollouts_event_id)
+    if generated is None:
         raise TrainInputError(f"Ranked({date}) names roll-outs {ranked.rollouts_event_id}, which are not recorded")
     parent = parent_checkpoint(ctx, date) if parent is None else parent
     seed = derive_seed(run_seed(ctx, date), "train") if seed is None else seed

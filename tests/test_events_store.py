@@ -15,8 +15,8 @@ import redis as redis_py
 from events import codec
 from events.errors import EventError, NamespaceNotEmpty, PreconditionError
 from events.ids import derive_event_id
-from events.schema import DailyRunRequested
-from events.store import EventStore, VerifyReport, stream_key
+from events.schema import DailyRunRequested, HeadlinesFetched, Ranked
+from events.store import EventStore, VerifyReport, index_key, stream_key
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,6 +115,29 @@ def test_lookups_by_type_and_date(event_store, sample_events):
     assert [s.event.date for s in ranked] == ["2025-01-05"]
     assert store.get("no-such-event") is None
     assert EventStore.namespaces(store.redis) == ["test"]
+
+
+def test_typed_lookups_return_only_events_of_the_asked_type(event_store, sample_events):
+    store = event_store()
+    events = fill(store, sample_events)
+    fetched = events["HeadlinesFetched"]
+    assert store.latest_of(HeadlinesFetched, "2025-01-02") == store.latest("HeadlinesFetched", "2025-01-02")
+    assert store.latest_of(HeadlinesFetched, "2025-01-02").event_id == fetched.event_id
+    assert store.latest_of(Ranked, "2025-01-04") is None
+    assert store.get_of(HeadlinesFetched, fetched.event_id).event_id == fetched.event_id
+    # an id naming an event of another type is, to a caller that needs this type, not recorded
+    assert store.get_of(Ranked, fetched.event_id) is None
+    assert store.get_of(Ranked, "no-such-event") is None
+    assert [e.event_id for e in store.all_of(HeadlinesFetched, "2025-01-02")] == [fetched.event_id]
+    assert store.all_of(Ranked, "2025-01-04") == []
+
+
+def test_an_index_naming_an_unrecorded_event_is_an_error_not_a_crash(event_store, redis_client, sample_events):
+    store = event_store()
+    fill(store, sample_events)
+    redis_client.rpush(index_key(store.ns, "HeadlinesFetched", "2025-01-02"), "never-appended")
+    with pytest.raises(EventError, match="index of HeadlinesFetched 2025-01-02 names an unrecorded event"):
+        store.all_for("HeadlinesFetched", "2025-01-02")
 
 
 def test_read_pages_through_long_streams(event_store):

@@ -19,6 +19,7 @@ the job's own deterministic event id makes any second run a no-op).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,8 +138,8 @@ def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
         return [spec("train", event.date)] if forced or not has("EpochTrained", event.date) else []
 
     if isinstance(event, EpochTrained):
-        ranked = store.get(event.ranked_event_id)
-        next_day = ranked.outcome_date if isinstance(ranked, Ranked) else shift_date(event.date, 1)
+        ranked = store.get_of(Ranked, event.ranked_event_id)
+        next_day = ranked.outcome_date if ranked is not None else shift_date(event.date, 1)
         if has("HeadlinesFetched", next_day) and (forced or not has("RolloutsGenerated", next_day)):
             return generate(next_day)
         return []
@@ -176,7 +177,7 @@ def resume(store: EventStore, date: str) -> list[JobSpec]:
     pick the day up where it stopped. The cause is the stream's last entry, so
     the job id is new whenever the namespace has moved on and repeats otherwise.
     """
-    request = store.latest("DailyRunRequested", date)
+    request = store.latest_of(DailyRunRequested, date)
     missing = missing_stages(store, date)
     if request is None or not missing:
         return []
@@ -258,7 +259,9 @@ class Dispatcher:
             consumer.ack(delivery.entry_id)
         return len(deliveries)
 
-    def run(self, namespaces: list[str] | None = None, *, poll_s: float = 1.0, stop=None) -> None:
+    def run(
+        self, namespaces: list[str] | None = None, *, poll_s: float = 1.0, stop: Callable[[], bool] | None = None
+    ) -> None:
         """Dispatch forever (or until `stop()`), over given or all known namespaces."""
         while stop is None or not stop():
             names = namespaces or EventStore.namespaces(self.redis)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from events.errors import VarroError
 from events.ids import shift_date
+from events.store import EventStore
 from jobs.daily import request_day
 from varro.config import VarroConfig
 from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, missing_stages, resume
@@ -119,6 +120,6 @@ def run_days(
             on_day(date)
 
 
-def unfinished_stages(store, date: str) -> list[str]:
+def unfinished_stages(store: EventStore, date: str) -> list[str]:
     """The stages of day `date`'s chain that have no event yet, as "stage day"."""
     return [f"{stage} {day}" for stage, day in missing_stages(store, date)]

@@ -24,16 +24,22 @@ repeats the same error.
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Any
 
 import structlog
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
+from rq.executions import Execution
+from rq.job import Job
+from rq.worker import BaseWorker
 
 from events.errors import PermanentError
 from workers.queues import SERIALIZER
 
 
-def fail_fast_on_permanent(job: Any, exc_type: type, exc_value: BaseException, traceback: Any) -> bool:
+def fail_fast_on_permanent(
+    job: Job, exc_type: type[BaseException], exc_value: BaseException, traceback: TracebackType | None
+) -> bool:
     """RQ exception handler: a permanent error leaves the job no retries; other handlers still run."""
     if isinstance(exc_value, PermanentError) and job.retries_left:
         structlog.get_logger("varro.worker").warning(
@@ -43,15 +49,20 @@ def fail_fast_on_permanent(job: Any, exc_type: type, exc_value: BaseException, t
     return True
 
 
-class _BoundLogs:
+class _BoundLogs(BaseWorker):
+    """What both worker classes add to RQ's: JSON-only payloads, fail-fast on permanent errors, bound logs."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["serializer"] = SERIALIZER  # never pickle, whatever a caller passes
+        # RQ pushes these in order at the end of its __init__: the fail-fast handler comes after a caller's own
+        given = kwargs.get("exception_handlers") or []
+        handlers = list(given) if isinstance(given, list | tuple) else [given]
+        kwargs["exception_handlers"] = [*handlers, fail_fast_on_permanent]
         super().__init__(*args, **kwargs)
-        self.push_exc_handler(fail_fast_on_permanent)
 
-    def perform_job(self, job, queue, *args, **kwargs):
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         with structlog.contextvars.bound_contextvars(job_id=job.id, **(job.meta or {})):
-            return super().perform_job(job, queue, *args, **kwargs)
+            return super().perform_job(job, queue, execution)
 
 
 class ModelWorker(_BoundLogs, SimpleWorker):

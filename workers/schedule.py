@@ -42,7 +42,8 @@ class DailySchedule:
 
     def next_time(self, after: datetime) -> datetime:
         """The first cron time strictly after `after` (UTC)."""
-        return croniter(self.cfg.workers.cron, after.astimezone(UTC)).get_next(datetime)
+        following: datetime = croniter(self.cfg.workers.cron, after.astimezone(UTC)).get_next(datetime)
+        return following  # croniter ships no type information; get_next(datetime) returns one
 
     def job_id(self, when: datetime) -> str:
         key = f"{self.cfg.ns}/{when.astimezone(UTC):%Y-%m-%dT%H:%M}"

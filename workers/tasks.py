@@ -8,26 +8,30 @@ returns the id of the event its job recorded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import structlog
 
 from events.ids import today_utc
-from events.store import shards_key
+from events.store import Appended, shards_key
 from jobs import daily
+from jobs.context import JobContext
+from varro.headlines.collect import SourceKind
 from workers.runtime import get_runtime
 
 
 @contextmanager
-def _job_context(ns: str, date: str, correlation_id: str, stage: str):
+def _job_context(ns: str, date: str, correlation_id: str, stage: str) -> Iterator[JobContext]:
     ctx = get_runtime().context(ns, date, correlation_id=correlation_id)
     with structlog.contextvars.bound_contextvars(ns=ns, date=date, stage=stage):
         yield ctx
 
 
-def _result(appended) -> str | None:
+def _result(appended: Appended | None) -> str | None:
     return None if appended is None else appended.event.event_id
 
 
@@ -39,7 +43,9 @@ def fetch(ns: str, date: str, cause: str, correlation_id: str, source: str, forc
             return _result(copy_recorded_headlines(ctx, date, source.split(":", 1)[1]))
         kind, _, paths = source.partition(":")
         file_paths = [Path(p) for p in paths.split(",") if p] if paths else []
-        return _result(fetch_headlines(ctx, date, source=kind, paths=file_paths, force=force))
+        # collect refuses any other kind with an error naming the choices
+        source_kind = cast(SourceKind, kind)
+        return _result(fetch_headlines(ctx, date, source=source_kind, paths=file_paths, force=force))
 
 
 def generate(ns: str, date: str, cause: str, correlation_id: str, force: bool = False) -> str | None:
