@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -110,6 +111,33 @@ def ensure_default_model(
     return target
 
 
+# A Hugging Face repo id is "owner/name" (or a bare name); anything else is a path on this machine.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def looks_local(base: str) -> bool:
+    """True when `base` names a directory rather than a hub repo: it starts like a path
+    (/, ~, .), has more than one '/', or exists on disk."""
+    return base.startswith(("/", "~", ".")) or not _HUB_ID.match(base) or Path(base).expanduser().exists()
+
+
+def check_base(base: str) -> Path | None:
+    """The local directory `base` names, checked to hold a model (weights not read); None for the
+    default model or a hub repo id. A local-looking path that is not a model is a ModelError naming
+    it, never a hub lookup."""
+    if base == tiny.MODEL_NAME or not looks_local(base):
+        return None
+    path = Path(base).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"model.base {base!r}: no such directory {path}")
+    if not _complete(path):
+        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+        if not any(path.glob("*.safetensors")):
+            missing.append("*.safetensors")
+        raise ModelError(f"model.base {base!r}: {path} is not a model directory (missing {', '.join(missing)})")
+    return path.resolve()
+
+
 def _complete(path: Path) -> bool:
     return path.is_dir() and all((path / f).is_file() for f in REQUIRED_FILES) and any(path.glob("*.safetensors"))
 
@@ -126,11 +154,15 @@ class ModelCache:
         base = self.cfg.model.base
         if base == tiny.MODEL_NAME:
             return ensure_default_model()
-        if Path(base).expanduser().is_dir():
-            return Path(base).expanduser().resolve()
+        local = check_base(base)
+        if local is not None:
+            return local
         from mlx_lm.utils import _download
 
-        return Path(_download(base))
+        try:
+            return Path(_download(base))
+        except Exception as exc:  # huggingface_hub's many errors (offline, unknown repo, gated)
+            raise ModelError(f"model.base {base!r}: cannot get it from the Hugging Face hub: {exc}") from None
 
     def base_ref(self) -> CheckpointRef:
         """The configured base model as a checkpoint reference, hashed from disk now.
