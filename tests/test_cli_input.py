@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from events.consumer import Consumer
+from events.errors import PermanentError
 from events.ids import MAX_SEED, shift_date, today_utc
 from events.store import EventStore, stream_key
 from varro.cli import main
@@ -120,8 +121,9 @@ def test_model_cache_never_asks_the_hub_for_a_local_path(tmp_path, monkeypatch):
     monkeypatch.setattr(mlx_lm.utils, "_download", lambda *a, **k: pytest.fail("asked the hub for a local path"))
     for base in (str(tmp_path / "nowhere"), "./nowhere/model", "~/nowhere-varro-model", "a/b/c"):
         cfg = msgspec.structs.replace(VarroConfig(), model=msgspec.structs.replace(VarroConfig().model, base=base))
-        with pytest.raises(ModelError, match="no such directory"):
+        with pytest.raises(ModelError, match="no such directory") as caught:
             ModelCache(cfg).base_path()
+        assert isinstance(caught.value, PermanentError)  # a worker fails it at once, not after retries
 
 
 # ------------------------------------------------------------------ item 9: usage errors, not tracebacks
@@ -327,3 +329,24 @@ def test_lineage_json_is_the_chain_newest_first(cli, event_store, sample_events)
     (step,) = json.loads(result.output)
     assert step["checkpoint_sha256"] == "c1" * 32 and step["parent_sha256"] == "c0" * 32
     assert step["epoch_event_id"] == events["EpochTrained"].event_id
+
+
+def test_the_scheduler_refuses_a_bogus_daily_source_at_start(cli):
+    result = cli("scheduler", "--ns", "in8", env={"VARRO_WORKERS__DAILY_SOURCE": "bogus"})
+    one_clean_error(result, 2, "unknown headline source 'bogus'")
+
+
+def test_a_cron_firing_whose_file_is_gone_fails_permanently_and_records_nothing(redis_client, tmp_path):
+    from varro.config import VarroConfig
+    from varro.errors import UsageProblem
+    from workers import tasks
+    from workers.runtime import Runtime, set_runtime
+
+    cfg = VarroConfig(data_dir=str(tmp_path), ns="cron")
+    set_runtime(Runtime.create(cfg, redis=redis_client))
+    try:
+        with pytest.raises(UsageProblem, match="headline file not found"):
+            tasks.request_daily("cron", source=f"files:{tmp_path / 'gone.jsonl'}")
+    finally:
+        set_runtime(None)
+    assert not redis_client.exists(stream_key("cron"))

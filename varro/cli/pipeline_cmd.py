@@ -607,11 +607,12 @@ def dispatcher_cmd(cfg: VarroConfig, all_ns) -> None:
 def scheduler_cmd(cfg: VarroConfig) -> None:
     """Request each day for --ns at `workers.cron` (UTC)."""
     from events.connection import connect
+    from varro.errors import UsageProblem
     from workers.schedule import DailySchedule
 
     try:
         schedule = DailySchedule(connect(cfg.redis_url, cfg.data_path), cfg)
-    except ValueError as exc:
+    except (ValueError, UsageProblem) as exc:
         raise click.UsageError(str(exc)) from None
     console.print(f"scheduling {cfg.ns} at '{cfg.workers.cron}' UTC (source {cfg.workers.daily_source})")
     try:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from events.errors import VarroError
+from events.errors import PermanentError, VarroError
 from events.schema import CheckpointRef
 from varro.artifacts import fsync_dir
 from varro.checkpoints import CheckpointError, checkpoint_sha256, verify_all_but_weights, verify_checkpoint
@@ -49,6 +49,10 @@ REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 
 class ModelError(VarroError, RuntimeError):
     """A checkpoint is missing, incomplete, or its files do not match its recorded hash."""
+
+
+class BaseModelMissing(ModelError, PermanentError):
+    """model.base names a local directory that is not there or holds no model: a retry cannot help."""
 
 
 @dataclass
@@ -129,12 +133,12 @@ def check_base(base: str) -> Path | None:
         return None
     path = Path(base).expanduser()
     if not path.is_dir():
-        raise ModelError(f"model.base {base!r}: no such directory {path}")
+        raise BaseModelMissing(f"model.base {base!r}: no such directory {path}")
     if not _complete(path):
         missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
         if not any(path.glob("*.safetensors")):
             missing.append("*.safetensors")
-        raise ModelError(f"model.base {base!r}: {path} is not a model directory (missing {', '.join(missing)})")
+        raise BaseModelMissing(f"model.base {base!r}: {path} is not a model directory (missing {', '.join(missing)})")
     return path.resolve()
 
 
