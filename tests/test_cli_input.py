@@ -240,7 +240,8 @@ def test_reading_a_data_directory_without_a_server_starts_none(cli, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args", [("events", "verify"), ("events", "tail"), ("events", "export"), ("status",), ("lineage", "ab")]
+    "args",
+    [("events", "verify"), ("events", "tail"), ("events", "export"), ("status",), ("lineage", "ab"), ("rebuild",)],
 )
 def test_an_unknown_namespace_is_an_error(cli, event_store, sample_events, args):
     fill(event_store, sample_events, "known")

@@ -396,6 +396,7 @@ def rebuild_cmd(cfg: VarroConfig) -> None:
     from varro.projections import project, write_projections
 
     rt = runtime_for(cfg)
+    require_namespace(rt.redis, cfg.ns)  # no empty projections for a mistyped namespace
     events = _events(rt, cfg.ns)
     files = project(events, cfg.ns)
     write_projections(files, cfg.data_path, cfg.ns)
