@@ -51,6 +51,30 @@ def validate_date(date: str) -> str:
     return date
 
 
+# The latest day a command accepts, counted from today (UTC): a run a few months ahead is
+# plausible planning, while 9999-12-31 is a typo that would overflow the day after it.
+MAX_DAYS_AHEAD = 366
+# The earliest: headline archives reach back decades, not to year 1 (whose day before overflows).
+EARLIEST_DATE = "1900-01-01"
+# Seeds are recorded in events (msgpack) and RQ's JSON payloads: both carry a signed 64-bit
+# integer exactly, so a seed is 0 <= seed <= 2**63 - 1.
+MAX_SEED = 2**63 - 1
+
+
+def bounded_date(date: str, *, today: str | None = None) -> str:
+    """A valid date between EARLIEST_DATE and MAX_DAYS_AHEAD after today (UTC), else ValueError.
+
+    Only what a person asks for is bounded here; recorded days are read as they are.
+    """
+    validate_date(date)
+    latest = shift_date(today or today_utc(), MAX_DAYS_AHEAD)
+    if date > latest:
+        raise ValueError(f"date {date} is too far ahead: at most {MAX_DAYS_AHEAD} days after today (until {latest})")
+    if date < EARLIEST_DATE:
+        raise ValueError(f"date {date} is too early: the earliest day is {EARLIEST_DATE}")
+    return date
+
+
 def today_utc() -> str:
     """Today's logical date (UTC). The wall clock picks *which* day a trigger asks for; nothing downstream reads it."""
     return dt.datetime.now(dt.UTC).date().isoformat()

@@ -125,6 +125,10 @@ class EmbeddedServer:
         finally:
             client.close()
 
+    def has_data(self) -> bool:
+        """True when a server answers here, or one ran here before and left its append-only files."""
+        return self._answers() or (self.dir / "appendonly").is_dir()
+
     def start(self) -> str:
         """Start the server unless one already answers on the socket; return its URL."""
         if self._answers():

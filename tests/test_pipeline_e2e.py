@@ -381,7 +381,7 @@ def test_failed_day_is_rerun_by_backfill_reprocess_failed(tmp_path, redis_client
         url = redis_client.connection_pool.connection_kwargs["path"]
         common = ["--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
         status = CliRunner().invoke(main, ["status", *common])
-        assert status.exit_code == 0, status.output
+        assert status.exit_code == 3, status.output  # a failed day: exit 3 for monitors
         assert "failed" in status.output
 
         judge.healthy = True

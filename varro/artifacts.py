@@ -8,6 +8,7 @@ reads verify the hash so a corrupted file is an error, not silent bad data.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -26,20 +27,81 @@ class ArtifactCorrupted(IntegrityError, ArtifactError):
     """An artifact's bytes do not match its name: permanent, never retried."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class DiskWriteError(ArtifactError):
+    """A file could not be written: the message names the path and the cause (ENOSPC, EACCES, EROFS...).
+
+    Permanent: a full disk or a read-only directory stays so until a person acts,
+    and retrying a whole training epoch against it only repeats the work.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], cause: int | None, detail: str = ""):
+        self.path, self.errno = Path(path), cause
+        name = errno.errorcode.get(cause, "") if cause else ""
+        reason = f"{name} ({os.strerror(cause)})" if cause else "unknown cause"
+        super().__init__(f"cannot write {self.path}: {reason}" + (f"; {detail}" if detail else ""))
+
+
+def write_cause(path: Path, exc: BaseException, needed: int = 0) -> int | None:
+    """The errno behind a failed write of `path`: the exception's own, else what the file system
+    says now (a writer like MLX's raises a bare RuntimeError with no errno)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    directory = path if path.is_dir() else path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
     try:
+        stats = os.statvfs(directory)
+    except OSError as err:
+        return err.errno
+    if stats.f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    if not os.access(directory, os.W_OK):
+        return errno.EACCES
+    if stats.f_bavail * stats.f_frsize <= max(needed, stats.f_frsize):
+        return errno.ENOSPC
+    return None
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half.
+
+    A failed write raises DiskWriteError naming `path` and the cause; no temporary is left.
+    """
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise DiskWriteError(path, write_cause(path, exc, len(data))) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+
+
+def check_writable(directory: str | os.PathLike[str]) -> Path:
+    """`directory`, created if needed, after proving a file can be written in it (DiskWriteError if not).
+
+    A probe write is the only honest test: permission bits say nothing of a
+    read-only mount, and root passes every `os.access` check.
+    """
+    root = Path(directory).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".varro-write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DiskWriteError(root, write_cause(root, exc), "Varro's data directory must be writable") from None
+    return root
 
 
 def fsync_dir(path: Path) -> None:

@@ -50,7 +50,7 @@ from mlx.utils import tree_flatten
 from events.errors import PermanentError
 from events.ids import validate_date, validate_ns
 from events.schema import CheckpointRef, EpochTrained
-from varro.artifacts import fsync_dir
+from varro.artifacts import DiskWriteError, fsync_dir, write_cause
 from varro.integrity import IntegrityError, file_sha256, verify_file
 
 WEIGHTS = "model.safetensors"
@@ -190,17 +190,30 @@ def store_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / "checkpoints"
 
 
-def _write(path: Path, writer) -> None:
-    writer(path)
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
+def _write(path: Path, writer, size: int = 0) -> None:
+    """Run `writer(path)` and fsync the file; a failure is DiskWriteError naming the file and the cause.
+
+    MLX reports a short write as a bare RuntimeError ("Unable to write N bytes
+    to file."), without path or errno, so the cause is read from the file system.
+    """
+    try:
+        writer(path)
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, PermanentError):
+            raise
+        detail = "" if isinstance(exc, OSError) else str(exc)
+        raise DiskWriteError(path, write_cause(path, exc, size), detail) from exc
 
 
 def _save_safetensors(path: Path, arrays: dict[str, mx.array]) -> None:
     # sorted insertion order: MLX writes tensors in insertion order, and the
     # bytes must not depend on how the dict was built
     _write(
-        path, lambda p: mx.save_safetensors(str(p), {k: arrays[k] for k in sorted(arrays)}, metadata={"format": "mlx"})
+        path,
+        lambda p: mx.save_safetensors(str(p), {k: arrays[k] for k in sorted(arrays)}, metadata={"format": "mlx"}),
+        sum(a.nbytes for a in arrays.values()),
     )
 
 
@@ -263,9 +276,12 @@ def save_checkpoint(
     """
     parent = Path(parent_dir)
     store = store_dir(data_dir)
-    store.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_temporaries(store)
-    tmp = Path(tempfile.mkdtemp(dir=store, prefix=".tmp-"))
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_temporaries(store)
+        tmp = Path(tempfile.mkdtemp(dir=store, prefix=".tmp-"))
+    except OSError as exc:
+        raise DiskWriteError(store, write_cause(store, exc)) from None
     try:
         weights = {k: v.astype(mx.float32) for k, v in tree_flatten(model.parameters())}
         _save_safetensors(tmp / WEIGHTS, weights)

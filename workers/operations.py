@@ -84,13 +84,14 @@ def day_state(grid: dict[str, dict[str, str]], store: EventStore, date: str) -> 
 def stranded_days(grid: dict[str, dict[str, str]]) -> list[str]:
     """Days whose roll-outs wait for an outcome day that was never fetched while a later day was."""
     last = max(grid) if grid else ""
+    # `d < last` first: the day after the last one is never computed, so a recorded 9999-12-31 cannot overflow
     return [
         d
         for d, row in sorted(grid.items())
-        if row.get("generate") == DONE
+        if d < last
+        and row.get("generate") == DONE
         and row.get("rank") != DONE
         and grid.get(shift_date(d, 1), {}).get("fetch") != DONE
-        and d < last
     ]
 
 
@@ -433,3 +434,87 @@ def evaluate_day(rt: Runtime, ns: str, date: str, panel_spec: str) -> list[Evalu
         parent = resolve_checkpoint(rt, ns, trained.parent_checkpoint.sha256)
         out.append(evaluate(rt, ns, parent, b, panel, purpose="vs_parent", date=date))
     return out
+
+
+# ------------------------------------------------------------------ checks and listings
+
+
+def check_request(cfg: VarroConfig, source: str, dates: list[str], *, today: str | None = None) -> str:
+    """The source spec to record for `dates`, after refusing what would only fail later in a worker:
+    a bad source (unknown kind, missing file, live RSS for a past day, a day the sample lacks) or a
+    base model that is not where the config says. Reads no weights and contacts no hub."""
+    from varro.headlines.spec import check_source, files_spec, parse_source
+    from varro.model.cache import ModelError, check_base
+
+    check_source(source, dates, today=today)
+    try:
+        check_base(cfg.model.base)
+    except ModelError as exc:
+        raise UsageProblem(str(exc)) from None
+    kind, paths = parse_source(source)
+    return files_spec(paths) if kind == "files" else source  # a worker elsewhere needs absolute paths
+
+
+# Day states a person must look at: `varro status` exits 3 when any day is in one of them.
+ATTENTION_STATES = ("failed", "stalled")
+
+
+def needs_attention(status: NamespaceStatus) -> list[str]:
+    """Why a monitor should alert on `status` (empty when nothing is wrong)."""
+    reasons = [f"{date} {state}" for date, state in sorted(status.states.items()) if state in ATTENTION_STATES]
+    if status.dead_letters:
+        reasons.append(f"{len(status.dead_letters)} dead letter(s)")
+    return reasons
+
+
+@dataclass(frozen=True)
+class NamespaceSummary:
+    ns: str
+    events: int  # stream entries, foreign ones included
+    first_date: str | None
+    last_date: str | None
+
+
+def namespace_summaries(rt: Runtime) -> list[NamespaceSummary]:
+    """Every namespace on the server with its size and date span, read from the per-type date
+    indexes (one small range read per event type), never the streams themselves."""
+    from events.schema import EVENT_TYPES
+    from events.store import dates_key, stream_key
+
+    out = []
+    for ns in EventStore.namespaces(rt.redis):
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.xlen(stream_key(ns))
+        for event_type in EVENT_TYPES:
+            pipe.zrange(dates_key(ns, event_type), 0, 0)
+            pipe.zrange(dates_key(ns, event_type), -1, -1)
+        count, *ends = pipe.execute()
+        dates = sorted(d.decode() if isinstance(d, bytes) else d for found in ends for d in found)
+        out.append(NamespaceSummary(ns, int(count), dates[0] if dates else None, dates[-1] if dates else None))
+    return out
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    date: str
+    stage: str
+    mine: str | None  # output hash, None where this side has not run the stage
+    theirs: str | None
+    verdict: Literal["same", "differ", "not run"]
+
+
+def compare_outputs(mine: list[AnyEvent], theirs: list[AnyEvent]) -> list[OutputComparison]:
+    """Stage by stage, (date, stage) ordered: equal, different, or run on one side only.
+
+    A stage one side has not run has nothing to compare with: it is "not run",
+    never a difference (an unfinished replay is incomplete, not wrong).
+    """
+    from varro.outputs import output_hashes
+
+    a, b = output_hashes(mine), output_hashes(theirs)
+    rows = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        verdict = "not run" if x is None or y is None else "same" if x == y else "differ"
+        rows.append(OutputComparison(key[0], key[1], x, y, verdict))
+    return rows

@@ -37,6 +37,9 @@ class DailySchedule:
     def __init__(self, redis: redis_lib.Redis, cfg: VarroConfig):
         if not croniter.is_valid(cfg.workers.cron):
             raise ValueError(f"workers.cron {cfg.workers.cron!r} is not a cron expression")
+        from varro.headlines.spec import check_source
+
+        check_source(cfg.workers.daily_source, [])  # its kind and files; each firing checks its day
         self.redis = redis
         self.cfg = cfg
 

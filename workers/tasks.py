@@ -115,6 +115,14 @@ def train(ns: str, date: str, cause: str, correlation_id: str, force: bool = Fal
 
 
 def request_daily(ns: str, source: str = "rss") -> str:
-    """What the cron schedule runs: request today's run (idempotent per day)."""
+    """What the cron schedule runs: request today's run (idempotent per day).
+
+    A source that cannot supply today (a file gone since the schedule started)
+    fails here as a permanent UsageProblem, before the request is recorded.
+    """
+    from varro.headlines.spec import check_source
+
+    today = today_utc()
+    check_source(source, [today], today=today)
     ctx = get_runtime().context(ns)
-    return daily.request_day(ctx, today_utc(), trigger="cron", source=source).event.event_id
+    return daily.request_day(ctx, today, trigger="cron", source=source).event.event_id

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from events.ids import validate_date
+from events.ids import MAX_SEED, bounded_date, validate_ns
 from varro.config import ConfigError, VarroConfig, load_config
 
 
@@ -33,19 +33,73 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Click callback: a YYYY-MM-DD option, or a usage error that names it."""
+    """Click callback: a YYYY-MM-DD option within `events.ids.bounded_date`'s bounds, or a usage error."""
     if value is None:
         return None
     try:
-        return validate_date(value)
+        return bounded_date(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
 
-def runtime_for(cfg: VarroConfig):
-    """Connect (starting the embedded server if needed) and install the process runtime."""
+def parse_ns(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a namespace option (--into, --against), checked like --ns."""
+    if value is None:
+        return None
+    try:
+        return validate_ns(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+# What a seed may be (events and RQ payloads carry a signed 64-bit integer): see events.ids.MAX_SEED.
+SEED = click.IntRange(0, MAX_SEED)
+
+
+def dates_between(start: str, end: str) -> list[str]:
+    """Every day from `start` to `end`; a reversed range is a usage error naming both options."""
+    from events.ids import date_range
+
+    if end < start:
+        raise click.UsageError(f"--from {start} is after --to {end}: give the earlier day first")
+    return date_range(start, end)
+
+
+def runtime_for(cfg: VarroConfig, *, read_only: bool = False):
+    """Connect and install the process runtime.
+
+    A command that records (the default) first proves the data directory
+    writable, then starts the embedded server if needed. A command that only
+    reads (`read_only`) never creates: it connects to REDIS_URL or to the data
+    directory's existing server, and a data directory that does not exist is an
+    error, not a new directory.
+    """
+    from events.connection import NoServer, connect_existing, redact
+    from events.server import ServerError
+    from varro.artifacts import DiskWriteError, check_writable
     from workers.runtime import Runtime, set_runtime
 
-    rt = Runtime.create(cfg)
+    try:
+        if read_only:
+            rt = Runtime.create(cfg, redis=connect_existing(cfg.redis_url, cfg.data_path))
+        else:
+            check_writable(cfg.data_path)
+            rt = Runtime.create(cfg)
+    except NoServer as exc:
+        raise click.ClickException(str(exc)) from None
+    except DiskWriteError as exc:
+        raise click.ClickException(f"data directory {cfg.data_path} is not usable: {exc}") from None
+    except ServerError as exc:
+        raise click.ClickException(f"embedded server: {redact(str(exc), cfg.redis_url)}") from None
     set_runtime(rt)
     return rt
+
+
+def require_namespace(redis, ns: str) -> None:
+    """An unknown namespace is an error for a command that reads one (exit 1), never an empty answer."""
+    from events.store import EventStore, stream_key
+
+    if not redis.exists(stream_key(ns)):
+        known = EventStore.namespaces(redis)
+        hint = f"known: {', '.join(known[:10])}" + (", ..." if len(known) > 10 else "") if known else "none recorded"
+        raise click.ClickException(f"namespace {ns!r} does not exist ({hint}; `varro namespaces` lists them)")

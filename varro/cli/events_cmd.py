@@ -15,27 +15,34 @@ import click
 import msgspec
 import redis
 
-from events.connection import connect, redact
+from events.connection import NoServer, connect, connect_existing, redact
 from events.errors import EventError
 from events.schema import EVENT_TYPES, AnyEvent
 from events.store import EventStore, StoredEvent
 from varro.artifacts import atomic_write
-from varro.cli.common import config_options
+from varro.cli.common import config_options, require_namespace
 from varro.config import ConfigError, VarroConfig, load_config
 
 
-def open_redis(cfg: VarroConfig) -> redis.Redis:
+def open_redis(cfg: VarroConfig, *, create: bool = False) -> redis.Redis:
+    """A checked client. Only `create` (a restore) may start a server over an empty data directory:
+    reading never creates (see events.connection.connect_existing)."""
     try:
-        client = connect(cfg.redis_url, cfg.data_path)
+        client = (connect if create else connect_existing)(cfg.redis_url, cfg.data_path)
         client.ping()
         return client
+    except NoServer as exc:
+        raise click.ClickException(str(exc)) from None
     except (redis.RedisError, EventError, OSError) as exc:
         where = redact(cfg.redis_url) if cfg.redis_url else "embedded"
         raise click.ClickException(f"cannot reach Redis ({where}): {redact(str(exc), cfg.redis_url)}") from None
 
 
 def open_store(cfg: VarroConfig) -> EventStore:
-    return EventStore(open_redis(cfg), cfg.ns)
+    """The store of an existing namespace: an unknown one is an error (exit 1), not an empty log."""
+    client = open_redis(cfg)
+    require_namespace(client, cfg.ns)
+    return EventStore(client, cfg.ns)
 
 
 def event_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -235,7 +242,7 @@ def import_cmd(file, ns, config_path, data_dir, redis_url) -> None:
         cfg = load_config(config_path, overrides={"ns": ns, "data_dir": data_dir, "redis_url": redis_url})
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    store = open_store(cfg)
+    store = EventStore(open_redis(cfg, create=True), cfg.ns)
     n = store.import_jsonl(file)
     report = store.verify()
     if not report.ok:

@@ -4,6 +4,7 @@ dashboard) that the Procfile starts."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -12,8 +13,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from events.ids import date_range, today_utc
-from varro.cli.common import config_options, parse_date, runtime_for
+from events.ids import today_utc
+from varro.cli.common import (
+    SEED,
+    config_options,
+    dates_between,
+    parse_date,
+    parse_ns,
+    require_namespace,
+    runtime_for,
+)
 from varro.config import VarroConfig
 
 # Off a terminal (logs, CI) rich would wrap the per-day table at 80 columns.
@@ -27,7 +36,9 @@ def _source_spec(source: str, files: tuple[str, ...]) -> str:
         missing = [f for f in files if not Path(f).exists()]
         if missing:
             raise click.UsageError(f"file source not found: {', '.join(missing)}")
-        return "files:" + ",".join(str(Path(f).resolve()) for f in files)
+        from varro.headlines.spec import files_spec
+
+        return files_spec(files)
     if files:
         raise click.UsageError("--file is only used with --source files")
     return source
@@ -41,6 +52,17 @@ def _source_dates(source: str, files: tuple[str, ...]) -> list[str]:
     if source == "files":
         return file_dates([Path(f) for f in files])
     return [today_utc()]
+
+
+def _checked_source(cfg: VarroConfig, spec: str, dates: list[str]) -> str:
+    """`spec` as it will be recorded, or a usage error before anything is (see operations.check_request)."""
+    from varro.errors import UsageProblem
+    from workers.operations import check_request
+
+    try:
+        return check_request(cfg, spec, dates)
+    except UsageProblem as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _events(rt, ns: str) -> list:
@@ -159,14 +181,15 @@ def _with_progress(rt, ns: str, dates: list[str], operation) -> None:
 @click.option("--to", "end", callback=parse_date, help="Last day. Default: the source's last day.")
 @click.option("--source", type=click.Choice(["sample", "files", "rss"]), default="sample", show_default=True)
 @click.option("--file", "files", multiple=True, help="Headline file (JSON, JSONL, CSV) for --source files.")
-@click.option("--seed", type=int, help="Base seed for every day. Default: derived from config seed and namespace.")
+@click.option("--seed", type=SEED, help="Base seed for every day (0 .. 2**63-1). Default: derived from config and ns.")
 def run_cmd(cfg: VarroConfig, start, end, source, files, seed) -> None:
     """Run the whole daily loop over a date range in this process (embedded server, burst workers)."""
     spec = _source_spec(source, files)
     available = _source_dates(source, files)
     if not available:
         raise click.UsageError(f"the {source} source has no days")
-    dates = date_range(start or available[0], end or available[-1])
+    dates = dates_between(start or available[0], end or available[-1])
+    spec = _checked_source(cfg, spec, dates)
     rt = runtime_for(cfg)
     console.print(
         f"Varro run: namespace [bold]{cfg.ns}[/], {len(dates)} day(s) {dates[0]} .. {dates[-1]}, "
@@ -189,22 +212,21 @@ def _run_panel(cfg: VarroConfig, source: str) -> str | None:
 @click.command("daily")
 @config_options
 @click.option("--date", callback=parse_date, help="The day to run. Default: today (UTC).")
-@click.option("--seed", type=int, help="Base seed. Default: derived from config seed and namespace.")
+@click.option("--seed", type=SEED, help="Base seed (0 .. 2**63-1). Default: derived from config seed and namespace.")
 @click.option("--source", help="sample | rss | files:PATH[,PATH]. Default: config workers.daily_source.")
 @click.option("--force", is_flag=True, help="Request the day again as a new, marked run.")
 def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
-    """Request the daily update for a day; the dispatcher and workers carry it out."""
+    """Request the daily update for a day; the dispatcher and workers carry it out.
+
+    The source and the base model are checked first: a request that could only
+    fail in a worker is refused here, before anything is recorded.
+    """
     from jobs.daily import request_day
 
+    day = date or today_utc()
+    spec = _checked_source(cfg, source or cfg.workers.daily_source, [day])
     rt = runtime_for(cfg)
-    appended = request_day(
-        rt.context(cfg.ns),
-        date or today_utc(),
-        trigger="manual",
-        source=source or cfg.workers.daily_source,
-        seed=seed,
-        force=force,
-    )
+    appended = request_day(rt.context(cfg.ns), day, trigger="manual", source=spec, seed=seed, force=force)
     state = "requested" if appended.created else "already requested"
     console.print(
         f"{appended.event.date} {state} in {cfg.ns}: event {appended.event.event_id} "
@@ -216,7 +238,7 @@ def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
 @config_options
 @click.option("--from", "start", callback=parse_date, required=True)
 @click.option("--to", "end", callback=parse_date, required=True)
-@click.option("--into", help="Fork into this new namespace instead of filling --ns in place.")
+@click.option("--into", callback=parse_ns, help="Fork into this new namespace instead of filling --ns in place.")
 @click.option("--reprocess", type=click.Choice(["missing", "failed", "all"]), default="missing", show_default=True)
 @click.option(
     "--source",
@@ -233,9 +255,11 @@ def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, d
     from varro.errors import UsageProblem
     from workers.operations import plan_backfill, run_backfill
 
+    dates = dates_between(start, end)
+    spec = _source_spec(source, files)
     rt = runtime_for(cfg)
     try:
-        plan = plan_backfill(rt, cfg.ns, date_range(start, end), reprocess, into)
+        plan = plan_backfill(rt, cfg.ns, dates, reprocess, into)
     except UsageProblem as exc:
         raise click.UsageError(str(exc)) from None
     table = Table("date", "state in " + cfg.ns, "action")
@@ -245,7 +269,6 @@ def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, d
     if dry_run or not plan.todo:
         console.print("dry run: nothing changed" if dry_run else "nothing to do")
         return
-    spec = _source_spec(source, files)
     _with_progress(rt, plan.target, plan.todo, lambda on_day: run_backfill(rt, plan, spec, on_day=on_day))
 
 
@@ -283,12 +306,14 @@ def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> No
 @config_options
 @click.option("--from", "start", callback=parse_date)
 @click.option("--to", "end", callback=parse_date)
-@click.option("--into", required=True, help="New namespace to re-execute into.")
+@click.option("--into", required=True, callback=parse_ns, help="New namespace to re-execute into.")
 def replay_cmd(cfg: VarroConfig, start, end, into) -> None:
     """Re-execute --ns from its recorded inputs (headlines, seeds, config, base checkpoint) into a new namespace."""
     from varro.errors import UsageProblem
     from workers.operations import fork, replay_dates
 
+    if start and end:
+        dates_between(start, end)  # a reversed range is a usage error, not "no recorded days"
     rt = runtime_for(cfg)
     try:
         dates = replay_dates(rt, cfg.ns, start, end)
@@ -299,29 +324,66 @@ def replay_cmd(cfg: VarroConfig, start, end, into) -> None:
 
 @click.command("verify")
 @config_options
-@click.option("--against", required=True, help="The namespace to compare with --ns.")
-def verify_cmd(cfg: VarroConfig, against) -> None:
-    """Compare every output hash of --ns with --against, day by day and stage by stage."""
-    from varro.outputs import output_hashes
+@click.option("--against", required=True, callback=parse_ns, help="The namespace to compare with --ns.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the table.")
+def verify_cmd(cfg: VarroConfig, against, as_json) -> None:
+    """Compare every output hash of --ns with --against, day by day and stage by stage.
 
-    rt = runtime_for(cfg)
-    mine, theirs = output_hashes(_events(rt, cfg.ns)), output_hashes(_events(rt, against))
-    if not mine:
-        raise click.UsageError(f"namespace {cfg.ns!r} has no events")
+    A stage both namespaces ran is "=" or DIFF; a stage only one ran is "not run"
+    on the other side (nothing to compare, so never a DIFF).
+
+    \b
+    Exit codes:
+      0  every stage is identical, and both ran the same stages
+      1  a stage both ran differs (or a namespace does not exist)
+      2  usage error
+      3  no stage differs, but some ran on one side only (an unfinished
+         replay): the comparison is incomplete
+    """
+    from workers.operations import compare_outputs
+
+    rt = runtime_for(cfg, read_only=True)
+    require_namespace(rt.redis, cfg.ns)
+    require_namespace(rt.redis, against)
+    rows = compare_outputs(_events(rt, cfg.ns), _events(rt, against))
+    differ = [r for r in rows if r.verdict == "differ"]
+    one_sided = [r for r in rows if r.verdict == "not run"]
+    code = 1 if differ else 3 if one_sided else 0
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ns": cfg.ns,
+                    "against": against,
+                    "identical": code == 0,
+                    "first_difference": None if not differ else {"date": differ[0].date, "stage": differ[0].stage},
+                    "one_sided": len(one_sided),
+                    "stages": [
+                        {"date": r.date, "stage": r.stage, cfg.ns: r.mine, against: r.theirs, "verdict": r.verdict}
+                        for r in rows
+                    ],
+                    "exit_code": code,
+                },
+                indent=1,
+            )
+        )
+        sys.exit(code)
     table = Table("date", "stage", cfg.ns, against, "")
-    first = None
-    for key in sorted(set(mine) | set(theirs)):
-        a, b = mine.get(key), theirs.get(key)
-        same = a == b
-        if not same and first is None:
-            first = key
-        table.add_row(key[0], key[1], (a or "-")[:16], (b or "-")[:16], "=" if same else "[red]DIFF[/]")
+    marks = {"same": "=", "differ": "[red]DIFF[/]", "not run": "[yellow]not run[/]"}
+    for r in rows:
+        table.add_row(r.date, r.stage, (r.mine or "not run")[:16], (r.theirs or "not run")[:16], marks[r.verdict])
     console.print(table)
-    if first is None:
-        console.print(f"[green]identical[/]: {len(mine)} outputs")
-        return
-    console.print(f"[red]different[/]: first difference at {first[0]} {first[1]}")
-    sys.exit(1)
+    if differ:
+        console.print(f"[red]different[/]: first difference at {differ[0].date} {differ[0].stage}")
+    elif one_sided:
+        first = one_sided[0]
+        console.print(
+            f"[yellow]incomplete[/]: identical where both ran ({len(rows) - len(one_sided)} outputs), but "
+            f"{len(one_sided)} stage(s) ran on one side only, first {first.date} {first.stage}"
+        )
+    else:
+        console.print(f"[green]identical[/]: {len(rows)} outputs")
+    sys.exit(code)
 
 
 @click.command("rebuild")
@@ -334,6 +396,7 @@ def rebuild_cmd(cfg: VarroConfig) -> None:
     from varro.projections import project, write_projections
 
     rt = runtime_for(cfg)
+    require_namespace(rt.redis, cfg.ns)  # no empty projections for a mistyped namespace
     events = _events(rt, cfg.ns)
     files = project(events, cfg.ns)
     write_projections(files, cfg.data_path, cfg.ns)
@@ -347,17 +410,34 @@ def rebuild_cmd(cfg: VarroConfig) -> None:
 
 @click.command("status")
 @config_options
-def status_cmd(cfg: VarroConfig) -> None:
-    """Days x stages grid, queue depths, workers and dead letters."""
-    from workers.operations import STAGES, namespace_status
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the tables.")
+def status_cmd(cfg: VarroConfig, as_json) -> None:
+    """Days x stages grid, queue depths, workers and dead letters. Reads only: it creates no
+    directory, starts no server over nothing, and an unknown namespace is an error.
 
-    rt = runtime_for(cfg)
+    \b
+    Exit codes (for monitoring):
+      0  nothing needs attention
+      1  error: no such namespace, data directory or server
+      2  usage error
+      3  a day failed or stalled, or the namespace has dead letters
+    """
+    from workers.operations import STAGES, namespace_status, needs_attention
+
+    rt = runtime_for(cfg, read_only=True)
+    require_namespace(rt.redis, cfg.ns)
     status = namespace_status(rt, cfg.ns)
+    attention = needs_attention(status)
+    code = 3 if attention else 0
+    if as_json:
+        click.echo(json.dumps(_status_json(status, attention, code), indent=1))
+        sys.exit(code)
     marks = {
         "done": "[green]done[/]",
         "missing": "[dim]missing[/]",
         "failed": "[red]failed[/]",
         "running": "[yellow]running[/]",
+        "stalled": "[red]stalled[/]",
     }
     table = Table("date", *STAGES, "day", title=f"namespace {cfg.ns}")
     for date in sorted(status.grid):
@@ -383,20 +463,82 @@ def status_cmd(cfg: VarroConfig) -> None:
         )
     if status.foreign:
         console.print(f"foreign stream entries skipped (not written by Varro): {status.foreign}")
+    if attention:
+        console.print(f"[red]needs attention[/] (exit 3): {'; '.join(attention)}")
+    sys.exit(code)
+
+
+def _status_json(status, attention: list[str], code: int) -> dict:
+    return {
+        "ns": status.ns,
+        "days": [
+            {"date": date, "state": status.states[date], "stages": status.grid[date]} for date in sorted(status.grid)
+        ],
+        "queued": status.queued,
+        "workers": [{"name": name, "state": state} for name, state in status.workers],
+        "dead_letters": [
+            {"entry_id": d.entry_id, "reason": d.reason, "deliveries": d.deliveries, "failed_at": d.failed_at}
+            for d in status.dead_letters
+        ],
+        "failed_jobs": [
+            {"job_id": f.job_id, "stage": f.stage, "date": f.date, "error": f.error} for f in status.failed
+        ],
+        "stranded": status.stranded,
+        "foreign": status.foreign,
+        "attention": attention,
+        "exit_code": code,
+    }
+
+
+@click.command("namespaces")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout instead of the table.")
+def namespaces_cmd(cfg: VarroConfig, as_json) -> None:
+    """List the namespaces recorded on the server, with their event counts and date span."""
+    from workers.operations import namespace_summaries
+
+    rt = runtime_for(cfg, read_only=True)
+    found = namespace_summaries(rt)
+    if as_json:
+        click.echo(json.dumps([_summary_json(s) for s in found], indent=1))
+        return
+    if not found:
+        console.print("no namespaces recorded")
+        return
+    table = Table("namespace", "events", "first date", "last date")
+    for s in found:
+        table.add_row(s.ns, str(s.events), s.first_date or "-", s.last_date or "-")
+    console.print(table)
+
+
+def _summary_json(summary) -> dict:
+    return {
+        "ns": summary.ns,
+        "events": summary.events,
+        "first_date": summary.first_date,
+        "last_date": summary.last_date,
+    }
 
 
 @click.command("lineage")
 @config_options
 @click.argument("checkpoint")
-def lineage_cmd(cfg: VarroConfig, checkpoint) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The chain as a JSON list (newest first) on stdout.")
+def lineage_cmd(cfg: VarroConfig, checkpoint, as_json) -> None:
     """The chain of parent checkpoints of CHECKPOINT (a sha256 or prefix) and the data each was trained on."""
+    import msgspec
+
     from varro.lineage import LineageError, lineage
 
-    rt = runtime_for(cfg)
+    rt = runtime_for(cfg, read_only=True)
+    require_namespace(rt.redis, cfg.ns)
     try:
         steps = lineage(_events(rt, cfg.ns), checkpoint)
     except LineageError as exc:
         raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(steps), indent=1).decode())
+        return
     table = Table(
         "trained on",
         "checkpoint",
@@ -466,11 +608,12 @@ def dispatcher_cmd(cfg: VarroConfig, all_ns) -> None:
 def scheduler_cmd(cfg: VarroConfig) -> None:
     """Request each day for --ns at `workers.cron` (UTC)."""
     from events.connection import connect
+    from varro.errors import UsageProblem
     from workers.schedule import DailySchedule
 
     try:
         schedule = DailySchedule(connect(cfg.redis_url, cfg.data_path), cfg)
-    except ValueError as exc:
+    except (ValueError, UsageProblem) as exc:
         raise click.UsageError(str(exc)) from None
     console.print(f"scheduling {cfg.ns} at '{cfg.workers.cron}' UTC (source {cfg.workers.daily_source})")
     try:
@@ -507,6 +650,7 @@ commands = [
     verify_cmd,
     rebuild_cmd,
     status_cmd,
+    namespaces_cmd,
     lineage_cmd,
     worker_cmd,
     dispatcher_cmd,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from events.errors import VarroError
+from events.errors import PermanentError, VarroError
 from events.schema import CheckpointRef
 from varro.artifacts import fsync_dir
 from varro.checkpoints import CheckpointError, checkpoint_sha256, verify_all_but_weights, verify_checkpoint
@@ -48,6 +49,10 @@ REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 
 class ModelError(VarroError, RuntimeError):
     """A checkpoint is missing, incomplete, or its files do not match its recorded hash."""
+
+
+class BaseModelMissing(ModelError, PermanentError):
+    """model.base names a local directory that is not there or holds no model: a retry cannot help."""
 
 
 @dataclass
@@ -110,6 +115,33 @@ def ensure_default_model(
     return target
 
 
+# A Hugging Face repo id is "owner/name" (or a bare name); anything else is a path on this machine.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def looks_local(base: str) -> bool:
+    """True when `base` names a directory rather than a hub repo: it starts like a path
+    (/, ~, .), has more than one '/', or exists on disk."""
+    return base.startswith(("/", "~", ".")) or not _HUB_ID.match(base) or Path(base).expanduser().exists()
+
+
+def check_base(base: str) -> Path | None:
+    """The local directory `base` names, checked to hold a model (weights not read); None for the
+    default model or a hub repo id. A local-looking path that is not a model is a ModelError naming
+    it, never a hub lookup."""
+    if base == tiny.MODEL_NAME or not looks_local(base):
+        return None
+    path = Path(base).expanduser()
+    if not path.is_dir():
+        raise BaseModelMissing(f"model.base {base!r}: no such directory {path}")
+    if not _complete(path):
+        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+        if not any(path.glob("*.safetensors")):
+            missing.append("*.safetensors")
+        raise BaseModelMissing(f"model.base {base!r}: {path} is not a model directory (missing {', '.join(missing)})")
+    return path.resolve()
+
+
 def _complete(path: Path) -> bool:
     return path.is_dir() and all((path / f).is_file() for f in REQUIRED_FILES) and any(path.glob("*.safetensors"))
 
@@ -126,11 +158,15 @@ class ModelCache:
         base = self.cfg.model.base
         if base == tiny.MODEL_NAME:
             return ensure_default_model()
-        if Path(base).expanduser().is_dir():
-            return Path(base).expanduser().resolve()
+        local = check_base(base)
+        if local is not None:
+            return local
         from mlx_lm.utils import _download
 
-        return Path(_download(base))
+        try:
+            return Path(_download(base))
+        except Exception as exc:  # huggingface_hub's many errors (offline, unknown repo, gated)
+            raise ModelError(f"model.base {base!r}: cannot get it from the Hugging Face hub: {exc}") from None
 
     def base_ref(self) -> CheckpointRef:
         """The configured base model as a checkpoint reference, hashed from disk now.
