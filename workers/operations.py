@@ -515,6 +515,8 @@ def compare_outputs(mine: list[AnyEvent], theirs: list[AnyEvent]) -> list[Output
     rows = []
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)
-        verdict = "not run" if x is None or y is None else "same" if x == y else "differ"
+        verdict: Literal["same", "differ", "not run"] = (
+            "not run" if x is None or y is None else "same" if x == y else "differ"
+        )
         rows.append(OutputComparison(key[0], key[1], x, y, verdict))
     return rows
