@@ -248,7 +248,9 @@ def test_json_schema_refuses_replies_that_are_not_one_valid_choice():
 def test_the_letter_ids_come_from_the_served_models_tokenizer(tiny_model_path, tmp_path):
     from tokenizers import Tokenizer
 
-    cfg = JudgeConfig(kind="http", http_constraint="logit_bias", http_tokenizer=str(tiny_model_path))
+    cfg = JudgeConfig(
+        kind="http", http_constraint="logit_bias", http_tokenizer=str(tiny_model_path), http_concurrency=4
+    )
     built = build_judge("http", cfg)
     tokenizer = Tokenizer.from_file(str(tiny_model_path / "tokenizer.json"))
     assert built.constraint == "logit_bias" and built.concurrency == 4

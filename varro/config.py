@@ -106,9 +106,11 @@ class JudgeConfig(Base, frozen=True):
     http_api_key_env: str = "VARRO_JUDGE_API_KEY"
     http_timeout_s: float = 30.0
     http_backoff_s: float = 0.5
-    # Rounds of one judge call in flight at once (servers such as mlx_lm.server and vLLM
-    # batch them); 1 sends one at a time. Speed only: not part of any event's identity.
-    http_concurrency: int = 4
+    # Rounds of one judge call in flight at once; 1 sends one at a time. Raise it where the
+    # time is the round trip or the server has parallel capacity (a hosted API, vLLM on a
+    # GPU: 8x at 8 against a 50 ms server); against a CPU-bound local server it can be
+    # slower (BENCHMARKS.md). Speed only: not part of any event's identity.
+    http_concurrency: int = 1
     # How the answer is constrained: "none" (parse the free reply), "logit_bias" (only the
     # remaining letters' tokens can be sampled, one token; needs `http_tokenizer`, the
     # served model's tokenizer, for their ids), "json_schema" (response_format with an
