@@ -108,8 +108,9 @@ class JudgeConfig(Base, frozen=True):
     http_backoff_s: float = 0.5
     # Rounds of one judge call in flight at once; 1 sends one at a time. Raise it where the
     # time is the round trip or the server has parallel capacity (a hosted API, vLLM on a
-    # GPU: 8x at 8 against a 50 ms server); against a CPU-bound local server it can be
-    # slower (BENCHMARKS.md). Speed only: not part of any event's identity.
+    # GPU: 7.8x at 8 against a 50 ms loopback server); against mlx_lm.server on this
+    # 2-core CPU it gave no reliable gain (0.74x to 1.53x; BENCHMARKS.md). Speed only:
+    # not part of any event's identity (NOT_IDENTITY).
     http_concurrency: int = 1
     # How the answer is constrained: "none" (parse the free reply), "logit_bias" (only the
     # remaining letters' tokens can be sampled, one token; needs `http_tokenizer`, the
