@@ -2,25 +2,36 @@
 
 import contextlib
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from varro.judging import LexicalJudge, RoundRequest, rank_groups
+from varro.config import ConfigError, JudgeConfig, VarroConfig, load_config
+from varro.judging import JudgeError, LexicalJudge, RoundRequest, build_judge, rank_groups
+from varro.judging.base import LETTERS
 from varro.judging.http import BadAnswer, HttpJudge, parse_letter
 from varro.judging.selection import GroupToRank
 
 OUTCOMES = ("Oil prices surge after OPEC cuts output", "Gold climbs to a record")
+# Generous for a loopback reply on a loaded machine; a "hang" step outlasts it whatever the load.
+TIMEOUT_S = 3.0
 
 
 class ScriptedServer:
-    """Answers POSTs from a script: ("ok", text), ("status", code), ("sleep", s), ("not-json", body).
-    When the script runs out it repeats its last step."""
+    """Answers POSTs from a script: ("ok", text), ("status", code), ("hang", None) (no reply until the
+    client gives up), ("not-json", body), ("last", None) (the last remaining letter, so every answer
+    names its own request). When the script runs out it repeats its last step. `gate` holds each
+    request until that many are in flight together, then `linger` seconds more (time for any request
+    beyond a bound to arrive); `peak` is the most there ever were."""
 
-    def __init__(self, script):
+    def __init__(self, script, gate=None, linger=0.0):
         self.script, self.requests, self.lock = list(script), [], threading.Lock()
+        self.in_flight = self.peak = 0
+        self.released = threading.Event()
+        self.gate = threading.Barrier(gate, timeout=TIMEOUT_S) if gate else None
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,10 +43,25 @@ class ScriptedServer:
                 with owner.lock:
                     owner.requests.append((dict(self.headers), body))
                     step = owner.script.pop(0) if len(owner.script) > 1 else owner.script[0]
+                    owner.in_flight += 1
+                    owner.peak = max(owner.peak, owner.in_flight)
+                try:
+                    if owner.gate is not None:
+                        with contextlib.suppress(threading.BrokenBarrierError):
+                            owner.gate.wait()
+                        time.sleep(linger)
+                    self._answer(step, body)
+                finally:
+                    with owner.lock:
+                        owner.in_flight -= 1
+
+            def _answer(self, step, body):
                 kind, value = step
-                if kind == "sleep":
-                    time.sleep(value)
-                    kind, value = "ok", "A"
+                if kind == "hang":
+                    owner.released.wait(30 * TIMEOUT_S)
+                    return
+                if kind == "last":
+                    kind, value = "ok", body["messages"][-1]["content"].rsplit(", ", 1)[-1].rstrip(").")
                 if kind == "status":
                     self._send(value, b"server error")
                 elif kind == "not-json":
@@ -62,6 +88,7 @@ class ScriptedServer:
         return self
 
     def __exit__(self, *exc):
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -73,21 +100,37 @@ def request(n=3, key="g1"):
 
 
 def judge(url, retries, **kw):
-    return HttpJudge(url, "judge-model", retries=retries, timeout_s=0.3, backoff_s=0.0, **kw)
+    return HttpJudge(url, "judge-model", retries=retries, timeout_s=TIMEOUT_S, backoff_s=0.0, **kw)
 
 
 def test_parse_letter_is_strict():
     assert parse_letter("B", "ABC") == 1
     assert parse_letter(" **(c).** \n", "ABC") == 2
-    for bad in ["", "B because it is best", "AB", "The answer is A", "1"]:
+    bad = ["", "B because it is best", "AB", "The answer is A", "1", "Because", "A good one is C", "B.Because", "B,C"]
+    for text in bad:
         with pytest.raises(BadAnswer, match="not a single letter"):
-            parse_letter(bad, "ABC")
+            parse_letter(text, "ABC")
     with pytest.raises(BadAnswer, match="not among the remaining ABC"):
         parse_letter("H", "ABC")
+    with pytest.raises(BadAnswer, match="not among the remaining ABC"):
+        parse_letter("D. Because it names the assets", "ABC")
+
+
+def test_a_letter_heading_an_explanation_or_after_reasoning_is_read():
+    for text in ["B.", "B\n\nBecause it names oil.", "B. Because oil", "b) the oil one", "**B**: oil", "(B)\nbecause"]:
+        assert parse_letter(text, "ABC") == 1, text
+    assert parse_letter("<think>A or C? A names gold.</think>\n\nC", "ABC") == 2
+    assert parse_letter("A looks good but</think>C", "ABC") == 2  # the server prefilled <think>
+    with pytest.raises(BadAnswer, match="reasoning block never closed"):
+        parse_letter("<think>A or C? A names", "ABC")
+    with pytest.raises(BadAnswer, match="more than one lone letter"):
+        parse_letter("A\nB", "ABC")
+    with pytest.raises(BadAnswer, match="not a single letter"):
+        parse_letter("<think>B</think>I think B", "ABC")
 
 
 def test_garbage_wrong_letter_timeout_and_500_are_retried_and_counted():
-    script = [("status", 500), ("ok", "I think B"), ("ok", "H"), ("sleep", 1.0), ("not-json", "<html>"), ("ok", "b")]
+    script = [("status", 500), ("ok", "I think B"), ("ok", "H"), ("hang", None), ("not-json", "<html>"), ("ok", "b")]
     with ScriptedServer(script) as server:
         [answer] = judge(server.url, retries=5).pick([request()])
     assert answer.choice == 1 and answer.raw == "b" and answer.retries == 5 and answer.error is None
@@ -134,3 +177,105 @@ def test_a_well_behaved_server_ranks_every_group():
     for g in ranked:
         assert g.judge == "http:judge-model" and g.retries == 0
         assert [g.ranks[r.shown[0]] for r in g.rounds] == list(range(1, 8))
+
+
+def test_rounds_go_out_concurrently_bounded_and_answers_keep_their_order():
+    # 8 rounds of 2..9 candidates: each answer is its own round's last letter. The gate holds
+    # requests until 3 are in flight, so a sequential judge never passes it (each request waits
+    # out the gate's timeout and the peak stays 1); held a moment longer, an unbounded judge's
+    # other rounds arrive meanwhile and the peak exceeds 3.
+    rounds = [request(n, key=f"g{n}") for n in range(2, 10)]
+    with ScriptedServer([("last", None)], gate=3, linger=0.3) as server:
+        answers = judge(server.url, retries=0, concurrency=3).pick(rounds[:6])
+        more = judge(server.url, retries=0, concurrency=3).pick([*rounds[6:], request(3, key="g-x")])
+    assert server.peak == 3
+    assert [a.choice for a in answers + more] == [n - 1 for n in range(2, 10)] + [2]
+    assert all(a.retries == 0 and a.error is None for a in answers + more)
+
+
+def test_concurrent_and_sequential_judges_rank_identically():
+    groups = [
+        GroupToRank(headline_id=f"g{i}", headline="h", texts=tuple(f"t{i}-{j}" for j in range(3 + i % 4)))
+        for i in range(6)
+    ]
+    with ScriptedServer([("last", None)]) as server:
+        one = rank_groups(groups, OUTCOMES, judge(server.url, retries=0), None, seed=5)
+        many = rank_groups(groups, OUTCOMES, judge(server.url, retries=0, concurrency=4), None, seed=5)
+    assert one == many and all(g.judge == "http:judge-model" for g in one)
+
+
+def test_logit_bias_asks_for_one_token_of_the_remaining_letters_only():
+    ids = {letter: 1000 + i for i, letter in enumerate(LETTERS)}
+    with ScriptedServer([("ok", "B")]) as server:
+        [answer] = judge(server.url, retries=0, constraint="logit_bias", letter_ids=ids).pick([request(3)])
+    _, body = server.requests[0]
+    assert answer.choice == 1
+    assert body["logit_bias"] == {"1000": 100, "1001": 100, "1002": 100} and body["max_tokens"] == 1
+    assert "response_format" not in body
+
+
+def test_a_server_that_ignores_the_constraint_is_still_validated_and_falls_back():
+    ids = {letter: i for i, letter in enumerate(LETTERS)}
+    groups = [GroupToRank(headline_id="g1", headline="OPEC", texts=("oil prices surge opec", "", "gold"))]
+    with ScriptedServer([("ok", "to to to")]) as server:
+        j = judge(server.url, retries=1, constraint="logit_bias", letter_ids=ids)
+        [ranked] = rank_groups(groups, OUTCOMES, j, LexicalJudge(), seed=5)
+    assert ranked.judge == "lexical" and "not a single letter: 'to to to'" in ranked.fallback_reason
+    assert len(server.requests) == 2
+
+
+def test_json_schema_sends_an_enum_of_the_remaining_letters_and_reads_the_choice():
+    script = [("ok", '{"choice": "Z"}'), ("ok", "B"), ("ok", '<think>hm</think>{"choice": "c"}')]
+    with ScriptedServer(script) as server:
+        [answer] = judge(server.url, retries=2, constraint="json_schema").pick([request(3)])
+    assert answer.choice == 2 and answer.retries == 2
+    _, body = server.requests[0]
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert body["response_format"]["type"] == "json_schema"
+    assert schema["properties"]["choice"]["enum"] == ["A", "B", "C"] and schema["required"] == ["choice"]
+    assert body["max_tokens"] >= 16 and "logit_bias" not in body
+
+
+def test_json_schema_refuses_replies_that_are_not_one_valid_choice():
+    with ScriptedServer([("ok", '{"choice": "AB"}')]) as server:
+        [answer] = judge(server.url, retries=1, constraint="json_schema").pick([request(3)])
+    assert answer.choice is None and "choice is not a single letter" in answer.error
+    with ScriptedServer([("ok", "B")]) as server:
+        [answer] = judge(server.url, retries=0, constraint="json_schema").pick([request(3)])
+    assert answer.error == "1 attempts failed, last: not JSON: 'B'"
+
+
+def test_the_letter_ids_come_from_the_served_models_tokenizer(tiny_model_path, tmp_path):
+    from tokenizers import Tokenizer
+
+    cfg = JudgeConfig(
+        kind="http", http_constraint="logit_bias", http_tokenizer=str(tiny_model_path), http_concurrency=4
+    )
+    built = build_judge("http", cfg)
+    tokenizer = Tokenizer.from_file(str(tiny_model_path / "tokenizer.json"))
+    assert built.constraint == "logit_bias" and built.concurrency == 4
+    assert all(tokenizer.decode([built.letter_ids[letter]]) == letter for letter in LETTERS)
+    with pytest.raises(JudgeError, match=re.escape("no tokenizer.json at")):
+        build_judge("http", JudgeConfig(kind="http", http_constraint="logit_bias", http_tokenizer=str(tmp_path)))
+    with pytest.raises(JudgeError, match=re.escape("needs judge.http_tokenizer")):
+        build_judge("http", JudgeConfig(kind="http", http_constraint="logit_bias"))
+
+
+def test_the_constraint_settings_are_checked_when_the_config_is_loaded():
+    with pytest.raises(ConfigError, match=re.escape("judge.http_tokenizer: must be set to the served model")):
+        load_config(overrides={"judge": {"http_constraint": "logit_bias"}}, environ={})
+    with pytest.raises(ConfigError, match=re.escape("judge.http_concurrency: must be >= 1, got 0")):
+        load_config(overrides={"judge": {"http_concurrency": 0}}, environ={})
+    with pytest.raises(ConfigError, match=re.escape("judge.http_constraint")):
+        load_config(overrides={"judge": {"http_constraint": "grammar"}}, environ={})
+
+
+def test_the_new_judge_settings_keep_recorded_ids():
+    # The judge section's hash before these settings existed (it enters every Ranked event id).
+    recorded = "55a455a3fcf29ff92f640fe4e87ab16e3887b524eefcedebedba790cea707d28"
+    assert VarroConfig().section_hash("judge") == recorded
+    # Concurrency is speed, not identity: any value keeps the id.
+    assert VarroConfig(judge=JudgeConfig(http_concurrency=16)).section_hash("judge") == recorded
+    # A constraint changes what the judge is asked, so it is part of the id.
+    constrained = JudgeConfig(http_constraint="logit_bias", http_tokenizer="/m")
+    assert VarroConfig(judge=constrained).section_hash("judge") != recorded

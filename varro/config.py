@@ -106,6 +106,20 @@ class JudgeConfig(Base, frozen=True):
     http_api_key_env: str = "VARRO_JUDGE_API_KEY"
     http_timeout_s: float = 30.0
     http_backoff_s: float = 0.5
+    # Rounds of one judge call in flight at once; 1 sends one at a time. Raise it where the
+    # time is the round trip or the server has parallel capacity (a hosted API, vLLM on a
+    # GPU: 7.8x at 8 against a 50 ms loopback server); against mlx_lm.server on this
+    # 2-core CPU it gave no reliable gain (0.74x to 1.53x; BENCHMARKS.md). Speed only:
+    # not part of any event's identity (NOT_IDENTITY).
+    http_concurrency: int = 1
+    # How the answer is constrained: "none" (parse the free reply), "logit_bias" (only the
+    # remaining letters' tokens can be sampled, one token; needs `http_tokenizer`, the
+    # served model's tokenizer, for their ids), "json_schema" (response_format with an
+    # enum of the remaining letters, for servers that support structured output).
+    http_constraint: Literal["none", "logit_bias", "json_schema"] = "none"
+    http_tokenizer: str | None = None
+    # Reply budget for "none" (room for a reasoning block before the letter) and "json_schema".
+    http_max_tokens: int = 4
     retries: int = 3
     agreement_sample: int = 4
     batch_size: int = 32
@@ -192,12 +206,17 @@ class VarroConfig(Base, frozen=True):
 
         A field added after a section was first recorded is left out while it
         holds the value it was introduced with (`INTRODUCED`), so adding a field
-        never changes the id of a day recorded before it existed.
+        never changes the id of a day recorded before it existed. A field that
+        changes only how fast the work runs (`NOT_IDENTITY`) is always left out,
+        so the same work at another speed keeps its id.
         """
         data = msgspec.to_builtins(getattr(self, section))
         for (sec, name), introduced in INTRODUCED.items():
             if sec == section and data.get(name) == introduced:
                 del data[name]
+        for sec, name in NOT_IDENTITY:
+            if sec == section:
+                data.pop(name, None)
         return canonical_hash(data)
 
 
@@ -207,7 +226,18 @@ class VarroConfig(Base, frozen=True):
 # configs evolve like events (see DESIGN.md).
 INTRODUCED: dict[tuple[str, str], Any] = {
     ("generation", "holdout_share"): 0.0,
+    ("judge", "http_constraint"): "none",
+    ("judge", "http_tokenizer"): None,
+    ("judge", "http_max_tokens"): 4,
 }
+
+# Fields of a hashed section that change how fast the work runs, never its result: they
+# are recorded with the config but never enter `section_hash`, like `model.kernels` is
+# kept out of ids. Registering one in INTRODUCED instead would keep old ids only at the
+# old value: a user who sends 8 rounds at once would get new ids for the same rankings.
+# (The HTTP judge's answers do not depend on how many rounds are in flight: each request
+# is independent and the answers are put back in request order.)
+NOT_IDENTITY: frozenset[tuple[str, str]] = frozenset({("judge", "http_concurrency")})
 
 
 _TOP_LEVEL = {f for f in VarroConfig.__struct_fields__}
@@ -328,6 +358,13 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("headlines.max_file_bytes", h.max_file_bytes > 0, "> 0"),
         ("judge.retries", j.retries >= 0, ">= 0"),
         ("judge.http_timeout_s", j.http_timeout_s > 0, "> 0"),
+        ("judge.http_concurrency", j.http_concurrency >= 1, ">= 1"),
+        ("judge.http_max_tokens", j.http_max_tokens >= 1, ">= 1"),
+        (
+            "judge.http_tokenizer",
+            j.http_constraint != "logit_bias" or bool(j.http_tokenizer),
+            'set to the served model\'s tokenizer (a local directory) for http_constraint = "logit_bias"',
+        ),
         ("workers.job_timeout_s", w.job_timeout_s > 0, "> 0 (a SimpleWorker with no timeout is declared abandoned)"),
         ("workers.retries", w.retries >= 0, ">= 0"),
         ("workers.max_deliveries", w.max_deliveries >= 1, ">= 1"),

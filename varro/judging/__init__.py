@@ -58,7 +58,13 @@ def build_judge(
     # that ranks lexically (or only reads events) never loads them.
     if kind == "http":
         from varro.judging.http import HttpJudge
+        from varro.judging.letter_tokens import letter_token_ids
 
+        letter_ids = None
+        if cfg.http_constraint == "logit_bias":
+            if not cfg.http_tokenizer:
+                raise JudgeError("judge.http_constraint = 'logit_bias' needs judge.http_tokenizer (the served model's)")
+            letter_ids = letter_token_ids(cfg.http_tokenizer)
         return HttpJudge(
             cfg.http_url,
             cfg.http_model,
@@ -67,6 +73,10 @@ def build_judge(
             retries=cfg.retries,
             backoff_s=cfg.http_backoff_s,
             prompt=prompt,
+            concurrency=cfg.http_concurrency,
+            constraint=cfg.http_constraint,
+            letter_ids=letter_ids,
+            max_tokens=cfg.http_max_tokens,
         )
     if kind == "mlx":
         if model is None or tokenizer is None:
