@@ -21,10 +21,26 @@ from events.errors import EventDecodeError
 from events.ids import sha256_hex
 from events.schema import AnyEvent, Event
 
+
 # (type, version) -> function turning that version's dict into version + 1.
-# Empty while every type is at version 1; add one together with a version bump
-# in events.schema.CURRENT_VERSIONS and a golden fixture of the old version.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+# Add one together with a version bump in events.schema.CURRENT_VERSIONS and a
+# golden fixture of the new version (the old version's fixture stays).
+def _source_v1_to_v2(value: dict[str, Any]) -> dict[str, Any]:
+    """DailyRunRequested v1 recorded its source as a string: "sample", "rss", "files:/a,/b", "replay:ns"."""
+    spec = value.get("source")
+    if not isinstance(spec, str):
+        raise EventDecodeError(f"DailyRunRequested v1: source must be a string, got {type(spec).__name__}")
+    kind, _, rest = spec.partition(":")
+    if kind == "replay":
+        source: dict[str, Any] = {"kind": kind, "namespace": rest}
+    else:
+        source = {"kind": kind, "paths": [p for p in rest.split(",") if p]}
+    return {**value, "source": source}
+
+
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("DailyRunRequested", 1): _source_v1_to_v2,
+}
 
 _encoder = msgspec.msgpack.Encoder()
 _typed: msgspec.msgpack.Decoder[AnyEvent] = msgspec.msgpack.Decoder(AnyEvent)

@@ -208,14 +208,29 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     schema_version: int = 1
 
 
+class HeadlineSource(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a day's headlines come from: the bundled sample, live RSS, files, or another
+    namespace's recorded fetch (a replay). Paths are absolute, each a whole string."""
+
+    kind: str  # "sample" | "rss" | "files" | "replay"
+    paths: list[str] = []
+    namespace: str | None = None  # the namespace a replay copies from
+
+
 class DailyRunRequested(Event, frozen=True, kw_only=True):
-    """Someone (cron or a person) asked for day `date` to be run."""
+    """Someone (cron or a person) asked for day `date` to be run.
+
+    schema_version 2: `source` is a `HeadlineSource` (version 1 recorded a
+    string such as ``files:/a,/b`` or ``replay:ns``, which a path with a comma
+    could not survive; the codec upcasts those).
+    """
 
     trigger: str
     seed: int
-    source: str
+    source: HeadlineSource
     config: ArtifactRef | None = None
     forced: bool = False
+    schema_version: int = 2
 
 
 class HeadlinesFetched(Event, frozen=True, kw_only=True):
@@ -350,7 +365,7 @@ EVENT_TYPES: dict[str, type[AnyEvent]] = {
 }
 
 # The schema version each type is written with today. Bump together with an upcaster.
-CURRENT_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
+CURRENT_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES} | {"DailyRunRequested": 2}
 
 # An event may only be appended when each named predecessor type exists in the
 # same namespace for the date held in the named field. The store enforces these.

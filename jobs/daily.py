@@ -8,10 +8,11 @@ people triggering at once) record one request and therefore one run.
 from __future__ import annotations
 
 from events.ids import derive_event_id, validate_date
-from events.schema import DailyRunRequested
+from events.schema import DailyRunRequested, HeadlineSource
 from events.store import Appended
 from jobs.context import JobContext, derive_seed, force_input
 from varro.config import VarroConfig, config_from_recorded, recorded_config_bytes
+from varro.headlines.spec import as_source
 
 
 def request_day(
@@ -19,7 +20,7 @@ def request_day(
     date: str,
     *,
     trigger: str,
-    source: str,
+    source: HeadlineSource | str,
     seed: int | None = None,
     force: bool = False,
 ) -> Appended:
@@ -27,6 +28,7 @@ def request_day(
 
     A second request for the same day returns the first one unchanged (the
     store deduplicates by event id), whatever trigger or seed it asked for.
+    `source` is a `HeadlineSource` or a spec string (``sample``, ``files:/a``).
     """
     validate_date(date)
     inputs = [force_input(ctx.store, "DailyRunRequested", date)] if force else []
@@ -39,7 +41,7 @@ def request_day(
         correlation_id=event_id,
         trigger=trigger,
         seed=derive_seed(ctx.cfg.seed, ctx.ns) if seed is None else seed,
-        source=source,
+        source=as_source(source),
         config=config_ref,
         forced=force,
     )

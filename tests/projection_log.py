@@ -21,6 +21,7 @@ from events.schema import (
     GenerationStats,
     Headline,
     HeadlinesFetched,
+    HeadlineSource,
     JudgeRound,
     Ranked,
     RankedGroup,
@@ -77,7 +78,13 @@ def _eid(event_type: str, date: str, *inputs: str) -> str:
 def request(date: str) -> DailyRunRequested:
     eid = _eid("DailyRunRequested", date)
     return DailyRunRequested(
-        event_id=eid, ns=NS, date=date, correlation_id=eid, trigger="cron", seed=1234, source="sample"
+        event_id=eid,
+        ns=NS,
+        date=date,
+        correlation_id=eid,
+        trigger="cron",
+        seed=1234,
+        source=HeadlineSource(kind="sample"),
     )
 
 

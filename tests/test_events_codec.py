@@ -82,8 +82,9 @@ def test_wrong_field_type_is_named(run_dict):
 
 
 def test_future_schema_version_is_refused(run_dict):
-    with pytest.raises(EventDecodeError, match="schema_version 2 is newer than this code reads"):
-        decode(msgspec.msgpack.encode({**run_dict, "schema_version": 2}))
+    newer = schema.CURRENT_VERSIONS["DailyRunRequested"] + 1
+    with pytest.raises(EventDecodeError, match=f"schema_version {newer} is newer than this code reads"):
+        decode(msgspec.msgpack.encode({**run_dict, "schema_version": newer}))
 
 
 def test_old_versions_are_upcast_step_by_step(monkeypatch, run_dict):
@@ -97,6 +98,33 @@ def test_old_versions_are_upcast_step_by_step(monkeypatch, run_dict):
 
 
 def test_missing_upcaster_is_named(monkeypatch, run_dict):
-    monkeypatch.setitem(schema.CURRENT_VERSIONS, "DailyRunRequested", 2)
-    with pytest.raises(EventDecodeError, match="no upcaster from schema_version 1"):
+    monkeypatch.setitem(schema.CURRENT_VERSIONS, "DailyRunRequested", 3)
+    with pytest.raises(EventDecodeError, match="no upcaster from schema_version 2"):
         decode(msgspec.msgpack.encode(run_dict))
+
+
+def test_a_v1_source_string_is_upcast_to_a_typed_source():
+    """DailyRunRequested v1 recorded "files:/a,/b" or "replay:ns"; v2 holds each path whole."""
+    from events.schema import HeadlineSource
+
+    golden = decode((Path(__file__).parent / "fixtures" / "events" / "DailyRunRequested.v1.msgpack").read_bytes())
+    assert golden.schema_version == 2 and golden.source == HeadlineSource(kind="feeds")
+    for spec, source in [
+        ("files:/a.jsonl,/b.jsonl", HeadlineSource(kind="files", paths=["/a.jsonl", "/b.jsonl"])),
+        ("replay:prod", HeadlineSource(kind="replay", namespace="prod")),
+        ("sample", HeadlineSource(kind="sample")),
+    ]:
+        old = {
+            **codec.decode_builtins(
+                encode(
+                    decode(
+                        (Path(__file__).parent / "fixtures" / "events" / "DailyRunRequested.v2.msgpack").read_bytes()
+                    )
+                )
+            ),
+            "schema_version": 1,
+            "source": spec,
+        }
+        assert codec.from_builtins(old).source == source
+    new = decode((Path(__file__).parent / "fixtures" / "events" / "DailyRunRequested.v2.msgpack").read_bytes())
+    assert new.source.paths == ["/srv/news/a,b.jsonl", "/srv/news/c.jsonl"]  # a comma inside a path survives

@@ -12,7 +12,7 @@ import redis as redis_py
 from events.consumer import Consumer
 from events.errors import EventError
 from events.ids import derive_event_id
-from events.schema import DailyRunRequested
+from events.schema import DailyRunRequested, HeadlineSource
 from events.store import stream_key
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,7 +26,7 @@ def run_event(n: int) -> DailyRunRequested:
         correlation_id="c",
         trigger="test",
         seed=n,
-        source="feeds",
+        source=HeadlineSource(kind="feeds"),
     )
 
 

@@ -9,7 +9,7 @@ import redis as redis_py
 
 from events.connection import connect
 from events.ids import derive_event_id
-from events.schema import DailyRunRequested
+from events.schema import DailyRunRequested, HeadlineSource
 from events.server import EmbeddedServer
 from events.store import EventStore
 
@@ -31,7 +31,7 @@ def run_event(n: int) -> DailyRunRequested:
         correlation_id="c",
         trigger="test",
         seed=n,
-        source="feeds",
+        source=HeadlineSource(kind="feeds"),
     )
 
 

@@ -15,7 +15,7 @@ import redis as redis_py
 from events import codec
 from events.errors import EventError, NamespaceNotEmpty, PreconditionError
 from events.ids import derive_event_id
-from events.schema import DailyRunRequested, HeadlinesFetched, Ranked
+from events.schema import DailyRunRequested, HeadlinesFetched, HeadlineSource, Ranked
 from events.store import EventStore, VerifyReport, index_key, stream_key
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,7 +38,7 @@ def run_event(ns: str, date: str, n: int) -> DailyRunRequested:
         correlation_id=f"c{n}",
         trigger="test",
         seed=n,
-        source="feeds",
+        source=HeadlineSource(kind="feeds"),
     )
 
 

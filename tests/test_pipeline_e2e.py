@@ -451,7 +451,7 @@ def test_run_command_over_a_file_source_defaults_to_the_files_dates(tmp_path, re
             "published": "2025-09-02T09:00:00Z",
         },
     ]
-    feed = tmp_path / "headlines.jsonl"
+    feed = tmp_path / "head,lines.jsonl"  # a comma in a path: recorded whole, read back whole
     feed.write_text("".join(json.dumps(line) + "\n" for line in lines))
     url = redis_client.connection_pool.connection_kwargs["path"]
     env = {"VARRO_GENERATION__PROFILES__DEFAULT__MAX_TOKENS": "24", "VARRO_WORKERS__RETRIES": "0"}

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import redis as redis_lib
 import structlog
 from rq import Retry
@@ -120,7 +121,7 @@ def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
         return store.latest(kind, date) is not None
 
     if isinstance(event, DailyRunRequested):
-        return [spec("fetch", event.date, source=event.source)]
+        return [spec("fetch", event.date, source=msgspec.to_builtins(event.source))]
 
     if isinstance(event, HeadlinesFetched):
         today, yesterday = event.date, shift_date(event.date, -1)
@@ -182,7 +183,7 @@ def resume(store: EventStore, date: str) -> list[JobSpec]:
     if request is None or not missing:
         return []
     stage, day = missing[0]
-    kwargs = {"fetch": {"source": request.source}, "rank": {"outcome_date": date}}.get(stage, {})
+    kwargs = {"fetch": {"source": msgspec.to_builtins(request.source)}, "rank": {"outcome_date": date}}.get(stage, {})
     return [JobSpec(stage, store.ns, day, f"resume:{date}:{store.last_entry_id()}", request.correlation_id, kwargs)]
 
 

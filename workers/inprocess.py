@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from events.errors import VarroError
 from events.ids import shift_date
+from events.schema import HeadlineSource
 from events.store import EventStore
 from jobs.daily import request_day
 from varro.config import VarroConfig
@@ -77,7 +78,7 @@ def run_days(
     ns: str,
     dates: list[str],
     *,
-    source: str | Callable[[str], str],
+    source: HeadlineSource | str | Callable[[str], HeadlineSource | str],
     seed: int | Callable[[str], int] | None = None,
     trigger: str = "run",
     config_for: Callable[[str], VarroConfig] | None = None,

@@ -19,7 +19,7 @@ from rq import Worker
 
 from events.consumer import Consumer, DeadLetter
 from events.ids import shift_date
-from events.schema import AnyEvent, CheckpointRef, EpochTrained, Evaluated, PanelFrozen
+from events.schema import AnyEvent, CheckpointRef, EpochTrained, Evaluated, HeadlineSource, PanelFrozen
 from events.store import EventStore
 from jobs.daily import day_config, run_seed
 from varro.config import VarroConfig
@@ -155,7 +155,7 @@ def plan_backfill(rt: Runtime, ns: str, dates: list[str], reprocess: Reprocess, 
 def run_backfill(
     rt: Runtime,
     plan: BackfillPlan,
-    source: str,
+    source: HeadlineSource | str,
     *,
     on_day: Callable[[str], None] | None = None,
 ) -> None:
@@ -177,7 +177,7 @@ def fork(
     source_ns: str,
     into: str,
     dates: list[str],
-    source: str,
+    source: HeadlineSource | str,
     *,
     on_day: Callable[[str], None] | None = None,
 ) -> None:
@@ -193,7 +193,7 @@ def fork(
         rt,
         into,
         dates,
-        source=lambda d: f"replay:{source_ns}" if d in recorded else source,
+        source=lambda d: HeadlineSource(kind="replay", namespace=source_ns) if d in recorded else source,
         seed=lambda d: run_seed(rt.context(source_ns), d),
         config_for=lambda d: recorded_config(rt, source_ns, into, d),
         trigger="backfill",
@@ -439,20 +439,21 @@ def evaluate_day(rt: Runtime, ns: str, date: str, panel_spec: str) -> list[Evalu
 # ------------------------------------------------------------------ checks and listings
 
 
-def check_request(cfg: VarroConfig, source: str, dates: list[str], *, today: str | None = None) -> str:
-    """The source spec to record for `dates`, after refusing what would only fail later in a worker:
+def check_request(
+    cfg: VarroConfig, source: HeadlineSource | str, dates: list[str], *, today: str | None = None
+) -> HeadlineSource:
+    """The source to record for `dates`, after refusing what would only fail later in a worker:
     a bad source (unknown kind, missing file, live RSS for a past day, a day the sample lacks) or a
     base model that is not where the config says. Reads no weights and contacts no hub."""
-    from varro.headlines.spec import check_source, files_spec, parse_source
+    from varro.headlines.spec import check_source
     from varro.model.cache import ModelError, check_base
 
-    check_source(source, dates, today=today)
+    checked = check_source(source, dates, today=today)  # files made absolute: a worker elsewhere reads them
     try:
         check_base(cfg.model.base)
     except ModelError as exc:
         raise UsageProblem(str(exc)) from None
-    kind, paths = parse_source(source)
-    return files_spec(paths) if kind == "files" else source  # a worker elsewhere needs absolute paths
+    return checked
 
 
 # Day states a person must look at: `varro status` exits 3 when any day is in one of them.

@@ -1,6 +1,6 @@
 """The functions RQ runs: one per pipeline stage, each a thin shell around a job.
 
-They take only plain values (namespace, date, ids), so a job is readable in
+They take only plain values (namespace, date, ids, a source as JSON), so a job is readable in
 RQ's registries and dashboard, and build the job's context from the process
 runtime (which keeps the loaded model between jobs in a model worker). Each
 returns the id of the event its job recorded.
@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import structlog
 
 from events.ids import today_utc
+from events.schema import HeadlineSource
 from events.store import Appended, shards_key
 from jobs import daily
 from jobs.context import JobContext
@@ -35,17 +36,21 @@ def _result(appended: Appended | None) -> str | None:
     return None if appended is None else appended.event.event_id
 
 
-def fetch(ns: str, date: str, cause: str, correlation_id: str, source: str, force: bool = False) -> str | None:
+def fetch(
+    ns: str, date: str, cause: str, correlation_id: str, source: dict[str, Any] | str, force: bool = False
+) -> str | None:
+    """`source` is the request's `HeadlineSource` as JSON (a spec string from jobs enqueued before it was typed)."""
     from jobs.fetch import copy_recorded_headlines, fetch_headlines
+    from varro.headlines.spec import source_from_spec
 
+    day_source = source_from_spec(source) if isinstance(source, str) else msgspec.convert(source, HeadlineSource)
     with _job_context(ns, date, correlation_id, "fetch") as ctx:
-        if source.startswith("replay:"):
-            return _result(copy_recorded_headlines(ctx, date, source.split(":", 1)[1]))
-        kind, _, paths = source.partition(":")
-        file_paths = [Path(p) for p in paths.split(",") if p] if paths else []
+        if day_source.kind == "replay":
+            return _result(copy_recorded_headlines(ctx, date, day_source.namespace or ""))
         # collect refuses any other kind with an error naming the choices
-        source_kind = cast(SourceKind, kind)
-        return _result(fetch_headlines(ctx, date, source=source_kind, paths=file_paths, force=force))
+        source_kind = cast(SourceKind, day_source.kind)
+        paths = [Path(p) for p in day_source.paths]
+        return _result(fetch_headlines(ctx, date, source=source_kind, paths=paths, force=force))
 
 
 def generate(ns: str, date: str, cause: str, correlation_id: str, force: bool = False) -> str | None:

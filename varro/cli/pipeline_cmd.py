@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from events.ids import today_utc
+from events.schema import HeadlineSource
 from varro.cli.common import (
     SEED,
     config_options,
@@ -29,19 +30,20 @@ from varro.config import VarroConfig
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
-def _source_spec(source: str, files: tuple[str, ...]) -> str:
+def _source_spec(source: str, files: tuple[str, ...]) -> HeadlineSource:
+    """The source of --source and --file: each --file is one path, whatever characters it holds."""
+    from varro.headlines.spec import files_source, source_from_spec
+
     if source == "files":
         if not files:
             raise click.UsageError("--source files needs at least one --file PATH")
         missing = [f for f in files if not Path(f).exists()]
         if missing:
             raise click.UsageError(f"file source not found: {', '.join(missing)}")
-        from varro.headlines.spec import files_spec
-
-        return files_spec(files)
+        return files_source(files)
     if files:
         raise click.UsageError("--file is only used with --source files")
-    return source
+    return source_from_spec(source)
 
 
 def _source_dates(source: str, files: tuple[str, ...]) -> list[str]:
@@ -54,7 +56,7 @@ def _source_dates(source: str, files: tuple[str, ...]) -> list[str]:
     return [today_utc()]
 
 
-def _checked_source(cfg: VarroConfig, spec: str, dates: list[str]) -> str:
+def _checked_source(cfg: VarroConfig, spec: HeadlineSource | str, dates: list[str]) -> HeadlineSource:
     """`spec` as it will be recorded, or a usage error before anything is (see operations.check_request)."""
     from varro.errors import UsageProblem
     from workers.operations import check_request
@@ -222,6 +224,7 @@ def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
     fail in a worker is refused here, before anything is recorded.
     """
     from jobs.daily import request_day
+    from varro.headlines.spec import describe
 
     day = date or today_utc()
     spec = _checked_source(cfg, source or cfg.workers.daily_source, [day])
@@ -230,7 +233,7 @@ def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
     state = "requested" if appended.created else "already requested"
     console.print(
         f"{appended.event.date} {state} in {cfg.ns}: event {appended.event.event_id} "
-        f"(seed {appended.event.seed}, source {appended.event.source})"
+        f"(seed {appended.event.seed}, source {describe(appended.event.source)})"
     )
 
 
