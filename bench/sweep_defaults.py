@@ -26,6 +26,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     "old-default lr2e-5 mb4": {"VARRO_TRAIN__LEARNING_RATE": "2e-5", "VARRO_TRAIN__MINIBATCHES": "4"},
     "lr2e-4 mb4": {"VARRO_TRAIN__LEARNING_RATE": "2e-4", "VARRO_TRAIN__MINIBATCHES": "4"},
     "lr2e-4 mb8": {"VARRO_TRAIN__LEARNING_RATE": "2e-4", "VARRO_TRAIN__MINIBATCHES": "8"},
+    "lr5e-4 mb4": {"VARRO_TRAIN__LEARNING_RATE": "5e-4", "VARRO_TRAIN__MINIBATCHES": "4"},
     "lr1e-3 mb8": {"VARRO_TRAIN__LEARNING_RATE": "1e-3", "VARRO_TRAIN__MINIBATCHES": "8"},
     "lr2e-4 mb8 grpo": {
         "VARRO_TRAIN__LEARNING_RATE": "2e-4",
