@@ -39,6 +39,7 @@ from events.schema import (
 )
 from events.store import EventStore
 from varro.config import VarroConfig
+from workers.liveness import recover_abandoned
 from workers.queues import queue
 
 FETCH_QUEUE = "varro-fetch"
@@ -259,8 +260,17 @@ class Dispatcher:
         return len(deliveries)
 
     def run(self, namespaces: list[str] | None = None, *, poll_s: float = 1.0, stop=None) -> None:
-        """Dispatch forever (or until `stop()`), over given or all known namespaces."""
+        """Dispatch forever (or until `stop()`), over given or all known namespaces.
+
+        Between rounds it re-runs jobs whose worker died (`recover_abandoned`),
+        at most every liveness_s / 4 seconds.
+        """
+        every_s = max(1.0, self.cfg.workers.liveness_s / 4)
+        next_recovery = 0.0
         while stop is None or not stop():
+            if time.monotonic() >= next_recovery:
+                recover_abandoned(self.redis, self.queues)
+                next_recovery = time.monotonic() + every_s
             names = namespaces or EventStore.namespaces(self.redis)
             handled = sum(self.step(ns) for ns in names)
             if not handled:

@@ -10,6 +10,12 @@ with an infinite timeout is declared abandoned after about seven minutes.
 that crashes its parser takes down only the work horse. Its parent process
 never imports mlx, so nothing accelerator-related is ever forked.
 
+Liveness (`workers.liveness`): both keep a running job's heartbeat
+`workers.liveness_s` ahead, refreshed every liveness_s / 4 seconds (the model
+worker from a heartbeat thread, the fetch worker from RQ's horse monitor), and
+clean the registries every liveness_s, so a job whose worker was killed is
+re-run within about liveness_s instead of after `job_timeout_s`.
+
 A job that fails with a `varro.integrity.PermanentError` (bytes on disk that
 are not the recorded ones) fails at once: another attempt would read the same
 bytes, so its retries are not spent.
@@ -30,6 +36,7 @@ import structlog
 from rq import SimpleWorker, Worker
 
 from events.errors import PermanentError
+from workers.liveness import JobHeartbeat, recover_abandoned
 from workers.queues import SERIALIZER
 
 
@@ -43,9 +50,18 @@ def fail_fast_on_permanent(job: Any, exc_type: type, exc_value: BaseException, t
     return True
 
 
+def _configured_liveness_s() -> int:
+    from workers.runtime import current_config
+
+    return current_config().workers.liveness_s
+
+
 class _BoundLogs:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, liveness_s: int | None = None, **kwargs: Any) -> None:
         kwargs["serializer"] = SERIALIZER  # never pickle, whatever a caller passes
+        self.liveness_s = int(liveness_s or _configured_liveness_s())
+        kwargs.setdefault("job_monitoring_interval", max(1, self.liveness_s // 4))
+        kwargs.setdefault("maintenance_interval", self.liveness_s)
         super().__init__(*args, **kwargs)
         self.push_exc_handler(fail_fast_on_permanent)
 
@@ -53,9 +69,30 @@ class _BoundLogs:
         with structlog.contextvars.bound_contextvars(job_id=job.id, **(job.meta or {})):
             return super().perform_job(job, queue, *args, **kwargs)
 
+    # ---------------------------------------------------------------- liveness
+
+    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+        """A running job stays in the started registry liveness_s past its worker's last beat."""
+        return self.liveness_s
+
+    def clean_registries(self) -> None:
+        """RQ's registry maintenance, after re-running (and logging) this worker's queues' stalled jobs."""
+        recover_abandoned(self.connection, self.queue_names())
+        super().clean_registries()
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """An idle worker wakes (heartbeat, maintenance) at least every liveness_s / 2."""
+        return max(1, min(self.worker_ttl - 15, self.liveness_s // 2))
+
 
 class ModelWorker(_BoundLogs, SimpleWorker):
     """Holds the model between jobs; see the module docstring."""
+
+    def perform_job(self, job, queue, execution, *args, **kwargs):
+        # RQ's SimpleWorker runs the job in this thread and never beats meanwhile: a thread does
+        with JobHeartbeat(self, job, execution, every_s=self.job_monitoring_interval):
+            return super().perform_job(job, queue, execution, *args, **kwargs)
 
 
 class FetchWorker(_BoundLogs, Worker):

@@ -1,0 +1,223 @@
+"""A model worker killed with -9 mid-job: its job is re-run by itself within the liveness bound,
+`status` calls the day stalled meanwhile, and `backfill` resumes it.
+
+Real processes throughout: `python -m varro.cli worker model` subprocesses
+against the session's embedded server, killed as a whole process group. The
+job is the real fetch job behind a gate (tests/liveness_tasks.py) so the kill
+lands mid-job at a known moment. liveness_s is 5 s here (120 s by default).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from liveness_tasks import attempts
+from rq import Retry
+
+from jobs.daily import request_day
+from varro.config import load_config
+from workers.dispatcher import GROUP, MODEL_QUEUE, Dispatcher
+from workers.liveness import stalled_job_ids
+from workers.operations import day_state, namespace_status, plan_backfill, run_backfill, stage_grid
+from workers.queues import fetch_job, queue
+from workers.runtime import Runtime, set_runtime
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = "live"
+DAY = "2025-08-04"
+LIVENESS_S = 5
+JOB_ID = "varro_fetch_2025-08-04_held"
+
+
+def small_config(data_dir: Path):
+    return load_config(
+        overrides={
+            "ns": NS,
+            "data_dir": str(data_dir),
+            "generation": {
+                "max_headlines": 2,
+                "profiles": {
+                    "default": {"name": "default", "temperature": 0.8, "top_p": 0.95, "top_k": 50, "max_tokens": 24}
+                },
+            },
+            "workers": {"liveness_s": LIVENESS_S, "retries": 2},
+        },
+        environ={},
+    )
+
+
+@pytest.fixture
+def runtime(tmp_path, redis_client):
+    rt = Runtime.create(small_config(tmp_path), redis=redis_client)
+    set_runtime(rt)
+    yield rt
+    set_runtime(None)
+    rt.models.release()
+
+
+def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"{what} (waited {timeout_s:.0f}s)")
+
+
+class ModelWorkerProcess:
+    """`varro worker model` in its own process group, logging to a file."""
+
+    def __init__(self, url: str, data_dir: Path, log: Path):
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+            "VARRO_WORKERS__LIVENESS_S": str(LIVENESS_S),
+        }
+        env.pop("REDIS_URL", None)
+        self.log = log
+        args = ["--log-level", "INFO", "worker", "model", "--redis-url", url, "--data-dir", str(data_dir), "--ns", NS]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "varro.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill_group(self) -> float:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        return time.time()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def request_and_hold(rt: Runtime, markers: Path):
+    """Request the day, and do what the dispatcher does with it (enqueue its fetch, ack the request),
+    with the fetch job behind the gate and the deployment's retry policy and timeout."""
+    request_day(rt.context(NS), DAY, trigger="manual", source="sample")
+    consumer = Dispatcher(rt.redis, rt.cfg, name="test-dispatcher").consumer(NS)
+    (delivery,) = consumer.read(count=10, block_ms=None)
+    markers.mkdir()
+    queue(MODEL_QUEUE, rt.redis).enqueue_call(
+        "liveness_tasks.held_fetch",
+        kwargs={
+            "ns": NS,
+            "date": DAY,
+            "cause": delivery.event.event_id,
+            "correlation_id": delivery.event.correlation_id,
+            "source": "sample",
+            "markers": str(markers),
+        },
+        job_id=JOB_ID,
+        timeout=rt.cfg.workers.job_timeout_s,
+        retry=Retry(max=rt.cfg.workers.retries),
+        meta={"ns": NS, "date": DAY, "stage": "fetch"},
+    )
+    consumer.ack(delivery.entry_id)
+    assert consumer.group == GROUP
+
+
+def kinds(rt: Runtime) -> list[str]:
+    return [type(s.event).__name__ for s in rt.store(NS).read()]
+
+
+def test_a_killed_model_worker_s_job_is_re_run_by_another_worker_by_itself(runtime, redis_server, tmp_path):
+    markers = tmp_path / "markers"
+    request_and_hold(runtime, markers)
+    first = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / "worker1.log")
+    second = None
+    try:
+        wait_for(lambda: attempts(markers), 120, "the first worker never started the job")
+        # a second worker, already running when the first dies (as under a supervisor)
+        second = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / "worker2.log")
+        wait_for(lambda: len(namespace_status(runtime, NS).workers) == 2, 120, "the second worker never registered")
+        # the job outlives several liveness periods while its worker beats: nobody takes it over
+        time.sleep(3 * LIVENESS_S)
+        assert [a for a, _, _ in attempts(markers)] == [1], second.output()
+        assert stalled_job_ids(runtime.redis, MODEL_QUEUE) == []
+        assert day_state(stage_grid(runtime, NS), runtime.store(NS), DAY) == "running"
+
+        killed_at = first.kill_group()
+        wait_for(
+            lambda: runtime.store(NS).latest("HeadlinesFetched", DAY),
+            30 * LIVENESS_S,
+            f"the job was not re-run by itself:\n{second.output()}",
+        )
+        recorded_after = time.time() - killed_at
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    (one, first_pid, _), (two, second_pid, rerun_at) = attempts(markers)
+    assert (one, two) == (1, 2)
+    assert first_pid == first.pid and second_pid == second.pid
+    rerun_after = rerun_at - killed_at
+    print(f"\nliveness_s={LIVENESS_S}: re-run {rerun_after:.1f}s after kill -9, recorded {recorded_after:.1f}s after")
+    # detected within liveness_s, taken by the idle worker's next maintenance (every liveness_s)
+    assert rerun_after < 4 * LIVENESS_S, rerun_after
+    assert kinds(runtime) == ["DailyRunRequested", "HeadlinesFetched"]
+    job = fetch_job(MODEL_QUEUE, runtime.redis, JOB_ID)
+    assert job.get_status().value == "finished"
+    assert job.retries_left == runtime.cfg.workers.retries - 1  # the re-run spent one retry
+    assert "abandoned job recovered" in second.output()
+
+
+def test_a_stalled_day_shows_stalled_and_backfill_resumes_it(runtime, redis_server, tmp_path):
+    markers = tmp_path / "markers"
+    request_and_hold(runtime, markers)
+    worker = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: attempts(markers), 120, "the worker never started the job")
+        status = namespace_status(runtime, NS)
+        assert status.states[DAY] == "running" and [s for _, s in status.workers] == ["busy"]
+        killed_at = worker.kill_group()
+    finally:
+        worker.stop()
+    wait_for(lambda: stalled_job_ids(runtime.redis, MODEL_QUEUE), 6 * LIVENESS_S, "the job never stalled")
+    stalled_after = time.time() - killed_at
+    print(f"\nliveness_s={LIVENESS_S}: stalled {stalled_after:.1f}s after kill -9")
+    assert stalled_after < LIVENESS_S + 3
+
+    status = namespace_status(runtime, NS)
+    assert status.grid[DAY]["fetch"] == "stalled"
+    assert status.states[DAY] == "stalled"
+    # RQ's entry for the dead worker says "busy" until it expires; once silent for liveness_s, status says
+    # "lost" (or no longer lists it), never "busy"
+    wait_for(
+        lambda: all(s.startswith("lost") for _, s in namespace_status(runtime, NS).workers),
+        2 * LIVENESS_S,
+        "the dead worker is still shown as busy",
+    )
+    plan = plan_backfill(runtime, NS, [DAY], "missing", None)  # what --dry-run shows
+    assert plan.rows == [(DAY, "stalled", True)]
+    assert kinds(runtime) == ["DailyRunRequested"]  # looking changed nothing
+
+    run_backfill(runtime, plan, "sample")
+    assert [a for a, _, _ in attempts(markers)] == [1, 2]  # the stalled job itself was resumed
+    assert kinds(runtime) == ["DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated"]
+    assert day_state(stage_grid(runtime, NS), runtime.store(NS), DAY) == "done"
