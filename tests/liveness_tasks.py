@@ -10,6 +10,7 @@ files, so a re-run in another process sees the first one.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -32,3 +33,18 @@ def attempts(markers: Path) -> list[tuple[int, int, float]]:
         _, attempt, _, pid = path.name.split("-")
         out.append((int(attempt), int(pid), float(path.read_text())))
     return sorted(out)
+
+
+def kill_server_then_finish(data_dir: str, markers: str, down_s: float = 2.0) -> int:
+    """First attempt: kill -9 the embedded server under the running job, start it again `down_s`
+    later, and return into a worker that cannot record the result; later attempts just finish."""
+    from events.server import EmbeddedServer
+
+    folder = Path(markers)
+    attempt = len(list(folder.glob("attempt-*"))) + 1
+    (folder / f"attempt-{attempt}-pid-{os.getpid()}").write_text(f"{time.time()}\n")
+    if attempt == 1:
+        server = EmbeddedServer(data_dir)
+        server.kill()
+        threading.Timer(down_s, server.start).start()
+    return attempt

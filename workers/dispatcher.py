@@ -41,6 +41,7 @@ from events.store import EventStore
 from varro.config import VarroConfig
 from workers.liveness import recover_abandoned
 from workers.queues import queue
+from workers.reconnect import CONNECTION_ERRORS, wait_for_server
 
 FETCH_QUEUE = "varro-fetch"
 MODEL_QUEUE = "varro-model"
@@ -252,6 +253,8 @@ class Dispatcher:
             try:
                 for spec in plan(delivery.event, store, shards=self.cfg.workers.generate_shards):
                     self.enqueue(spec)
+            except CONNECTION_ERRORS:
+                raise  # not the event's fault: it stays pending and is delivered again after reconnecting
             except Exception as exc:  # a planning failure must not lose the event
                 log.exception("dispatch failed", entry_id=delivery.entry_id)
                 consumer.fail(delivery, f"{type(exc).__name__}: {exc}")
@@ -263,15 +266,24 @@ class Dispatcher:
         """Dispatch forever (or until `stop()`), over given or all known namespaces.
 
         Between rounds it re-runs jobs whose worker died (`recover_abandoned`),
-        at most every liveness_s / 4 seconds.
+        at most every liveness_s / 4 seconds. A lost connection (the server
+        restarting) is logged and waited out with backoff, then dispatching
+        goes on: an entry read but not acked before the loss is still pending
+        and is delivered again.
         """
         every_s = max(1.0, self.cfg.workers.liveness_s / 4)
         next_recovery = 0.0
         while stop is None or not stop():
-            if time.monotonic() >= next_recovery:
-                recover_abandoned(self.redis, self.queues)
-                next_recovery = time.monotonic() + every_s
-            names = namespaces or EventStore.namespaces(self.redis)
-            handled = sum(self.step(ns) for ns in names)
+            try:
+                if time.monotonic() >= next_recovery:
+                    recover_abandoned(self.redis, self.queues)
+                    next_recovery = time.monotonic() + every_s
+                names = namespaces or EventStore.namespaces(self.redis)
+                handled = sum(self.step(ns) for ns in names)
+            except CONNECTION_ERRORS as exc:
+                if not wait_for_server(self.redis, log, exc, process=f"dispatcher {self.name}", stop=stop):
+                    return
+                self._consumers.clear()  # re-create the groups a server restarted without its data lacks
+                continue
             if not handled:
                 time.sleep(poll_s)

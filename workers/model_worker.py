@@ -14,7 +14,9 @@ Liveness (`workers.liveness`): both keep a running job's heartbeat
 `workers.liveness_s` ahead, refreshed every liveness_s / 4 seconds (the model
 worker from a heartbeat thread, the fetch worker from RQ's horse monitor), and
 clean the registries every liveness_s, so a job whose worker was killed is
-re-run within about liveness_s instead of after `job_timeout_s`.
+re-run within about liveness_s instead of after `job_timeout_s`. Both also
+outlive a server restart: the work loop logs the lost connection, waits for the
+server with backoff (`workers.reconnect`) and starts working again.
 
 A job that fails with a `varro.integrity.PermanentError` (bytes on disk that
 are not the recorded ones) fails at once: another attempt would read the same
@@ -38,6 +40,9 @@ from rq import SimpleWorker, Worker
 from events.errors import PermanentError
 from workers.liveness import JobHeartbeat, recover_abandoned
 from workers.queues import SERIALIZER
+from workers.reconnect import CONNECTION_ERRORS, wait_for_server
+
+log = structlog.get_logger("varro.worker")
 
 
 def fail_fast_on_permanent(job: Any, exc_type: type, exc_value: BaseException, traceback: Any) -> bool:
@@ -64,6 +69,7 @@ class _BoundLogs:
         kwargs.setdefault("maintenance_interval", self.liveness_s)
         super().__init__(*args, **kwargs)
         self.push_exc_handler(fail_fast_on_permanent)
+        self._connection_lost: BaseException | None = None
 
     def perform_job(self, job, queue, *args, **kwargs):
         with structlog.contextvars.bound_contextvars(job_id=job.id, **(job.meta or {})):
@@ -84,6 +90,68 @@ class _BoundLogs:
     def dequeue_timeout(self) -> int:
         """An idle worker wakes (heartbeat, maintenance) at least every liveness_s / 2."""
         return max(1, min(self.worker_ttl - 15, self.liveness_s // 2))
+
+    # ---------------------------------------------------------------- reconnecting
+
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop, started again after the server comes back whenever it ended on a lost connection.
+
+        RQ's loop retries a lost connection only while it blocks for a job;
+        anywhere else (between jobs, during maintenance, at teardown) it quits.
+        A burst worker (in-process runs) still ends, as before.
+        """
+        while True:
+            self._connection_lost = None
+            try:
+                worked = super().work(burst, *args, **kwargs)
+            except CONNECTION_ERRORS as exc:  # teardown could not record the worker's death
+                self._connection_lost = exc
+                worked = False
+            lost = self._connection_lost
+            if lost is None or burst or self._stop_requested:
+                return worked
+            wait_for_server(self.connection, log, lost, process=f"worker {self.name}")
+            self._forget_previous_life()
+
+    def _forget_previous_life(self) -> None:
+        """Record the death the lost connection prevented, so the next `work()` can register again."""
+        for step in (self.register_death, self.unsubscribe):
+            try:
+                step()
+            except Exception as exc:  # best effort: the next birth overwrites the worker's hash
+                log.warning("cleanup after reconnect failed", step=step.__name__, error=str(exc))
+        self._stop_requested = False
+
+    def _watch(self, call, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except CONNECTION_ERRORS as exc:
+            self._connection_lost = exc
+            raise
+
+    def check_for_suspension(self, *args: Any, **kwargs: Any) -> Any:
+        return self._watch(super().check_for_suspension, *args, **kwargs)
+
+    def run_maintenance_tasks(self, *args: Any, **kwargs: Any) -> Any:
+        return self._watch(super().run_maintenance_tasks, *args, **kwargs)
+
+    def dequeue_job_and_maintain_ttl(self, *args: Any, **kwargs: Any) -> Any:
+        return self._watch(super().dequeue_job_and_maintain_ttl, *args, **kwargs)
+
+    def execute_job(self, *args: Any, **kwargs: Any) -> Any:
+        return self._watch(super().execute_job, *args, **kwargs)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat; the first one sent after a lost connection says the worker is back.
+
+        RQ's loop retries a lost connection itself while it waits for a job;
+        this is where that retry is seen to have worked. With a pipeline (the
+        heartbeat thread's beats) nothing is sent here, so nothing is learnt.
+        """
+        self._watch(super().heartbeat, timeout, pipeline=pipeline)
+        if pipeline is None and self._connection_lost is not None:
+            self._connection_lost = None
+            log.warning("reconnected", process=f"worker {self.name}")
 
 
 class ModelWorker(_BoundLogs, SimpleWorker):
