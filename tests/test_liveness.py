@@ -221,3 +221,24 @@ def test_a_stalled_day_shows_stalled_and_backfill_resumes_it(runtime, redis_serv
     assert [a for a, _, _ in attempts(markers)] == [1, 2]  # the stalled job itself was resumed
     assert kinds(runtime) == ["DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated"]
     assert day_state(stage_grid(runtime, NS), runtime.store(NS), DAY) == "done"
+
+
+def test_the_dispatcher_loop_re_runs_a_stalled_job_when_no_worker_is_left(runtime, redis_server, tmp_path):
+    markers = tmp_path / "markers"
+    request_and_hold(runtime, markers)
+    worker = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: attempts(markers), 120, "the worker never started the job")
+        killed_at = worker.kill_group()
+    finally:
+        worker.stop()
+    deadline = time.monotonic() + 6 * LIVENESS_S
+    model_queue = queue(MODEL_QUEUE, runtime.redis)
+    Dispatcher(runtime.redis, runtime.cfg, name="deployment").run(
+        [NS], poll_s=0.2, stop=lambda: JOB_ID in model_queue.get_job_ids() or time.monotonic() > deadline
+    )
+    requeued_after = time.time() - killed_at
+    print(f"\nliveness_s={LIVENESS_S}: dispatcher re-enqueued the job {requeued_after:.1f}s after kill -9")
+    assert model_queue.get_job_ids() == [JOB_ID], "the dispatcher did not re-enqueue the stalled job"
+    assert fetch_job(MODEL_QUEUE, runtime.redis, JOB_ID).retries_left == runtime.cfg.workers.retries - 1
+    assert day_state(stage_grid(runtime, NS), runtime.store(NS), DAY) == "running"  # queued again, not stalled
