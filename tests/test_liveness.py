@@ -76,7 +76,7 @@ def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.2):
 class ModelWorkerProcess:
     """`varro worker model` in its own process group, logging to a file."""
 
-    def __init__(self, url: str, data_dir: Path, log: Path):
+    def __init__(self, url: str, data_dir: Path, log: Path, ns: str = NS):
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
@@ -84,7 +84,7 @@ class ModelWorkerProcess:
         }
         env.pop("REDIS_URL", None)
         self.log = log
-        args = ["--log-level", "INFO", "worker", "model", "--redis-url", url, "--data-dir", str(data_dir), "--ns", NS]
+        args = ["--log-level", "INFO", "worker", "model", "--redis-url", url, "--data-dir", str(data_dir), "--ns", ns]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "varro.cli", *args],
             cwd=ROOT,
@@ -242,3 +242,67 @@ def test_the_dispatcher_loop_re_runs_a_stalled_job_when_no_worker_is_left(runtim
     assert model_queue.get_job_ids() == [JOB_ID], "the dispatcher did not re-enqueue the stalled job"
     assert fetch_job(MODEL_QUEUE, runtime.redis, JOB_ID).retries_left == runtime.cfg.workers.retries - 1
     assert day_state(stage_grid(runtime, NS), runtime.store(NS), DAY) == "running"  # queued again, not stalled
+
+
+def test_a_worker_killed_mid_generation_leaves_one_event_and_no_partial_artifact(redis_server, redis_client, tmp_path):
+    """The real generate job, killed while it generates: the next worker generates the day again, and
+    the log and the artifact store hold one RolloutsGenerated and only whole, hash-named files."""
+    from events.ids import sha256_hex
+    from workers import tasks
+    from workers.dispatcher import plan
+
+    ns = "gen"
+    cfg = load_config(
+        overrides={
+            "ns": ns,
+            "data_dir": str(tmp_path),
+            # long enough to be killed mid-way: 24 headlines x 8 roll-outs x up to 512 tokens (about 10 s)
+            "generation": {"max_headlines": 24, "profiles": {"default": {"name": "default", "max_tokens": 512}}},
+            "workers": {"liveness_s": LIVENESS_S, "retries": 2},
+        },
+        environ={},
+    )
+    rt = Runtime.create(cfg, redis=redis_client)
+    set_runtime(rt)
+    try:
+        request_day(rt.context(ns), DAY, trigger="manual", source="sample")
+        request = rt.store(ns).latest("DailyRunRequested", DAY)
+        tasks.fetch(ns, DAY, request.event_id, request.correlation_id, source="sample")
+        (spec,) = plan(rt.store(ns).latest("HeadlinesFetched", DAY), rt.store(ns))
+        assert spec.stage == "generate"
+        Dispatcher(rt.redis, rt.cfg, name="test-dispatcher").enqueue(spec)
+
+        first = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / "worker1.log", ns=ns)
+        try:
+            wait_for(lambda: '"generating"' in first.log.read_text(), 240, "the first worker never started generating")
+            time.sleep(1.0)
+            assert rt.store(ns).latest("RolloutsGenerated", DAY) is None, "generation ended before the kill"
+            killed_at = first.kill_group()
+        finally:
+            first.stop()
+        second = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / "worker2.log", ns=ns)
+        try:
+            wait_for(
+                lambda: rt.store(ns).latest("RolloutsGenerated", DAY),
+                400,
+                f"the day was not generated again:\n{second.output()}",
+            )
+            done_after = time.time() - killed_at
+        finally:
+            second.stop()
+        print(f"\nliveness_s={LIVENESS_S}: killed mid-generation, day generated {done_after:.1f}s after kill -9")
+        assert [type(s.event).__name__ for s in rt.store(ns).read()] == [
+            "DailyRunRequested",
+            "HeadlinesFetched",
+            "RolloutsGenerated",
+        ]
+        generated = rt.store(ns).latest("RolloutsGenerated", DAY)
+        assert rt.artifacts.get(generated.artifact)  # present and hash-verified
+        # what the killed writer left is at most a dot-named temporary; every visible file is whole
+        for path in (tmp_path / "artifacts").rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                assert sha256_hex(path.read_bytes()) == path.name, f"partial artifact {path}"
+        assert "abandoned job recovered" in second.output()
+    finally:
+        set_runtime(None)
+        rt.models.release()
