@@ -23,7 +23,7 @@ from rq import Retry
 from jobs.daily import request_day
 from varro.config import load_config
 from workers.dispatcher import GROUP, MODEL_QUEUE, Dispatcher
-from workers.liveness import stalled_job_ids
+from workers.liveness import recover_abandoned, stalled_job_ids
 from workers.operations import day_state, namespace_status, plan_backfill, run_backfill, stage_grid
 from workers.queues import fetch_job, queue
 from workers.runtime import Runtime, set_runtime
@@ -306,3 +306,23 @@ def test_a_worker_killed_mid_generation_leaves_one_event_and_no_partial_artifact
     finally:
         set_runtime(None)
         rt.models.release()
+
+
+def test_a_stalled_foreign_job_is_failed_never_decoded_or_run(redis_client, tmp_path):
+    """A pickled job written into the started registry by someone else: recovery fails it without
+    unpickling it (its payload would run code), and status leaves it out."""
+    from rq import Queue
+
+    marker = tmp_path / "ran"
+    foreign = Queue(MODEL_QUEUE, connection=redis_client)  # RQ's default serializer: pickle
+    job = foreign.enqueue_call("pathlib.Path.touch", args=(marker,), job_id="foreign", meta={"ns": NS, "date": DAY})
+    job.set_status("started")
+    redis_client.lrem(foreign.key, 0, job.id)  # taken off the queue, as a worker does
+    redis_client.zadd(queue(MODEL_QUEUE, redis_client).started_job_registry.key, {"foreign:exec": time.time() - 60})
+
+    rt = Runtime(cfg=small_config(tmp_path), redis=redis_client, artifacts=None, models=None)
+    assert stage_grid(rt, NS) == {}  # a payload that is not JSON is not Varro's: not shown
+    assert recover_abandoned(redis_client, [MODEL_QUEUE]) == ["foreign"]
+    assert queue(MODEL_QUEUE, redis_client).failed_job_registry.get_job_ids() == ["foreign"]
+    assert queue(MODEL_QUEUE, redis_client).get_job_ids() == []
+    assert not marker.exists()

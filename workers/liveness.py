@@ -86,6 +86,11 @@ def recover_abandoned(redis: redis_lib.Redis, names: Iterable[str]) -> list[str]
         try:
             expired = registry.get_expired_job_ids()
             registry.cleanup()
+        except CONNECTION_ERRORS:
+            raise  # the caller's loop waits for the server
+        except Exception:  # one bad registry entry must not stop the dispatcher or a worker
+            log.exception("recovering abandoned jobs failed", queue=name)
+            continue
         finally:
             q.release_maintenance_lock()
         for job_id in expired:
