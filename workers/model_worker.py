@@ -2,9 +2,9 @@
 
 `ModelWorker` runs generate/rank/train jobs in its own process (RQ's
 SimpleWorker: no fork per job), so the checkpoint loaded by the process
-runtime stays in memory from one job to the next. Its jobs always carry a
-finite timeout: a SimpleWorker sends no heartbeat while a job runs, and one
-with an infinite timeout is declared abandoned after about seven minutes.
+runtime stays in memory from one job to the next. Its jobs still carry a
+finite timeout (`workers.job_timeout_s`), the death penalty of a job that
+hangs; a job whose worker died is found by its lapsed heartbeat instead.
 
 `FetchWorker` is RQ's ordinary forking worker: fetching is light, and a feed
 that crashes its parser takes down only the work horse. Its parent process
