@@ -22,7 +22,7 @@ from rq import Retry
 
 from jobs.daily import request_day
 from varro.config import load_config
-from workers.dispatcher import GROUP, MODEL_QUEUE, Dispatcher
+from workers.dispatcher import FETCH_QUEUE, GROUP, MODEL_QUEUE, Dispatcher
 from workers.liveness import recover_abandoned, stalled_job_ids
 from workers.operations import day_state, namespace_status, plan_backfill, run_backfill, stage_grid
 from workers.queues import fetch_job, queue
@@ -76,7 +76,7 @@ def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.2):
 class ModelWorkerProcess:
     """`varro worker model` in its own process group, logging to a file."""
 
-    def __init__(self, url: str, data_dir: Path, log: Path, ns: str = NS):
+    def __init__(self, url: str, data_dir: Path, log: Path, ns: str = NS, role: str = "model"):
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
@@ -84,7 +84,7 @@ class ModelWorkerProcess:
         }
         env.pop("REDIS_URL", None)
         self.log = log
-        args = ["--log-level", "INFO", "worker", "model", "--redis-url", url, "--data-dir", str(data_dir), "--ns", ns]
+        args = ["--log-level", "INFO", "worker", role, "--redis-url", url, "--data-dir", str(data_dir), "--ns", ns]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "varro.cli", *args],
             cwd=ROOT,
@@ -116,14 +116,14 @@ class ModelWorkerProcess:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def request_and_hold(rt: Runtime, markers: Path):
+def request_and_hold(rt: Runtime, markers: Path, queue_name: str = MODEL_QUEUE):
     """Request the day, and do what the dispatcher does with it (enqueue its fetch, ack the request),
     with the fetch job behind the gate and the deployment's retry policy and timeout."""
     request_day(rt.context(NS), DAY, trigger="manual", source="sample")
     consumer = Dispatcher(rt.redis, rt.cfg, name="test-dispatcher").consumer(NS)
     (delivery,) = consumer.read(count=10, block_ms=None)
     markers.mkdir()
-    queue(MODEL_QUEUE, rt.redis).enqueue_call(
+    queue(queue_name, rt.redis).enqueue_call(
         "liveness_tasks.held_fetch",
         kwargs={
             "ns": NS,
@@ -326,3 +326,22 @@ def test_a_stalled_foreign_job_is_failed_never_decoded_or_run(redis_client, tmp_
     assert queue(MODEL_QUEUE, redis_client).failed_job_registry.get_job_ids() == ["foreign"]
     assert queue(MODEL_QUEUE, redis_client).get_job_ids() == []
     assert not marker.exists()
+
+
+def test_a_fetch_worker_killed_mid_job_stalls_its_job_within_the_bound(runtime, redis_server, tmp_path):
+    """The forking fetch worker: its horse monitor beats (RQ's), scored liveness_s ahead like the model worker's."""
+    markers = tmp_path / "markers"
+    request_and_hold(runtime, markers, FETCH_QUEUE)
+    worker = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / "fetch.log", role="fetch")
+    try:
+        wait_for(lambda: attempts(markers), 120, "the fetch worker never started the job")
+        time.sleep(2 * LIVENESS_S)  # alive and beating: not stalled
+        assert stalled_job_ids(runtime.redis, FETCH_QUEUE) == []
+        killed_at = worker.kill_group()
+    finally:
+        worker.stop()
+    wait_for(lambda: stalled_job_ids(runtime.redis, FETCH_QUEUE), 6 * LIVENESS_S, "the job never stalled")
+    stalled_after = time.time() - killed_at
+    print(f"\nliveness_s={LIVENESS_S}: fetch job stalled {stalled_after:.1f}s after kill -9")
+    assert stalled_after < LIVENESS_S + 3
+    assert namespace_status(runtime, NS).states[DAY] == "stalled"
