@@ -39,9 +39,12 @@ from events.schema import (
     Ranked,
     RolloutsGenerated,
 )
-from events.store import EventStore
+from events.store import EventStore, key
 from varro.config import VarroConfig
+from varro.errors import UsageProblem
+from workers.liveness import recover_abandoned
 from workers.queues import queue
+from workers.reconnect import CONNECTION_ERRORS, wait_for_server
 
 FETCH_QUEUE = "varro-fetch"
 MODEL_QUEUE = "varro-model"
@@ -187,6 +190,44 @@ def resume(store: EventStore, date: str) -> list[JobSpec]:
     return [JobSpec(stage, store.ns, day, f"resume:{date}:{store.last_entry_id()}", request.correlation_id, kwargs)]
 
 
+class DeploymentRunning(UsageProblem):
+    """Another dispatcher consumes the namespace: an in-process run would race it for the events."""
+
+
+PRESENCE_TTL_S = 10
+
+
+def presence_key(ns: str) -> str:
+    """Where a running dispatcher loop says it is dispatching `ns` (expires unless renewed)."""
+    return key(ns, "dispatcher")
+
+
+def active_dispatchers(redis: redis_lib.Redis, ns: str, *, besides: str) -> list[str]:
+    """Names of the dispatcher loops (`Dispatcher.run`, a deployment's) dispatching `ns` now.
+
+    Each loop renews a short-lived presence key every round (about every
+    second); one that stopped or died lets it expire within PRESENCE_TTL_S.
+    In-process runs dispatch by `step` and leave no presence behind.
+    """
+    name = redis.get(presence_key(ns))
+    if name is None:
+        return []
+    text = name.decode() if isinstance(name, bytes) else str(name)
+    return [] if text == besides else [text]
+
+
+def refuse_if_dispatched(redis: redis_lib.Redis, ns: str, *, me: str) -> None:
+    """Raise `DeploymentRunning`, naming the other dispatcher, when one is consuming `ns`."""
+    others = active_dispatchers(redis, ns, besides=me)
+    if others:
+        raise DeploymentRunning(
+            f"namespace {ns!r} is being dispatched by a running deployment (dispatcher {others[0]!r}), "
+            "which takes this run's events and does the work itself: "
+            "request days there with `varro daily` and follow them with `varro status`, "
+            "or stop that dispatcher first"
+        )
+
+
 class Dispatcher:
     """Consumes namespace streams through a consumer group and enqueues jobs on RQ."""
 
@@ -253,6 +294,8 @@ class Dispatcher:
             try:
                 for spec in plan(delivery.event, store, shards=self.cfg.workers.generate_shards):
                     self.enqueue(spec)
+            except CONNECTION_ERRORS:
+                raise  # not the event's fault: it stays pending and is delivered again after reconnecting
             except Exception as exc:  # a planning failure must not lose the event
                 log.exception("dispatch failed", entry_id=delivery.entry_id)
                 consumer.fail(delivery, f"{type(exc).__name__}: {exc}")
@@ -260,12 +303,38 @@ class Dispatcher:
             consumer.ack(delivery.entry_id)
         return len(deliveries)
 
+    def announce(self, names: list[str]) -> None:
+        """Renew this loop's presence on each namespace it dispatches (see `active_dispatchers`)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for ns in names:
+                pipe.set(presence_key(ns), self.name, ex=PRESENCE_TTL_S)
+            pipe.execute()
+
     def run(
         self, namespaces: list[str] | None = None, *, poll_s: float = 1.0, stop: Callable[[], bool] | None = None
     ) -> None:
-        """Dispatch forever (or until `stop()`), over given or all known namespaces."""
+        """Dispatch forever (or until `stop()`), over given or all known namespaces.
+
+        Between rounds it re-runs jobs whose worker died (`recover_abandoned`),
+        at most every liveness_s / 4 seconds. A lost connection (the server
+        restarting) is logged and waited out with backoff, then dispatching
+        goes on: an entry read but not acked before the loss is still pending
+        and is delivered again.
+        """
+        every_s = max(1.0, self.cfg.workers.liveness_s / 4)
+        next_recovery = 0.0
         while stop is None or not stop():
-            names = namespaces or EventStore.namespaces(self.redis)
-            handled = sum(self.step(ns) for ns in names)
+            try:
+                if time.monotonic() >= next_recovery:
+                    recover_abandoned(self.redis, self.queues)
+                    next_recovery = time.monotonic() + every_s
+                names = namespaces or EventStore.namespaces(self.redis)
+                self.announce(names)
+                handled = sum(self.step(ns) for ns in names)
+            except CONNECTION_ERRORS as exc:
+                if not wait_for_server(self.redis, log, exc, process=f"dispatcher {self.name}", stop=stop):
+                    return
+                self._consumers.clear()  # re-create the groups a server restarted without its data lacks
+                continue
             if not handled:
                 time.sleep(poll_s)

@@ -17,7 +17,14 @@ from events.schema import HeadlineSource
 from events.store import EventStore
 from jobs.daily import request_day
 from varro.config import VarroConfig
-from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, missing_stages, resume
+from workers.dispatcher import (
+    FETCH_QUEUE,
+    MODEL_QUEUE,
+    Dispatcher,
+    missing_stages,
+    refuse_if_dispatched,
+    resume,
+)
 from workers.model_worker import ModelWorker
 from workers.queues import fetch_job, last_error, queue
 from workers.runtime import Runtime, set_runtime
@@ -91,9 +98,14 @@ def run_days(
 
     `config_for(date)` gives the config a day is requested with (a replay passes
     the source namespace's recorded one); by default the runtime's own.
+
+    A deployment's dispatcher consuming the namespace would take the run's
+    events and do its work: that is refused (`DeploymentRunning`) before
+    anything is recorded, and a day that stops short while one appeared says so.
     """
     set_runtime(rt)
     dispatcher = Dispatcher(rt.redis, rt.cfg, name=f"inprocess-{ns}")
+    refuse_if_dispatched(rt.redis, ns, me=dispatcher.name)
     for date in dates:
         ctx = rt.context(ns)
         if config_for is not None:
@@ -109,6 +121,7 @@ def run_days(
             drain(rt, dispatcher, [ns])
         missing = unfinished_stages(ctx.store, date)
         if missing:
+            refuse_if_dispatched(rt.redis, ns, me=dispatcher.name)
             errors = [
                 f"{f.stage} {f.date} ({f.job_id}): {f.error}"
                 for f in failed_jobs(rt, ns)

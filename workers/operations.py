@@ -27,35 +27,55 @@ from varro.errors import UsageProblem
 from varro.lineage import DONE, MISSING, day_grid
 from workers.dispatcher import FETCH_QUEUE, GROUP, MODEL_QUEUE, Dispatcher, JobSpec, missing_stages
 from workers.inprocess import FailedJob, drain, failed_jobs, requeue_failed, run_days
+from workers.liveness import recover_abandoned, stalled_job_ids, worker_state
 from workers.queues import SERIALIZER, fetch_job, queue
 from workers.runtime import Runtime
 
 STAGES = ("fetch", "generate", "rank", "train")
 Reprocess = Literal["missing", "failed", "all"]
-DayState = Literal["missing", "failed", "running", "incomplete", "done"]
+DayState = Literal["missing", "failed", "stalled", "running", "incomplete", "done"]
 
 
 def events_of(rt: Runtime, ns: str) -> list[AnyEvent]:
     return [stored.event for stored in rt.store(ns).read()]
 
 
-def running_jobs(rt: Runtime, ns: str) -> list[tuple[str, str]]:
-    """(stage, date) of the namespace's jobs that RQ has queued or started."""
+def _stages_of(rt: Runtime, ns: str, name: str, job_ids: list[str]) -> list[tuple[str, str]]:
     out = []
-    for name in (FETCH_QUEUE, MODEL_QUEUE):
-        q = queue(name, rt.redis)
-        for job_id in q.started_job_registry.get_job_ids() + q.get_job_ids():
-            job = fetch_job(name, rt.redis, job_id)
-            meta = (job.meta or {}) if job is not None else {}
-            if meta.get("ns") == ns and "stage" in meta and "date" in meta:
-                out.append((meta["stage"], meta["date"]))
+    for job_id in job_ids:
+        job = fetch_job(name, rt.redis, job_id)
+        meta = (job.meta or {}) if job is not None else {}
+        if meta.get("ns") == ns and "stage" in meta and "date" in meta:
+            out.append((meta["stage"], meta["date"]))
     return out
 
 
+def running_jobs(rt: Runtime, ns: str) -> list[tuple[str, str]]:
+    """(stage, date) of the namespace's jobs that RQ has queued, or started with a live heartbeat.
+
+    Read without RQ's registry cleanup: looking must not change what it looks at.
+    """
+    out = []
+    for name in (FETCH_QUEUE, MODEL_QUEUE):
+        q = queue(name, rt.redis)
+        stalled = set(stalled_job_ids(rt.redis, name))
+        started = [j for j in q.started_job_registry.get_job_ids(cleanup=False) if j not in stalled]
+        out += _stages_of(rt, ns, name, started + q.get_job_ids())
+    return out
+
+
+def stalled_jobs(rt: Runtime, ns: str) -> list[tuple[str, str]]:
+    """(stage, date) of the namespace's started jobs whose worker stopped beating (killed, lost):
+    the dispatcher or a worker re-runs them shortly; backfill does it at once."""
+    names = (FETCH_QUEUE, MODEL_QUEUE)
+    return [sd for name in names for sd in _stages_of(rt, ns, name, stalled_job_ids(rt.redis, name))]
+
+
 def stage_grid(rt: Runtime, ns: str, events: list[AnyEvent] | None = None) -> dict[str, dict[str, str]]:
-    """date -> stage -> done | missing | failed | running: the log's grid with RQ's live states over it."""
+    """date -> stage -> done | missing | failed | stalled | running: the log's grid with RQ's live states over it."""
     grid = day_grid(events_of(rt, ns) if events is None else events)
     overlay = [(f.stage, f.date, "failed") for f in failed_jobs(rt, ns)]
+    overlay += [(stage, date, "stalled") for stage, date in stalled_jobs(rt, ns)]
     overlay += [(stage, date, "running") for stage, date in running_jobs(rt, ns)]
     for stage, date, state in overlay:
         row = grid.setdefault(date, {s: MISSING for s in STAGES})
@@ -65,7 +85,8 @@ def stage_grid(rt: Runtime, ns: str, events: list[AnyEvent] | None = None) -> di
 
 
 def day_state(grid: dict[str, dict[str, str]], store: EventStore, date: str) -> DayState:
-    """One word for a day: never fetched, a stage failed or is running, its chain stopped short, or done.
+    """One word for a day: never fetched, a stage failed, stalled (its worker died) or is running,
+    its chain stopped short, or done.
 
     "Done" means the dispatcher's chain for the day has nothing missing: the day
     is fetched and generated, and the previous day's roll-outs (if any) are
@@ -76,6 +97,8 @@ def day_state(grid: dict[str, dict[str, str]], store: EventStore, date: str) -> 
         return "missing"
     if "failed" in row.values():
         return "failed"
+    if "stalled" in row.values():
+        return "stalled"
     if "running" in row.values():
         return "running"
     return "incomplete" if missing_stages(store, date) else "done"
@@ -116,7 +139,10 @@ def namespace_status(rt: Runtime, ns: str) -> NamespaceStatus:
         grid=grid,
         states={date: day_state(grid, store, date) for date in grid},
         queued={name: queue(name, rt.redis).count for name in (FETCH_QUEUE, MODEL_QUEUE)},
-        workers=[(w.name, w.get_state()) for w in Worker.all(connection=rt.redis, serializer=SERIALIZER)],
+        workers=[
+            (w.name, worker_state(w, rt.cfg.workers.liveness_s))
+            for w in Worker.all(connection=rt.redis, serializer=SERIALIZER)
+        ],
         dead_letters=Consumer(rt.redis, ns, GROUP, "status").dead_letters(),
         failed=failed_jobs(rt, ns),
         stranded=stranded_days(grid),
@@ -141,9 +167,9 @@ def plan_backfill(rt: Runtime, ns: str, dates: list[str], reprocess: Reprocess, 
         raise UsageProblem("--reprocess all rewrites recorded days: give --into NEW to fork instead")
     store, grid = rt.store(ns), stage_grid(rt, ns)
     wanted: dict[Reprocess, tuple[DayState, ...]] = {
-        "all": ("missing", "failed", "running", "incomplete", "done"),
-        "failed": ("failed",),
-        "missing": ("missing", "incomplete"),
+        "all": ("missing", "failed", "stalled", "running", "incomplete", "done"),
+        "failed": ("failed", "stalled"),
+        "missing": ("missing", "incomplete", "stalled"),
     }
     rows = []
     for date in dates:
@@ -159,10 +185,16 @@ def run_backfill(
     *,
     on_day: Callable[[str], None] | None = None,
 ) -> None:
-    """Carry out a plan: fill the days in place, or fork them into the plan's target namespace."""
+    """Carry out a plan: fill the days in place, or fork them into the plan's target namespace.
+
+    In place, jobs whose worker died are recovered first (re-run, or failed
+    once out of retries), then failed jobs are requeued: a stalled day resumes
+    its own job instead of colliding with it.
+    """
     if plan.target != plan.ns:
         fork(rt, plan.ns, plan.target, plan.todo, source, on_day=on_day)
         return
+    recover_abandoned(rt.redis, (FETCH_QUEUE, MODEL_QUEUE))
     requeue_failed(rt, plan.ns, plan.todo)
     run_days(rt, plan.ns, plan.todo, source=source, on_day=on_day)
 

@@ -82,6 +82,13 @@ def set_default_config(cfg: VarroConfig) -> None:
     _default_config = cfg
 
 
+def current_config() -> VarroConfig:
+    """The config of this process (its runtime's, else the default one) without creating a runtime."""
+    if _runtime is not None:
+        return _runtime.cfg
+    return _default_config or load_config()
+
+
 def get_runtime() -> Runtime:
     """The runtime of this process, created on first use from the default config
     (the command line's, else the environment's and config file's)."""

@@ -27,6 +27,7 @@ from events.ids import sha256_hex
 from varro.config import VarroConfig
 from workers.dispatcher import FETCH_QUEUE
 from workers.queues import queue
+from workers.reconnect import CONNECTION_ERRORS, wait_for_server
 
 log = structlog.get_logger("varro.schedule")
 
@@ -76,12 +77,21 @@ class DailySchedule:
         sleep: Callable[[float], None] = time.sleep,
         max_sleep_s: float = 30.0,
     ) -> None:
-        """Fire at every cron time from now on, until `stop()`; sleeps at most `max_sleep_s` at a time."""
+        """Fire at every cron time from now on, until `stop()`; sleeps at most `max_sleep_s` at a time.
+
+        A firing that meets a lost connection waits for the server (with
+        backoff, logged) and is then enqueued: it is late, never skipped.
+        """
         due = self.next_time(now())
         while stop is None or not stop():
             current = now()
             if current >= due:
-                self.fire(due)
+                try:
+                    self.fire(due)
+                except CONNECTION_ERRORS as exc:
+                    if not wait_for_server(self.redis, log, exc, process="scheduler", stop=stop, sleep=sleep):
+                        return
+                    continue
                 due = self.next_time(max(current, due))
                 continue
             sleep(min(max_sleep_s, (due - current).total_seconds()))
