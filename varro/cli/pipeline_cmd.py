@@ -441,7 +441,6 @@ def status_cmd(cfg: VarroConfig, as_json) -> None:
         "failed": "[red]failed[/]",
         "running": "[yellow]running[/]",
         "stalled": "[red]stalled[/]",
-        "stalled": "[red]stalled[/]",
     }
     table = Table("date", *STAGES, "day", title=f"namespace {cfg.ns}")
     for date in sorted(status.grid):
