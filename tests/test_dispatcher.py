@@ -40,7 +40,8 @@ def ctx_of(rt) -> JobContext:
 
 def test_request_plans_fetch_and_fetch_plans_generate_without_earlier_rollouts(runtime):
     request = request_day(ctx_of(runtime), DAY, trigger="manual", source="sample").event
-    assert specs(runtime, request) == [("fetch", DAY, {"source": "sample", "force": False})]
+    sample = {"kind": "sample", "paths": [], "namespace": None}  # the recorded HeadlineSource, as JSON for RQ
+    assert specs(runtime, request) == [("fetch", DAY, {"source": sample, "force": False})]
 
     from jobs.fetch import fetch_headlines
 
