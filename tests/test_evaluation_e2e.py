@@ -149,3 +149,22 @@ def test_charts_and_tensorboard_hold_the_reported_series(trained, tmp_path):
     acc.Reload()
     kl = [(s.step, s.value) for s in acc.Scalars("train/kl_old_k3")]
     assert kl == [(i, pytest.approx(r["kl_old"], rel=1e-6)) for i, r in enumerate(rows) if r["kl_old"] is not None]
+
+
+def test_ab_in_a_namespace_with_nothing_recorded_is_one_clear_line(trained):
+    result = CliRunner().invoke(
+        main,
+        [
+            "ab",
+            "--b",
+            DAYS[1],
+            "--ns",
+            "nothing-here",
+            "--data-dir",
+            str(trained.cfg.data_path),
+            "--redis-url",
+            trained.cfg.redis_url,
+        ],
+    )
+    assert result.exit_code == 2 and "namespace 'nothing-here' has no events" in result.output
+    assert trained.store("nothing-here").count() == 0  # and nothing was recorded there

@@ -407,6 +407,8 @@ def evaluate(
 def ab(rt: Runtime, ns: str, a_ref: str, b_ref: str, panel_spec: str, *, force: bool = False) -> Evaluated:
     """`varro ab`: B against A on a panel. Against the base or B's own parent it is also a point of the
     learning curve (purpose vs_base / vs_parent, dated by B's training day)."""
+    if not rt.store(ns).count():
+        raise UsageProblem(f"namespace {ns!r} has no events: nothing was trained there (varro namespaces lists them)")
     a, b = resolve_checkpoint(rt, ns, a_ref), resolve_checkpoint(rt, ns, b_ref)
     panel = panel_event(rt, ns, panel_spec)
     trained = rt.store(ns).latest("EpochTrained", b[1]) if b[1] != "base" else None
