@@ -168,3 +168,25 @@ def test_ab_in_a_namespace_with_nothing_recorded_is_one_clear_line(trained):
     )
     assert result.exit_code == 2 and "namespace 'nothing-here' has no events" in result.output
     assert trained.store("nothing-here").count() == 0  # and nothing was recorded there
+
+
+def test_a_picking_judge_is_asked_in_both_orders_on_the_real_model(trained):
+    """The mlx judge (varro-tiny judging its own answers) through the real evaluation path: every pair is
+    asked twice, disagreements between the orders are ties, and the counts add up."""
+    import msgspec
+
+    cfg = msgspec.structs.replace(trained.cfg, judge=msgspec.structs.replace(trained.cfg.judge, kind="mlx"))
+    rt = Runtime(cfg=cfg, redis=trained.redis, artifacts=trained.artifacts, models=trained.models)
+    event = ab(rt, NS, "base", DAYS[1], "sample")
+    assert event.judge.startswith("mlx:") and event.pairs == event.k * event.headlines
+    assert event.score_diff is None  # a picking judge gives no scores to subtract
+    # varro-tiny as a judge mostly prefers a position (72 of 76 pairs measured): asked both ways, those cancel
+    assert 0 < event.order_disagreements <= event.ties <= event.pairs
+    assert event.judge_failures == 0  # the local judge reads letter log-probs: it always answers
+    results = msgspec.msgpack.decode(trained.artifacts.get(event.artifact))
+    verdicts = [p["verdict"] for p in results["pairs"]]
+    assert sum(v == "tie" for v in verdicts) == event.ties
+    assert event.win_rate.value == pytest.approx(
+        sum({"b": 1.0, "tie": 0.5, "a": 0.0}[v] for v in verdicts) / len(verdicts)
+    )
+    assert ab(rt, NS, "base", DAYS[1], "sample") == event  # recorded once
