@@ -190,3 +190,30 @@ def test_a_picking_judge_is_asked_in_both_orders_on_the_real_model(trained):
         sum({"b": 1.0, "tie": 0.5, "a": 0.0}[v] for v in verdicts) / len(verdicts)
     )
     assert ab(rt, NS, "base", DAYS[1], "sample") == event  # recorded once
+
+
+def test_run_with_every_day_on_draws_a_learning_curve_and_ends_with_the_verdict(tmp_path, redis_server):
+    """`varro run` with eval.every_day: each trained day is judged against the base and its parent on the
+    bundled panel; the last line is the verdict on the newest checkpoint."""
+    import redis as redis_py
+
+    env = {
+        "VARRO_GENERATION__MAX_HEADLINES": "4",
+        "VARRO_GENERATION__PROFILES__DEFAULT__MAX_TOKENS": "32",
+        "VARRO_TRAIN__MINIBATCHES": "2",
+        "VARRO_WORKERS__RETRIES": "0",
+        "VARRO_EVAL__K": "1",
+        "VARRO_EVAL__EVERY_DAY": "true",
+    }
+    ns = "curve"
+    args = ["run", "--to", DAYS[2], "--ns", ns, "--data-dir", str(tmp_path), "--redis-url", redis_server.url]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "vs_base: win rate" in result.output and "vs_parent: win rate" in result.output
+    last_line = [line for line in result.output.splitlines() if line.strip()][-1]
+    assert "Verdict:" in result.output.splitlines()[-2] + last_line  # the verdict closes the run
+    from events.store import EventStore
+
+    store = EventStore(redis_py.Redis.from_url(redis_server.url), ns)
+    evaluated = [(s.event.purpose, s.event.date) for s in store.read(types=["Evaluated"])]
+    assert evaluated == [("vs_base", DAYS[0]), ("vs_base", DAYS[1]), ("vs_parent", DAYS[1])]

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from events.ids import today_utc
+from events.ids import shift_date, today_utc
 from events.schema import HeadlineSource
 from varro.cli.common import (
     SEED,
@@ -112,10 +112,10 @@ def _run_in_process(rt, ns: str, dates: list[str], *, panel: str | None = None, 
 
     def operation(on_day) -> None:
         def day_done(date: str) -> None:
-            if every_day:
-                for event in evaluate_day(rt, ns, date, panel):
-                    console.print(f"    {event.purpose}: {_short_verdict(event)}")
             on_day(date)
+            if every_day:  # day D's chain trained D-1 (on D's headlines as its outcomes)
+                for event in evaluate_day(rt, ns, shift_date(date, -1), panel):
+                    console.print(f"    {event.date} {event.purpose}: {_short_verdict(event)}")
 
         run_days(rt, ns, dates, on_day=day_done, **kwargs)
 
