@@ -24,6 +24,7 @@ P&L 0 in expectation, exactly).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import re
@@ -98,8 +99,6 @@ class Prices:
     def entry(self, symbol: str, date: str) -> tuple[int, float] | None:
         """(index in the symbol's dates, close) of the last close on or before `date`."""
         dates = self.dates[symbol]
-        import bisect
-
         i = bisect.bisect_right(dates, date) - 1
         return None if i < 0 else (i, self.closes[symbol][dates[i]])
 
