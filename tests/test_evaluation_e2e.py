@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
 from events.schema import Evaluated, PanelFrozen
 from varro.cli import main
-from varro.config import load_config
 from varro.headlines.collect import sample_dates
 from workers.inprocess import run_days
 from workers.operations import ab, evaluate_day, verdict
@@ -21,22 +21,12 @@ DAYS = sample_dates()[:3]
 NS = "evale2e"
 
 
-def small_config(data_dir, **extra):
-    overrides = {
-        "ns": NS,
-        "data_dir": str(data_dir),
-        "generation": {
-            "max_headlines": 4,
-            "profiles": {
-                "default": {"name": "default", "temperature": 0.8, "top_p": 0.95, "top_k": 50, "max_tokens": 40}
-            },
-        },
-        "train": {"minibatches": 2, "microbatch_size": 16},
-        "workers": {"retries": 0},
-        "eval": {"k": 2},
-    }
-    overrides.update(extra)
-    return load_config(overrides=overrides, environ={})
+def small_config(data_dir, redis_url: str):
+    """The end-to-end tests' shrunk pipeline (test_pipeline_e2e), with 2 roll-outs a side per panel headline."""
+    from test_pipeline_e2e import small_config as pipeline_config
+
+    cfg = pipeline_config(data_dir, NS)
+    return msgspec.structs.replace(cfg, redis_url=redis_url, eval=msgspec.structs.replace(cfg.eval, k=2))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +37,7 @@ def trained(tmp_path_factory, redis_server):
     data = tmp_path_factory.mktemp("evaldata")
     client = redis_py.Redis.from_url(redis_server.url)
     client.flushdb()
-    rt = Runtime.create(small_config(data, redis_url=redis_server.url), redis=client)
+    rt = Runtime.create(small_config(data, redis_server.url), redis=client)
     run_days(rt, NS, DAYS, source="sample")
     yield rt
     rt.models.release()
