@@ -36,8 +36,10 @@ class _VarroGroup(click.Group):
         except redis.ConnectionError as exc:  # AuthenticationError included
             from events.connection import redact
 
-            message = redact(str(exc), os.environ.get("REDIS_URL"))
-            raise click.ClickException(f"cannot reach Redis: {message}") from None
+            url = os.environ.get("REDIS_URL")
+            message = redact(str(exc), url)
+            where = f" at {redact(url)}" if url else ""
+            raise click.ClickException(f"cannot reach Redis{where}: {message}") from None
 
 
 @click.group(cls=_VarroGroup, context_settings={"help_option_names": ["-h", "--help"]})
