@@ -84,4 +84,6 @@ def read_series(path: Path) -> dict[str, list[list[object]]]:
     from PIL import Image
 
     with Image.open(path) as image:
-        return json.loads(image.text["varro-series"])
+        text: dict[str, str] = getattr(image, "text", {})  # PNG text chunks (PIL's PngImageFile)
+    series: dict[str, list[list[object]]] = json.loads(text["varro-series"])
+    return series

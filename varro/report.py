@@ -27,7 +27,7 @@ from events.schema import (
     Ranked,
     RolloutsGenerated,
 )
-from varro.projections import fold_latest
+from varro.projections import Latest, fold_latest
 
 _DAY_TYPES = (DailyRunRequested, HeadlinesFetched, RolloutsGenerated, Ranked, EpochTrained)
 
@@ -83,15 +83,16 @@ def day_rows(events: Iterable[AnyEvent]) -> list[DayRow]:
     rows = []
     for date in sorted({date for (cls, date) in latest if cls in _DAY_TYPES}):
         fields: dict[str, object] = {}
-        if (item := latest.get((HeadlinesFetched, date))) is not None:
-            fields["headlines"] = len(item.event.headlines)
-        if (item := latest.get((RolloutsGenerated, date))) is not None:
-            stats = item.event.stats
+        fetched, generated, ranked, trained = (_latest(latest, cls, date) for cls in _DAY_TYPES[1:])
+        if isinstance(fetched, HeadlinesFetched):
+            fields["headlines"] = len(fetched.headlines)
+        if isinstance(generated, RolloutsGenerated):
+            stats = generated.stats
             fields.update(rollouts=stats.rollouts, avg_structure_score=stats.avg_structure_score)
-        if (item := latest.get((Ranked, date))) is not None:
-            fields.update(_ranked_fields(item.event))
-        if (item := latest.get((EpochTrained, date))) is not None:
-            metrics = item.event.metrics
+        if isinstance(ranked, Ranked):
+            fields.update(_ranked_fields(ranked))
+        if isinstance(trained, EpochTrained):
+            metrics = trained.metrics
             fields.update(
                 train_steps=metrics.steps,
                 reward_unscaled=metrics.avg_reward_unscaled,
@@ -110,6 +111,11 @@ def day_rows(events: Iterable[AnyEvent]) -> list[DayRow]:
             fields["win_vs_parent"] = ev.win_rate.value
         rows.append(msgspec.convert({"ns": ns, "date": date, **fields}, DayRow))
     return rows
+
+
+def _latest(latest: Mapping[tuple[type, str], Latest], cls: type, date: str) -> AnyEvent | None:
+    item = latest.get((cls, date))
+    return None if item is None else item.event
 
 
 def latest_evaluations(events: Iterable[AnyEvent]) -> dict[tuple[str, str], Evaluated]:
@@ -142,7 +148,7 @@ def _ranked_fields(event: Ranked) -> dict[str, object]:
 
 def report_rows(logs: Mapping[str, Iterable[AnyEvent]]) -> list[DayRow]:
     """Rows of several namespaces side by side (namespace order as given, dates ascending)."""
-    rows = []
+    rows: list[DayRow] = []
     for ns, events in logs.items():
         rows.extend(msgspec.structs.replace(row, ns=ns) for row in day_rows(events))
     return rows

@@ -90,27 +90,23 @@ def judge_pairs(
         return results
     rounds = []
     for item, ra, rb in pairs:
-        base = dict(headline=item.headline.text, outcomes=tuple(item.outcomes))
-        rounds.append(RoundRequest(key=f"{item.headline.id}/{ra.index}/ab", candidates=(ra.text, rb.text), **base))
-        rounds.append(RoundRequest(key=f"{item.headline.id}/{ra.index}/ba", candidates=(rb.text, ra.text), **base))
+        headline, outcomes = item.headline.text, tuple(item.outcomes)
+        for order, candidates in (("ab", (ra.text, rb.text)), ("ba", (rb.text, ra.text))):
+            key = f"{item.headline.id}/{ra.index}/{order}"
+            rounds.append(RoundRequest(key=key, headline=headline, outcomes=outcomes, candidates=candidates))
     answers = judge.pick(rounds)
     results = []
     for n, (item, ra, rb) in enumerate(pairs):
         first, second = answers[2 * n].choice, answers[2 * n + 1].choice
         if first is None or second is None:
-            if isinstance(fallback, ScoringJudge):
-                sa, sb = _scores(fallback, item, ra.text, rb.text)
-                verdict = _decide(sa, sb)
-            else:
-                sa = sb = None
-                verdict = "tie"
+            scores = _scores(fallback, item, ra.text, rb.text) if isinstance(fallback, ScoringJudge) else None
             results.append(
                 PairResult(
                     headline_id=ra.headline_id,
                     index=ra.index,
-                    verdict=verdict,
-                    a_score=sa,
-                    b_score=sb,
+                    verdict="tie" if scores is None else _decide(*scores),
+                    a_score=None if scores is None else scores[0],
+                    b_score=None if scores is None else scores[1],
                     judge_failed=True,
                 )
             )
