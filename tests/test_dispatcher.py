@@ -148,3 +148,45 @@ def test_an_event_naming_another_namespace_is_dead_lettered_not_planned(runtime,
     (dead,) = Consumer(redis_client, "disp", GROUP, "status").dead_letters()
     assert dead.reason.startswith("foreign:") and "'victim'" in dead.reason
     assert dispatcher.consumer("disp").pending() == 0
+
+
+def test_an_event_the_dispatcher_cannot_plan_is_retried_then_dead_lettered_with_its_reason(runtime, monkeypatch):
+    import workers.dispatcher as dispatcher_module
+
+    def broken_plan(*args, **kwargs):
+        raise RuntimeError("planner bug")
+
+    monkeypatch.setattr(dispatcher_module, "plan", broken_plan)
+    cfg = runtime.cfg
+    request_day(ctx_of(runtime), DAY, trigger="manual", source="sample")
+    dispatcher = Dispatcher(runtime.redis, cfg, name="d-broken", min_idle_ms=0)
+    for _ in range(cfg.workers.max_deliveries + 1):  # each step reclaims the entry and fails it again
+        dispatcher.step("disp")
+    dead = dispatcher.consumer("disp").dead_letters()
+    assert len(dead) == 1 and "RuntimeError: planner bug" in dead[0].reason
+    assert dispatcher.consumer("disp").pending() == 0  # acked once dead-lettered: the stream moves on
+    assert queue(FETCH_QUEUE, runtime.redis).count == 0  # nothing was enqueued
+
+
+def test_a_day_recorded_with_another_model_config_gets_a_model_cache_of_its_own(runtime):
+    """Runtime.context(ns, date) runs a day with the config it was requested with: a different model
+    section swaps the process's model cache; the same one keeps it (the loaded model stays)."""
+    import msgspec
+
+    from varro.model.cache import ModelCache
+
+    runtime.models = ModelCache(runtime.cfg)
+    kept = runtime.models
+    request_day(ctx_of(runtime), DAY, trigger="manual", source="sample")
+    assert runtime.context("disp", DAY).models is kept  # recorded with the runtime's own model section
+    other = msgspec.structs.replace(runtime.cfg, model=msgspec.structs.replace(runtime.cfg.model, kernels="mlx"))
+    later = shift_date(DAY, 1)
+    request_day(
+        JobContext(cfg=other, store=runtime.store("disp"), artifacts=runtime.artifacts, models=None),
+        later,
+        trigger="manual",
+        source="sample",
+    )
+    ctx = runtime.context("disp", later)
+    assert ctx.cfg.model.kernels == "mlx" and ctx.models is runtime.models is not kept
+    assert runtime.models.cfg.model.kernels == "mlx"
