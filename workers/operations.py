@@ -293,38 +293,39 @@ def resolve_checkpoint(rt: Runtime, ns: str, ref: str) -> tuple[CheckpointRef, s
     """(checkpoint, label) named by "base", a trained day (YYYY-MM-DD), a sha256 prefix or a directory.
 
     Only checkpoints this namespace's log knows can be evaluated on a panel:
-    the log is what says which headlines they were trained on.
+    the log is what says which headlines they were trained on. "base" is the
+    base the namespace recorded (`base_checkpoint`), pinned by its hash.
     """
     from pathlib import Path
 
+    from jobs.context import base_checkpoint
     from varro.checkpoints import checkpoint_sha256
     from varro.lineage import CheckpointHistory, LineageError
 
-    models = rt.context(ns).models
+    base = base_checkpoint(rt.context(ns))
     if ref == "base":
-        return models.base_ref(), "base"
+        return base, "base"
     store = rt.store(ns)
     if len(ref) == 10 and ref[4] == "-" and ref[7] == "-":
-        trained = store.latest("EpochTrained", ref)
-        if not isinstance(trained, EpochTrained):
+        trained = store.latest_of(EpochTrained, ref)
+        if trained is None:
             raise UsageProblem(f"namespace {ns!r} trained nothing on {ref}: no checkpoint of that day")
         return trained.checkpoint, ref
-    base = models.base_ref()
+    history = CheckpointHistory(s.event for s in store.read(types=["EpochTrained", "RolloutsGenerated"]))
     if Path(ref).expanduser().is_dir():
         sha = checkpoint_sha256(Path(ref).expanduser())
     else:
         try:
-            sha = CheckpointHistory(events_of(rt, ns)).resolve(ref)
+            sha = history.resolve(ref)
         except LineageError as exc:
             if base.sha256.startswith(ref.lower()):
                 return base, "base"
             raise UsageProblem(str(exc)) from None
     if sha == base.sha256:
         return base, "base"
-    for event in store.read(types=["EpochTrained"]):
-        epoch = event.event
-        if isinstance(epoch, EpochTrained) and epoch.checkpoint.sha256 == sha:
-            return epoch.checkpoint, epoch.date
+    epoch = history.producer(sha)
+    if epoch is not None:
+        return epoch.checkpoint, epoch.date
     raise UsageProblem(
         f"checkpoint {sha[:12]} was not trained in namespace {ns!r}, so the log cannot say what it was trained on"
     )
