@@ -110,10 +110,6 @@ def evaluate_job(
         raise EvaluateInputError(f"no PanelFrozen event {panel_event_id} in namespace {ctx.ns}: freeze a panel first")
     date = validate_date(date or frozen.date)
     panel = panels.decode(ctx.artifacts.get(frozen.artifact), origin=f"panel artifact {frozen.artifact.sha256[:12]}")
-    events = [s.event for s in ctx.store.read(types=["EpochTrained", "RolloutsGenerated"])]
-    for ref, label in zip((a, b), labels, strict=True):
-        check_held_out(events, panel, ref.sha256, label)
-
     sampler, k, seed = cfg.sampler(), cfg.eval.k, cfg.eval.seed
     p_hash = prompt_hash(cfg, ctx.models.tokenizer(b))
     judge_model = judge_model_ref(ctx)
@@ -132,7 +128,10 @@ def evaluate_job(
         inputs.append(f"judge-model:{judge_model}")
     identity = identify(ctx, "Evaluated", date, inputs, force=force)
     if identity.recorded is not None:
-        return identity.recorded
+        return identity.recorded  # its checkpoints passed the lineage check when it was recorded
+    events = [s.event for s in ctx.store.read(types=["EpochTrained", "RolloutsGenerated"])]
+    for ref, label in zip((a, b), labels, strict=True):
+        check_held_out(events, panel, ref.sha256, label)
 
     seeds = {(item.headline.id, i): derive_seed(seed, item.headline.id, i) for item in panel.items for i in range(k)}
     sides, walls = [], []
