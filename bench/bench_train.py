@@ -105,13 +105,14 @@ def rss_mb():
 # ------------------------------------------------------------------ MLX (Varro's trainer)
 
 
-def run_mlx(args, shape, weights_file, compiled, kernels="auto"):
+def run_mlx(args, shape, weights_file, compiled, kernels="auto", fused_adamw=True):
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx_lm.models import qwen3
 
     from varro.config import TrainConfig
     from varro.gspo.batch import TrainingSequence
+    from varro.gspo.optimizer import FusedAdamW
     from varro.gspo.trainer import EpochData, make_loss_and_grad, minibatch_gradient, prepare_policy, sequence_logprobs
 
     mx.random.seed(0)
@@ -148,20 +149,32 @@ def run_mlx(args, shape, weights_file, compiled, kernels="auto"):
     )
     old = [o + old_shift[i, args.prompt - 1 :] for i, o in enumerate(old)]
     data = EpochData(seqs=seqs, old=old, ref=None, advantages=adv, weights=np.ones(args.batch, np.float32))
-    opt = optim.AdamW(learning_rate=LR, weight_decay=0.0, bias_correction=True)
+    opt = (
+        FusedAdamW(learning_rate=LR, weight_decay=0.0)
+        if fused_adamw
+        else optim.AdamW(learning_rate=LR, weight_decay=0.0, bias_correction=True)
+    )
     loss_and_grad = make_loss_and_grad(model, cfg, kernels=kernels)
     part = np.arange(args.batch)
-    times, losses = [], []
+    times, losses, phases = [], [], []
     mx.reset_peak_memory()
     for _ in range(args.steps + 1):
         t = time.perf_counter()
-        loss, grads, _ = minibatch_gradient(loss_and_grad, data, part, cfg)
-        grads, _ = optim.clip_grad_norm(grads, 1.0)
-        opt.update(model, grads)
+        loss, grads, _ = minibatch_gradient(loss_and_grad, data, part, cfg)  # evaluates loss and gradients
+        t_grad = time.perf_counter()
+        if fused_adamw:  # the trainer's path: clipping inside the fused update
+            opt.clip_and_update(model, grads, 1.0)
+            t_clip = t_grad
+        else:
+            grads, _ = optim.clip_grad_norm(grads, 1.0)
+            mx.eval(grads)
+            t_clip = time.perf_counter()
+            opt.update(model, grads)
         mx.eval(model.parameters(), opt.state)
         times.append(time.perf_counter() - t)
+        phases.append(dict(grad_s=t_grad - t, clip_s=t_clip - t_grad, adamw_s=time.perf_counter() - t_clip))
         losses.append(loss)
-    return times, losses, mx.get_peak_memory() / 2**20
+    return times, losses, mx.get_peak_memory() / 2**20, phases
 
 
 # ------------------------------------------------------------------ plain PyTorch
@@ -278,13 +291,15 @@ def worker(args):
     shape = MODELS[args.model]
     if args.framework == "torch":
         times, losses, peak = run_torch(args, shape, args.weights and args.weights + ".npz")
+        phases = []
     else:
-        times, losses, peak = run_mlx(
+        times, losses, peak, phases = run_mlx(
             args,
             shape,
             args.weights and args.weights + ".safetensors",
             compiled=args.framework == "mlx-compiled",
             kernels="mlx" if args.framework == "mlx-mlx-kernels" else "auto",
+            fused_adamw=args.framework != "mlx-stock-adamw",
         )
     timed = times[1:]  # the first step warms up (and compiles)
     tokens = args.batch * (args.prompt + args.response)
@@ -298,6 +313,7 @@ def worker(args):
                 loss_after_update=losses[1],
                 peak_mb=peak,
                 rss_mb=rss_mb(),
+                phases={k: float(np.median([p[k] for p in phases[1:]])) for k in phases[0]} if phases else {},
             )
         )
     )
@@ -310,7 +326,11 @@ def main():
         "--frameworks",
         default="mlx,mlx-mlx-kernels,mlx-compiled,torch",
         help="mlx = the default config (model.kernels auto: NumPy softmax/SwiGLU on the CPU); "
-        "mlx-mlx-kernels = MLX's own kernels; mlx-compiled = mx.compile (MLX's kernels)",
+        "mlx-mlx-kernels = MLX's own kernels; mlx-compiled = mx.compile (MLX's kernels); "
+        "mlx-stock-adamw = the default with MLX's unfused optim.AdamW",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="run the frameworks this many times, alternating, for median and range"
     )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
@@ -343,7 +363,7 @@ def main():
                 weights = str(Path(tmp) / "tiny")
                 np.savez(weights + ".npz", **w)
                 mx.save_safetensors(weights + ".safetensors", {k: mx.array(v) for k, v in w.items()})
-            for fw in args.frameworks.split(","):
+            for repeat, fw in [(r, f) for r in range(args.repeats) for f in args.frameworks.split(",")]:
                 cmd = [
                     sys.executable,
                     "-m",
@@ -361,21 +381,32 @@ def main():
                 if out.returncode != 0:
                     print(f"{fw} on {model} failed:\n{out.stderr[-2000:]}")
                     continue
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                rows.append(dict(json.loads(out.stdout.strip().splitlines()[-1]), repeat=repeat))
                 r = rows[-1]
+                phases = " ".join(f"{k} {v:.2f}" for k, v in r["phases"].items())
                 print(
                     f"{r['model']:>11} {r['framework']:>15}: {r['step_s']:7.3f} s/step "
                     f"{r['tokens_per_s']:9.1f} tok/s  loss1 {r['loss_after_update']:+.7f}  "
-                    f"MLX peak {r['peak_mb'] or 0:8.1f} MB  RSS max {r['rss_mb']:8.1f} MB",
+                    f"MLX peak {r['peak_mb'] or 0:8.1f} MB  RSS max {r['rss_mb']:8.1f} MB  {phases}  "
+                    f"(repeat {repeat}, load {os.getloadavg()[0]:.2f})",
                     flush=True,
                 )
+    baseline = "torch" if "torch" in args.frameworks.split(",") else args.frameworks.split(",")[-1]
     for model in args.models.split(","):
-        by = {r["framework"]: r for r in rows if r["model"] == model}
-        if "torch" in by:
-            for fw in ("mlx", "mlx-mlx-kernels", "mlx-compiled"):
-                if fw in by:
-                    ratio = by[fw]["tokens_per_s"] / by["torch"]["tokens_per_s"]
-                    print(f"{model}: {fw} / torch throughput = {ratio:.2f}x")
+        for fw in args.frameworks.split(","):
+            ratios = [
+                base["step_s"] / row["step_s"]
+                for repeat in range(args.repeats)
+                for row in rows
+                if (row["model"], row["framework"], row["repeat"]) == (model, fw, repeat)
+                for base in rows
+                if (base["model"], base["framework"], base["repeat"]) == (model, baseline, repeat)
+            ]
+            if fw != baseline and ratios:
+                print(
+                    f"{model}: {fw} against {baseline}, speed ratio per repeat {[round(r, 2) for r in ratios]}: "
+                    f"median {np.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x"
+                )
 
 
 if __name__ == "__main__":

@@ -77,7 +77,6 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from mlx_lm.tuner.lora import LoRALinear
@@ -90,6 +89,7 @@ from varro.gspo.advantages import compute_advantages
 from varro.gspo.batch import Batch, TrainingSequence, collate, microbatches, plan_minibatches
 from varro.gspo.logprobs import token_logprobs
 from varro.gspo.objective import ClipRange, k3, policy_loss
+from varro.gspo.optimizer import FusedAdamW
 from varro.model.forward import Kernels
 from varro.model.precision import float32_weights
 
@@ -264,8 +264,8 @@ def minibatch_gradient(loss_and_grad, data: EpochData, part: np.ndarray, cfg: Tr
     return total, grads, stats
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig, prior: PriorState) -> tuple[optim.AdamW, str]:
-    opt = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, bias_correction=True)
+def _optimizer(model: nn.Module, cfg: TrainConfig, prior: PriorState) -> tuple[FusedAdamW, str]:
+    opt = FusedAdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     opt.init(model.trainable_parameters())
     saved = prior.optimizer
     if cfg.lora or not saved:
@@ -370,8 +370,7 @@ def train_epoch(
             if ref is not None:
                 kl_ref_k3.append(st["kl_ref_k3"])
                 kl_ref_lr.append(st["kl_ref_logratio"])
-        grads, norm = optim.clip_grad_norm(grads, cfg.grad_clip)
-        opt.update(model, grads)
+        norm = opt.clip_and_update(model, grads, cfg.grad_clip)
         mx.eval(model.parameters(), opt.state)
         losses.append(loss)
         norms.append(norm.item())
