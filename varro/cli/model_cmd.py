@@ -74,3 +74,68 @@ def info(where: str | None, cfg) -> None:
     ]
     for key, value in rows:
         click.echo(f"{key:18s} {value}")
+
+
+@model.command("cost")
+@click.argument("where", required=False, type=click.Path(file_okay=False))
+@click.option("--headlines", type=click.IntRange(min=1), default=35, show_default=True, help="Headlines in the day.")
+@click.option("--prompt-tokens", type=click.IntRange(min=1), default=115, show_default=True, help="Mean prompt length.")
+@click.option(
+    "--response-tokens",
+    type=click.IntRange(min=1),
+    help="Mean roll-out length (default: the sampler's max_tokens, the worst case).",
+)
+@click.option("--probe-s", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Seconds per probe.")
+@config_options
+def cost(
+    where: str | None, headlines: int, prompt_tokens: int, response_tokens: int | None, probe_s: float, cfg
+) -> None:
+    """Estimate a day's time and peak memory here, from the model's shape and this machine's measured throughputs.
+
+    WHERE is a directory with the checkpoint's config.json (weights are not read);
+    default: the configured base model.
+    """
+    from varro import costs
+
+    if where is None:
+        from varro.model.cache import ModelCache, ModelError
+
+        try:
+            path = Path(ModelCache(cfg).base_ref().path)
+        except (ModelError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        path = Path(where).expanduser()
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        shape = costs.Shape.from_config(config)
+        work = costs.workload(
+            cfg,
+            shape,
+            headlines=headlines,
+            prompt_tokens=prompt_tokens,
+            response_tokens=response_tokens,
+            kv_itemsize=costs.dtype_bytes(config),
+        )
+    except (OSError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"{path} has no readable config.json: {exc}") from None
+    except costs.UsageProblem as exc:
+        raise click.ClickException(str(exc)) from None
+    machine = costs.probe(probe_s)
+    click.echo(f"model {path.name}: {shape.params / 1e6:.1f}M parameters, {shape.layers} layers, vocab {shape.vocab}")
+    click.echo(
+        f"machine: matmul {machine.matmul_flops / 1e9:.0f} GFLOP/s, bandwidth {machine.bandwidth / 1e9:.1f} GB/s, "
+        f"{machine.op_overhead_s * 1e6:.0f} us per operation (probed now)"
+    )
+    click.echo(
+        f"day: {work.headlines} headlines, {work.generated_headlines} generated on x {work.group_size} = "
+        f"{work.rollouts} roll-outs of {work.prompt_tokens} + {work.response_tokens} tokens"
+    )
+    stages = costs.estimate_day(shape, work, machine, logprob_chunk=cfg.train.logprob_chunk)
+    for stage in stages:
+        click.echo(
+            f"{stage.name:9s} {stage.seconds:9.1f} s  peak {stage.peak_bytes / 2**30:6.2f} GiB  ({stage.detail})"
+        )
+    total = sum(stage.seconds for stage in stages)
+    peak = max(stage.peak_bytes for stage in stages)
+    click.echo(f"{'day':9s} {total:9.1f} s  peak {peak / 2**30:6.2f} GiB  (estimate; BENCHMARKS.md says how close)")

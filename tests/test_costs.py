@@ -1,0 +1,125 @@
+"""The day-cost model: its counts agree with the real model and the real batch rule, and the CLI explains itself."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+from click.testing import CliRunner
+from mlx.utils import tree_flatten
+from mlx_lm.models import qwen3
+
+from varro import costs
+from varro.cli import main
+from varro.config import load_config
+from varro.generation.batching import batch_rows
+
+QWEN3_06B = dict(
+    model_type="qwen3",
+    hidden_size=1024,
+    num_hidden_layers=28,
+    intermediate_size=3072,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=4096,
+    rope_theta=1e6,
+)
+
+
+def _matrix_params(model) -> int:
+    """Every weight matrix's size (the norms' vectors are negligible and not counted)."""
+    return sum(v.size for _, v in tree_flatten(model.parameters()) if v.ndim == 2)
+
+
+def test_parameter_count_matches_the_mlx_lm_model(tiny_model_path):
+    config = json.loads((tiny_model_path / "config.json").read_text())
+    model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
+    assert costs.Shape.from_config(config).params == _matrix_params(model)
+    # Qwen3-0.6B's published size: 0.6B parameters, 0.44B of them outside the embedding
+    shape = costs.Shape.from_config(QWEN3_06B)
+    assert shape.params == 595_984_384
+    assert shape.layers * shape.layer_params == 440_401_920
+
+
+def test_rows_per_pass_follow_generations_own_batch_rule(tiny_model_path):
+    from varro.model.cache import load_local
+
+    cfg = load_config(None, environ={})
+    config = json.loads((tiny_model_path / "config.json").read_text())
+    shape = costs.Shape.from_config(config)
+    work = costs.workload(cfg, shape, headlines=40, prompt_tokens=115, response_tokens=None, kv_itemsize=4)
+    model, _ = load_local(tiny_model_path)
+    profile = cfg.generation.profiles[cfg.generation.sampler]
+    assert work.rows_per_pass == batch_rows(
+        "auto", model, group_size=8, max_tokens=profile.max_tokens, kv_cache_mb=cfg.generation.kv_cache_mb
+    )
+    assert work.response_tokens == profile.max_tokens
+    assert work.rollouts == 35 * 8  # 1/8 of 40 held out
+
+
+def test_estimate_scales_with_the_day_and_counts_adamw_state():
+    machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
+    cfg = load_config(None, environ={})
+    shape = costs.Shape.from_config(QWEN3_06B)
+    small, large = (
+        costs.estimate_day(
+            shape,
+            costs.workload(cfg, shape, headlines=n, prompt_tokens=115, response_tokens=100, kv_itemsize=2),
+            machine,
+        )
+        for n in (8, 32)
+    )
+    assert [s.name for s in small] == ["generate", "train"]
+    assert all(b.seconds > 3 * a.seconds for a, b in zip(small, large, strict=True))
+    weights = shape.params * 4
+    assert large[1].peak_bytes > 5 * weights  # weights, gradients, accumulated gradients, AdamW m and v
+    # compute-bound at this size: a day's training is at least its FLOPs at the machine's rate
+    tokens = 28 * 8 * 215
+    assert large[1].seconds > 3 * shape.forward_flops(tokens, 107) / machine.matmul_flops
+
+
+def test_probe_measures_this_machine():
+    machine = costs.probe(0.1)
+    assert 1e8 < machine.matmul_flops < 1e14
+    assert 1e7 < machine.bandwidth < 1e13
+    assert 0 < machine.op_overhead_s < 0.1
+    assert mx.default_device() is not None
+
+
+def test_model_cost_cli_estimates_a_shape_without_weights(tmp_path):
+    (tmp_path / "qwen3-0.6b").mkdir()
+    (tmp_path / "qwen3-0.6b" / "config.json").write_text(json.dumps(QWEN3_06B))
+    result = CliRunner().invoke(
+        main,
+        [
+            "model",
+            "cost",
+            str(tmp_path / "qwen3-0.6b"),
+            "--headlines",
+            "8",
+            "--probe-s",
+            "0.1",
+            "--data-dir",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "596.0M parameters, 28 layers, vocab 151936" in result.output
+    assert "7 generated on x 8 = 56 roll-outs" in result.output
+    for stage in ("generate", "train", "day"):
+        assert any(line.startswith(stage) and " s  peak " in line for line in result.output.splitlines()), stage
+
+
+def test_model_cost_cli_names_a_bad_directory(tmp_path):
+    result = CliRunner().invoke(main, ["model", "cost", str(tmp_path / "nothing"), "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "has no readable config.json" in result.output and "Traceback" not in result.output
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"model_type": "qwen3"}')
+    result = CliRunner().invoke(main, ["model", "cost", str(tmp_path / "bad"), "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "does not describe a decoder model" in result.output

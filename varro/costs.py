@@ -1,0 +1,286 @@
+"""What a day will cost on this machine: time and peak memory, from the model's shape and measured throughputs.
+
+A roofline with an overhead term, per stage. Each pass costs the larger of its
+matmul FLOPs over the machine's sustained matmul rate and its memory traffic
+over the machine's bandwidth, plus a fixed cost per dispatched operation (MLX's
+CPU dispatch and the NumPy hand-offs: what dominates a small model). The three
+machine figures come from `probe()`, a few seconds of real MLX work here; the
+counts come from the checkpoint's config.json and the run's config, never from
+running the model. BENCHMARKS.md compares the estimate with measured days at
+the varro-tiny and Qwen3-0.6B shapes; read it as "which stage, what order of
+magnitude", not as a promise to the second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from varro.errors import UsageProblem
+
+FLOAT32 = 4
+# Operations one decoder layer dispatches, counted from mlx_lm's qwen3 layer and
+# Varro's NumPy kernels: projections, norms, rotary, attention, SwiGLU, residuals.
+OPS_PER_LAYER_FORWARD = 24
+# A training step also runs each layer's backward (about twice the forward's ops)
+# and MLX's bookkeeping of the graph.
+OPS_PER_LAYER_TRAIN = 3 * OPS_PER_LAYER_FORWARD
+# Sampling a token for a batch: the head, the sampler's NumPy hand-off, stopping checks.
+OPS_PER_SAMPLED_TOKEN = 12
+# AdamW reads gradient, weight, m and v and writes weight, m and v (fused: once each).
+ADAMW_PASSES = 7
+# Activations one token keeps per layer for the backward pass, in hidden-size units
+# (inputs of each projection, norms, rotary outputs) plus 4 x the MLP width
+# (gate, up, their product, the SiLU), float32.
+ACTIVATION_HIDDEN_UNITS = 8
+ACTIVATION_MLP_UNITS = 4
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The dimensions of a decoder-only checkpoint that decide its cost."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Shape:
+        """From a checkpoint's config.json (the Qwen/Llama family's field names)."""
+        try:
+            heads = int(config["num_attention_heads"])
+            hidden = int(config["hidden_size"])
+            return cls(
+                layers=int(config["num_hidden_layers"]),
+                hidden=hidden,
+                intermediate=int(config["intermediate_size"]),
+                heads=heads,
+                kv_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or hidden // heads),
+                vocab=int(config["vocab_size"]),
+                tied=bool(config.get("tie_word_embeddings", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageProblem(f"config.json does not describe a decoder model: {exc!r}") from None
+
+    @property
+    def layer_params(self) -> int:
+        attention = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
+        return attention + 3 * self.hidden * self.intermediate
+
+    @property
+    def params(self) -> int:
+        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
+        return self.layers * self.layer_params + embeddings
+
+    def forward_flops(self, tokens: float, context: float, *, head_tokens: float | None = None) -> float:
+        """Matmul FLOPs of a forward pass over `tokens` tokens that each attend to `context` positions.
+
+        `head_tokens` is how many of them go through the vocabulary projection
+        (all of them by default; only the last one per row when prefilling).
+        """
+        layers = 2 * self.layer_params * tokens
+        attention = 4 * self.heads * self.head_dim * tokens * context
+        head = 2 * self.hidden * self.vocab * (tokens if head_tokens is None else head_tokens)
+        return self.layers * (layers + attention) + head
+
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * FLOAT32
+
+
+@dataclass(frozen=True)
+class Machine:
+    """This machine's sustained throughputs, as `probe` measured them."""
+
+    matmul_flops: float  # FLOP/s of float32 matmuls of a model's shape
+    bandwidth: float  # bytes/s of a large elementwise pass
+    op_overhead_s: float  # seconds to dispatch and run one tiny operation
+
+    def seconds(self, flops: float, moved_bytes: float, ops: float) -> float:
+        return max(flops / self.matmul_flops, moved_bytes / self.bandwidth) + ops * self.op_overhead_s
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One day's work, from the run's config and the day's headline count."""
+
+    headlines: int
+    group_size: int
+    prompt_tokens: int
+    response_tokens: int
+    rows_per_pass: int
+    minibatches: int
+    microbatch_size: int
+    holdout_share: float
+    reference_pass: bool
+
+    @property
+    def generated_headlines(self) -> int:
+        return max(1, round(self.headlines * (1 - self.holdout_share)))
+
+    @property
+    def rollouts(self) -> int:
+        return self.generated_headlines * self.group_size
+
+
+@dataclass(frozen=True)
+class StageCost:
+    name: str
+    seconds: float
+    peak_bytes: float
+    detail: str
+
+
+def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
+    rows = max(1, min(work.rows_per_pass, work.rollouts))
+    passes = -(-work.rollouts // rows)
+    weights = shape.params * FLOAT32
+    mean_context = work.prompt_tokens + work.response_tokens / 2
+    prefill = machine.seconds(
+        shape.forward_flops(rows * work.prompt_tokens, work.prompt_tokens / 2, head_tokens=rows),
+        weights,
+        shape.layers * OPS_PER_LAYER_FORWARD,
+    )
+    step = machine.seconds(
+        shape.forward_flops(rows, mean_context),
+        weights + rows * mean_context * shape.kv_bytes_per_token(),
+        shape.layers * OPS_PER_LAYER_FORWARD + OPS_PER_SAMPLED_TOKEN,
+    )
+    decode = prefill + work.response_tokens * step
+    # The teacher-forced pass recording the behaviour log-probs: one forward over every token, per pass.
+    tokens = rows * (work.prompt_tokens + work.response_tokens)
+    teacher = machine.seconds(
+        shape.forward_flops(tokens, (work.prompt_tokens + work.response_tokens) / 2),
+        weights,
+        shape.layers * OPS_PER_LAYER_FORWARD,
+    )
+    kv = rows * (work.prompt_tokens + work.response_tokens) * shape.kv_bytes_per_token()
+    logits = rows * shape.vocab * FLOAT32 * 2
+    return StageCost(
+        "generate",
+        passes * (decode + teacher),
+        weights + kv + logits,
+        f"{work.rollouts} roll-outs in {passes} pass(es) of {rows} rows; "
+        f"{work.response_tokens} decode steps of {step * 1e3:.1f} ms, teacher pass {teacher:.1f} s per pass",
+    )
+
+
+def _training(shape: Shape, work: Workload, machine: Machine, *, chunk: int) -> StageCost:
+    sequences = work.rollouts
+    length = work.prompt_tokens + work.response_tokens
+    tokens = sequences * length
+    weights = shape.params * FLOAT32
+    micro = max(1, min(work.microbatch_size, sequences))
+    microbatches = -(-sequences // micro)
+    # π_old (and the reference) once over every sequence, forward only.
+    forward_passes = 2 if work.reference_pass else 1
+    measure = forward_passes * machine.seconds(
+        shape.forward_flops(tokens, length / 2),
+        weights * microbatches,
+        microbatches * shape.layers * OPS_PER_LAYER_FORWARD,
+    )
+    # Each sequence's forward and backward once per epoch (backward = 2 x forward FLOPs), plus
+    # the checkpointed head's recompute.
+    head_recompute = 2 * shape.hidden * shape.vocab * tokens
+    gradients = machine.seconds(
+        3 * shape.forward_flops(tokens, length / 2) + head_recompute,
+        3 * weights * microbatches,
+        microbatches * shape.layers * OPS_PER_LAYER_TRAIN,
+    )
+    optimizer = work.minibatches * machine.seconds(0.0, ADAMW_PASSES * weights + 2 * weights, 0)
+    activations = (
+        micro
+        * length
+        * shape.layers
+        * (ACTIVATION_HIDDEN_UNITS * shape.hidden + ACTIVATION_MLP_UNITS * shape.intermediate)
+        * FLOAT32
+    )
+    head = micro * min(chunk, length) * shape.vocab * FLOAT32 * 3
+    # weights, gradients, the minibatch's accumulated gradients, and AdamW's m and v
+    state = 5 * weights
+    return StageCost(
+        "train",
+        measure + gradients + optimizer,
+        state + activations + head,
+        f"{sequences} sequences of {length} tokens in {microbatches} microbatches of {micro}; "
+        f"π_old pass {measure:.1f} s, gradients {gradients:.1f} s, {work.minibatches} AdamW updates {optimizer:.1f} s",
+    )
+
+
+def estimate_day(shape: Shape, work: Workload, machine: Machine, *, logprob_chunk: int = 256) -> list[StageCost]:
+    """Generation and training of one day (fetch and a scoring judge are seconds; a model judge is not counted)."""
+    if work.headlines < 1:
+        raise UsageProblem(f"a day needs at least one headline, got {work.headlines}")
+    return [_generation(shape, work, machine), _training(shape, work, machine, chunk=logprob_chunk)]
+
+
+def probe(seconds: float = 1.0) -> Machine:
+    """Measure this machine's matmul rate, bandwidth and per-op overhead with MLX, in about 3 x `seconds`."""
+    import mlx.core as mx
+
+    def rate(run: Any, work: float) -> float:
+        run()  # warm up
+        started, count = time.perf_counter(), 0
+        while count < 2 or time.perf_counter() - started < seconds:
+            run()
+            count += 1
+        return work * count / (time.perf_counter() - started)
+
+    a, b = mx.random.normal((512, 1024)), mx.random.normal((1024, 3072))
+    big = mx.random.normal((32 * 2**20,))
+    tiny = mx.ones((8,))
+    mx.eval(a, b, big, tiny)
+    flops = rate(lambda: mx.eval(a @ b), 2 * 512 * 1024 * 3072)
+    bandwidth = rate(lambda: mx.eval(big.sum()), big.nbytes)  # a read-bound pass, as weights and caches are read
+    ops_per_run = 64
+
+    def chain() -> None:
+        x = tiny
+        for _ in range(ops_per_run):
+            x = x + 1
+            mx.eval(x)
+
+    overhead = 1 / rate(chain, ops_per_run)
+    return Machine(matmul_flops=flops, bandwidth=bandwidth, op_overhead_s=overhead)
+
+
+def dtype_bytes(config: Mapping[str, Any]) -> int:
+    """Bytes per activation element as a checkpoint stores it (generation keeps this dtype; training is fp32)."""
+    return {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(config.get("torch_dtype", "float32")), 4)
+
+
+def workload(
+    cfg: Any, shape: Shape, *, headlines: int, prompt_tokens: int, response_tokens: int | None, kv_itemsize: int
+) -> Workload:
+    """A day's `Workload` from the run's config: the same batch rule generation uses (`varro.generation.batching`)."""
+    from varro.generation.batching import MAX_AUTO_ROWS, PROMPT_ALLOWANCE
+
+    gen, train = cfg.generation, cfg.train
+    profile = gen.profiles.get(gen.sampler)
+    if profile is None:
+        raise UsageProblem(f"generation.sampler {gen.sampler!r} is not one of generation.profiles")
+    max_tokens = int(profile.max_tokens)
+    if gen.batch_size == "auto":
+        per_row = shape.kv_bytes_per_token() // FLOAT32 * kv_itemsize * (PROMPT_ALLOWANCE + max_tokens)
+        rows = min(MAX_AUTO_ROWS, gen.kv_cache_mb * 2**20 // per_row)
+        rows = max(gen.group_size, rows // gen.group_size * gen.group_size)
+    else:
+        rows = int(gen.batch_size)
+    return Workload(
+        headlines=headlines,
+        group_size=gen.group_size,
+        prompt_tokens=prompt_tokens,
+        response_tokens=max_tokens if response_tokens is None else min(response_tokens, max_tokens),
+        rows_per_pass=rows,
+        minibatches=train.minibatches,
+        microbatch_size=train.microbatch_size,
+        holdout_share=gen.holdout_share,
+        reference_pass=train.beta > 0,
+    )
