@@ -13,9 +13,11 @@ magnitude", not as a promise to the second.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from varro.errors import UsageProblem
@@ -102,6 +104,7 @@ class Machine:
     matmul_flops: float  # FLOP/s of float32 matmuls of a model's shape
     bandwidth: float  # bytes/s of a large elementwise pass
     op_overhead_s: float  # seconds to dispatch and run one tiny operation
+    runtime_bytes: float = 0.0  # resident memory of a process that has loaded MLX and mlx_lm, before any model
 
     def seconds(self, flops: float, moved_bytes: float, ops: float) -> float:
         return max(flops / self.matmul_flops, moved_bytes / self.bandwidth) + ops * self.op_overhead_s
@@ -136,6 +139,7 @@ class StageCost:
     seconds: float
     peak_bytes: float
     detail: str
+    parts: dict[str, float]  # seconds of each pass within the stage, for comparison with measurements
 
 
 def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
@@ -166,9 +170,10 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
     return StageCost(
         "generate",
         passes * (decode + teacher),
-        weights + kv + logits,
+        machine.runtime_bytes + weights + kv + logits,
         f"{work.rollouts} roll-outs in {passes} pass(es) of {rows} rows; "
         f"{work.response_tokens} decode steps of {step * 1e3:.1f} ms, teacher pass {teacher:.1f} s per pass",
+        {"decode": passes * decode, "teacher": passes * teacher},
     )
 
 
@@ -179,8 +184,8 @@ def _training(shape: Shape, work: Workload, machine: Machine, *, chunk: int) -> 
     weights = shape.params * FLOAT32
     micro = max(1, min(work.microbatch_size, sequences))
     microbatches = -(-sequences // micro)
-    # π_old (and the reference) once over every sequence, forward only.
-    forward_passes = 2 if work.reference_pass else 1
+    # π_old (and the reference) before the epoch and the new policy after it, forward only.
+    forward_passes = 3 if work.reference_pass else 2
     measure = forward_passes * machine.seconds(
         shape.forward_flops(tokens, length / 2),
         weights * microbatches,
@@ -208,9 +213,11 @@ def _training(shape: Shape, work: Workload, machine: Machine, *, chunk: int) -> 
     return StageCost(
         "train",
         measure + gradients + optimizer,
-        state + activations + head,
+        machine.runtime_bytes + state + activations + head,
         f"{sequences} sequences of {length} tokens in {microbatches} microbatches of {micro}; "
-        f"π_old pass {measure:.1f} s, gradients {gradients:.1f} s, {work.minibatches} AdamW updates {optimizer:.1f} s",
+        f"π_old and closing passes {measure:.1f} s, gradients {gradients:.1f} s, "
+        f"{work.minibatches} AdamW updates {optimizer:.1f} s",
+        {"forward_passes": measure, "gradients": gradients, "adamw": optimizer},
     )
 
 
@@ -224,6 +231,9 @@ def estimate_day(shape: Shape, work: Workload, machine: Machine, *, logprob_chun
 def probe(seconds: float = 1.0) -> Machine:
     """Measure this machine's matmul rate, bandwidth and per-op overhead with MLX, in about 3 x `seconds`."""
     import mlx.core as mx
+    import mlx_lm  # noqa: F401  (part of every worker's resident memory)
+
+    runtime = _resident_bytes()
 
     def rate(run: Any, work: float) -> float:
         run()  # warm up
@@ -248,7 +258,20 @@ def probe(seconds: float = 1.0) -> Machine:
             mx.eval(x)
 
     overhead = 1 / rate(chain, ops_per_run)
-    return Machine(matmul_flops=flops, bandwidth=bandwidth, op_overhead_s=overhead)
+    return Machine(matmul_flops=flops, bandwidth=bandwidth, op_overhead_s=overhead, runtime_bytes=runtime)
+
+
+def _resident_bytes() -> float:
+    """This process's resident set now (Linux /proc; elsewhere the high-water mark)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return float(pages * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return float(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def dtype_bytes(config: Mapping[str, Any]) -> int:

@@ -79,7 +79,13 @@ def info(where: str | None, cfg) -> None:
 @model.command("cost")
 @click.argument("where", required=False, type=click.Path(file_okay=False))
 @click.option("--headlines", type=click.IntRange(min=1), default=35, show_default=True, help="Headlines in the day.")
-@click.option("--prompt-tokens", type=click.IntRange(min=1), default=115, show_default=True, help="Mean prompt length.")
+@click.option(
+    "--prompt-tokens",
+    type=click.IntRange(min=1),
+    default=140,
+    show_default=True,
+    help="Mean prompt length (sample days: 140).",
+)
 @click.option(
     "--response-tokens",
     type=click.IntRange(min=1),

@@ -1,0 +1,136 @@
+"""The day-cost model (`varro model cost`) against what this machine measures, stage by stage.
+
+    .venv/bin/python -m bench.bench_costs [--skip-06b]
+
+varro-tiny: runs three bundled sample days with the default config (`varro run`,
+embedded server, a temporary data directory) and compares the last trained day's recorded
+`RolloutsGenerated.stats.wall_s` and `EpochTrained.metrics.wall_s` with the
+estimate for the same headline, roll-out and token counts (taken from the
+events). Qwen3-0.6B shape: one GSPO step of `bench_train` (4 x 128 tokens,
+gradients and AdamW) measured against the estimate of that step; a whole
+0.6B day does not fit a benchmark run on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import varro  # noqa: F401  (preloads OpenBLAS before mlx)
+from varro import costs
+from varro.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN3_06B = dict(
+    hidden_size=1024,
+    num_hidden_layers=28,
+    intermediate_size=3072,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+)
+
+
+def _cli(*args: str, data_dir: str) -> str:
+    env = dict(os.environ, VARRO_DATA_DIR=data_dir)
+    out = subprocess.run(
+        [sys.executable, "-m", "varro.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, check=True
+    )
+    return out.stdout
+
+
+def tiny_day(machine: costs.Machine) -> None:
+    from varro.model.cache import ModelCache
+
+    cfg = load_config(None, environ={})
+    config = json.loads((Path(ModelCache(cfg).base_ref().path) / "config.json").read_text())
+    shape = costs.Shape.from_config(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        _cli("run", "--source", "sample", "--to", "2025-08-06", data_dir=tmp)
+        events = [json.loads(line)["event"] for line in _cli("events", "export", data_dir=tmp).splitlines()]
+        _cli("server", "stop", data_dir=tmp)
+    day = max(e["date"] for e in events if e["type"] == "EpochTrained")  # a day that generated and trained
+    generated = next(e for e in events if e["type"] == "RolloutsGenerated" and e["date"] == day)["stats"]
+    trained = next(e for e in events if e["type"] == "EpochTrained" and e["date"] == day)["metrics"]
+    headlines = len(next(e for e in events if e["type"] == "HeadlinesFetched" and e["date"] == day)["headlines"])
+    train_response = trained["tokens"] / trained["sequences"]
+    response = generated["generated_tokens"] / generated["rollouts"]
+    work = costs.workload(
+        cfg, shape, headlines=headlines, prompt_tokens=1, response_tokens=round(response), kv_itemsize=4
+    )
+    # the day's own counts: generated headlines and prompt length as the events recorded them
+    prompt = round(train_response - response)
+    work = costs.Workload(
+        **{**work.__dict__, "headlines": generated["headlines"], "holdout_share": 0.0, "prompt_tokens": prompt}
+    )
+    generate, train = costs.estimate_day(shape, work, machine, logprob_chunk=cfg.train.logprob_chunk)
+    print(
+        f"varro-tiny day {day}: {work.rollouts} roll-outs, {prompt} prompt + {round(response)} response tokens "
+        f"(the trainer's {trained['sequences']} sequences)"
+    )
+    for name, estimate, measured in (
+        ("generate", generate, generated["wall_s"]),
+        ("train", train, trained["wall_s"]),
+    ):
+        print(
+            f"  {name:8s} estimate {estimate.seconds:7.1f} s  measured {measured:7.1f} s  "
+            f"ratio {estimate.seconds / measured:.2f}  parts { ({k: round(v, 1) for k, v in estimate.parts.items()}) }"
+        )
+    print(f"  train peak: estimate {train.peak_bytes / 2**20:.0f} MB, measured RSS {trained['peak_rss_mb']:.0f} MB")
+
+
+def qwen_step(machine: costs.Machine) -> None:
+    shape = costs.Shape.from_config(QWEN3_06B)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_train", "--models", "qwen3-0.6b", "--frameworks", "mlx", "--steps", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    print(out.stdout.strip().splitlines()[-1])
+    work = costs.Workload(
+        headlines=1,
+        group_size=4,
+        prompt_tokens=48,
+        response_tokens=80,
+        rows_per_pass=4,
+        minibatches=1,
+        microbatch_size=4,
+        holdout_share=0.0,
+        reference_pass=False,
+    )
+    _, train = costs.estimate_day(shape, work, machine, logprob_chunk=256)
+    step = train.parts["gradients"] + train.parts["adamw"]
+    print(
+        f"Qwen3-0.6B step (4 x 128 tokens): estimate {step:.1f} s "
+        f"(gradients {train.parts['gradients']:.1f}, AdamW {train.parts['adamw']:.1f}), "
+        f"peak estimate {train.peak_bytes / 2**30:.1f} GiB; measured: the line above"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-06b", action="store_true")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}")
+    machine = costs.probe(1.0)
+    print(
+        f"probe: matmul {machine.matmul_flops / 1e9:.0f} GFLOP/s, bandwidth {machine.bandwidth / 1e9:.1f} GB/s, "
+        f"{machine.op_overhead_s * 1e6:.0f} us per op"
+    )
+    tiny_day(machine)
+    if not args.skip_06b:
+        qwen_step(machine)
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
