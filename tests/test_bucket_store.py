@@ -152,6 +152,23 @@ def test_a_server_failing_mid_upload_leaves_no_visible_checkpoint_and_the_previo
     assert path is not None and checkpoint_sha256(path) == first.sha256
 
 
+def test_a_server_stalling_mid_download_leaves_nothing_in_the_cache(tmp_path, bucket, moto_server, monkeypatch):
+    trainer = open_store(bucket_config(tmp_path / "trainer", bucket))
+    ref = trainer.store_checkpoint(new_checkpoint(trainer, tmp_path, seed=5))
+    proxy = FailingProxy(moto_server.port, mode="stall", stall_s=3.0)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        reader = open_store(bucket_config(tmp_path / "reader", bucket, retries=1, read_timeout_s=0.5))
+        proxy.fail_after(3)  # the manifest and two files come down, then the server stops answering
+        with pytest.raises(StoreUnavailable, match=f"cannot download s3://{bucket}/exp/blobs/"):
+            reader.checkpoint_dir(ref.sha256)
+    finally:
+        proxy.close()
+    assert not reader.cache.has(ref.sha256)
+    assert [p.name for p in reader.cache.checkpoints.iterdir()] == []  # no partial directory left behind
+    assert not reader.cache.pinned(ref.sha256)
+
+
 def test_an_unreachable_server_is_a_clear_error_naming_the_object(tmp_path, bucket, monkeypatch):
     from s3_fixtures import free_port
 
