@@ -64,8 +64,9 @@ class BucketStore:
         self.client = client if client is not None else make_client(cfg)
         from boto3.s3.transfer import TransferConfig
 
-        # threads off: a transfer's requests are then the client's, each under its timeouts and retries
-        self.transfer = TransferConfig(use_threads=False, multipart_threshold=64 << 20, multipart_chunksize=64 << 20)
+        # files over 64 MiB go up and down in 64 MiB parts, 4 at a time; each part is one request of the
+        # client, under its timeouts and retries, and a failed part fails the file (an upload is aborted)
+        self.transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
 
     @property
     def checkpoint_root(self) -> Path:
