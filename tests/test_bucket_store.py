@@ -21,7 +21,7 @@ from gspo_fixtures import tiny_model, write_model_dir
 from s3_fixtures import FailingProxy
 
 from events.schema import CheckpointRef
-from varro.artifacts import ArtifactCorrupted, ArtifactStore
+from varro.artifacts import ArtifactCorrupted, ArtifactError, ArtifactStore
 from varro.bucket import BucketStore
 from varro.checkpoint_cache import CheckpointCache
 from varro.checkpoints import TrainerState, checkpoint_manifest, checkpoint_sha256, save_checkpoint
@@ -103,6 +103,17 @@ def test_a_corrupted_checkpoint_file_in_the_bucket_is_refused_and_never_cached(t
         reader.checkpoint_dir(ref.sha256)
     assert not reader.cache.has(ref.sha256)
     assert not list(reader.cache.checkpoints.glob(".tmp-*"))  # the partial download is gone too
+
+
+def test_a_checkpoint_whose_file_is_gone_from_the_bucket_is_an_error_naming_it(tmp_path, bucket, moto_server):
+    trainer = open_store(bucket_config(tmp_path / "trainer", bucket))
+    ref = trainer.store_checkpoint(new_checkpoint(trainer, tmp_path, seed=5))
+    sha = checkpoint_manifest(trainer.cache.path(ref.sha256))["config.json"]
+    moto_server.client().delete_object(Bucket=bucket, Key=f"exp/blobs/{sha[:2]}/{sha}")
+    reader = open_store(bucket_config(tmp_path / "reader", bucket))
+    with pytest.raises(ArtifactError, match=f"lists config.json, but s3://{bucket}/exp/blobs/.* is missing"):
+        reader.checkpoint_dir(ref.sha256)
+    assert not reader.cache.has(ref.sha256)
 
 
 def test_a_manifest_that_is_not_the_recorded_checkpoint_is_refused(tmp_path, bucket, moto_server):

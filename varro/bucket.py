@@ -150,7 +150,7 @@ class BucketStore:
         key = self.artifact_key(digest)
         data = self._read(key)
         if data is None:
-            raise ArtifactError(f"artifact {digest} is missing: no object {self.location.bucket}/{key}")
+            raise ArtifactError(f"artifact {digest} is missing: no object s3://{self.location.bucket}/{key}")
         actual = sha256_hex(data)
         if actual != digest:
             raise ArtifactCorrupted(f"s3://{self.location.bucket}/{key}", digest, actual, what="artifact")
@@ -198,6 +198,10 @@ class BucketStore:
                 )
             manifest = {"sha256": ref.sha256, "files": files, "sizes": sizes}
             self._write(self.manifest_key(ref.sha256), json.dumps(manifest, indent=1, sort_keys=True).encode())
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(
+                f"{exc}; checkpoint {ref.sha256[:12]} is not stored (its manifest goes up only after every file)"
+            ) from None
         finally:
             self.cache.unpin(ref.sha256)
         self.cache.trim()
@@ -226,6 +230,8 @@ class BucketStore:
 
     def _download(self, sha256: str, files: dict[str, str], store: Path) -> Path:
         """Fetch every file of the checkpoint into `store/<sha256>` (one rename of a verified whole)."""
+        from botocore.exceptions import ClientError
+
         try:
             store.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=store, prefix=".tmp-"))
@@ -236,15 +242,21 @@ class BucketStore:
                 target = tmp / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 key = self.blob_key(files[name])
-                self._call(
-                    "download",
-                    key,
-                    self.client.download_file,
-                    self.location.bucket,
-                    key,
-                    str(target),
-                    Config=self.transfer,
-                )
+                try:
+                    self._call(
+                        "download",
+                        key,
+                        self.client.download_file,
+                        self.location.bucket,
+                        key,
+                        str(target),
+                        Config=self.transfer,
+                    )
+                except ClientError:  # _call re-raises only "no such key"
+                    where = f"s3://{self.location.bucket}/{key}"
+                    raise ArtifactError(f"checkpoint {sha256} lists {name}, but {where} is missing") from None
+                except OSError as exc:  # the local disk (the store's own failures are StoreUnavailable)
+                    raise DiskWriteError(target, write_cause(target, exc)) from None
                 actual = file_sha256(target)
                 if actual != files[name]:
                     raise ArtifactCorrupted(f"s3://{self.location.bucket}/{key}", files[name], actual, what="object")
