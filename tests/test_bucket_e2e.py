@@ -20,14 +20,18 @@ import pytest
 import redis as redis_py
 import s3_fixtures
 from click.testing import CliRunner
+from rq import Worker
 
+from events.schema import DailyRunRequested
 from events.store import EventStore
 from varro.checkpoints import checkpoint_sha256, rolling_path
 from varro.cli import main
 from varro.config import load_config
 from varro.headlines.collect import sample_dates
+from workers.dispatcher import MODEL_QUEUE
 from workers.inprocess import failed_jobs, run_days
 from workers.operations import compare_outputs
+from workers.queues import SERIALIZER
 from workers.runtime import Runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -56,6 +60,10 @@ generate_shards = 2
 
 def events_of(store: EventStore) -> list:
     return [stored.event for stored in store.read()]
+
+
+def model_workers(redis) -> list[Worker]:
+    return [w for w in Worker.all(connection=redis, serializer=SERIALIZER) if MODEL_QUEUE in w.queue_names()]
 
 
 class Process:
@@ -119,6 +127,11 @@ def test_two_workers_sharing_only_redis_and_a_bucket_record_what_one_machine_rec
         machine("worker-b", "worker", "model"),
     ]
     try:
+        # both model workers listening before any job exists, so the two shards of a day go one to each
+        deadline = time.monotonic() + 180
+        while len(model_workers(deployed)) < 2:
+            assert time.monotonic() < deadline, [(p.log.name, p.output()[-3000:]) for p in processes]
+            time.sleep(0.5)
         for day in DAYS:
             request = ["daily", "--date", day, "--source", "sample", "--config", str(config), "--redis-url", url]
             done = subprocess.run(
@@ -153,6 +166,8 @@ def test_two_workers_sharing_only_redis_and_a_bucket_record_what_one_machine_rec
     assert sorted((type(e).__name__, e.date, e.event_id) for e in mine) == sorted(
         (type(e).__name__, e.date, e.event_id) for e in theirs
     )
+    for day in DAYS:  # the recorded config holds no trace of where the bytes live
+        assert store.latest_of(DailyRunRequested, day).config == solo.store(NS).latest_of(DailyRunRequested, day).config
     trained = store.latest("EpochTrained", DAYS[0]).checkpoint
     assert trained.path == f"s3://{bucket}/{NS}/checkpoints/{trained.sha256}.json"
 
