@@ -1,4 +1,4 @@
-"""What every job gets: config, the namespace's event store, the artifact store,
+"""What every job gets: config, the namespace's event store, the artifact store (`varro.stores`),
 the model cache, and a bound logger.
 
 A job reads its inputs only from events and the artifacts they point to, does
@@ -29,16 +29,16 @@ from events.schema import CheckpointRef, EpochTrained, RolloutsGenerated
 from events.store import Appended, EventStore
 
 if TYPE_CHECKING:
-    from varro.artifacts import ArtifactStore
     from varro.config import VarroConfig
     from varro.model.cache import ModelCache
+    from varro.stores import Store
 
 
 @dataclass
 class JobContext:
     cfg: VarroConfig
     store: EventStore
-    artifacts: ArtifactStore
+    artifacts: Store
     models: ModelCache
     correlation_id: str = ""
     log: Any = field(default_factory=structlog.get_logger)

@@ -10,10 +10,12 @@ on the same inputs returns the recorded event without training.
 The policy is a private copy of the cached parent (the cache's model is never
 mutated). With β > 0 the frozen reference is the namespace's base model, so the
 KL keeps the whole lineage near where it started; with β = 0 nothing is loaded
-for it. After the event is recorded, the dated projection
-`final_model_YYYYMMDD` is pointed at the new checkpoint, and the rolling
-`final_model` too unless a later date has already been trained (a backfill never
-moves the rolling checkpoint backwards).
+for it. The new checkpoint is stored (with a bucket, uploaded
+whole) before its event is recorded. After the event is recorded, the dated
+projection `final_model_YYYYMMDD` is pointed at the new checkpoint, and the
+rolling `final_model` too unless a later date has already been trained (a
+backfill never moves the rolling checkpoint backwards); with a bucket the links
+are left to `varro rebuild` on the machine that wants them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from events.store import Appended
 from jobs.context import JobContext, base_checkpoint, derive_seed, identify, parent_checkpoint, trained_after
 from jobs.daily import run_seed
 from varro import rollouts
-from varro.checkpoints import TrainerState, load_trainer_state, publish, save_checkpoint
+from varro.checkpoints import TrainerState, load_trainer_state, save_checkpoint
 from varro.gspo.batch import build_sequences
 from varro.gspo.trainer import PriorState, train_epoch
 from varro.model.cache import trainable_copy
@@ -65,7 +67,7 @@ def train_job(
         recorded = identity.recorded.event
         assert isinstance(recorded, EpochTrained)  # the id names its type
         # a crash between append and publish left the links behind; publishing is idempotent
-        publish(recorded.checkpoint, cfg.data_path, ctx.ns, date, rolling=not trained_after(ctx, date))
+        ctx.artifacts.publish(recorded.checkpoint, ctx.ns, date, rolling=not trained_after(ctx, date))
         return identity.recorded
     event_id = identity.event_id
 
@@ -91,7 +93,7 @@ def train_job(
     checkpoint = save_checkpoint(
         result.model,
         parent_dir=parent_dir,
-        data_dir=cfg.data_path,
+        data_dir=ctx.artifacts.checkpoint_root,
         base_model=parent.base_model,
         trainer_state=TrainerState(
             step=result.step, ema_baseline=result.ema_baseline, seed=seed, parent_sha256=parent.sha256
@@ -99,6 +101,7 @@ def train_job(
         optimizer_state=result.optimizer_state,
         parent_manifest=loaded.manifest,
     )
+    checkpoint = ctx.artifacts.store_checkpoint(checkpoint)  # visible to every worker before it is recorded
     event = EpochTrained(
         event_id=event_id,
         ns=ctx.ns,
@@ -119,7 +122,7 @@ def train_job(
         forced=force,
     )
     appended = ctx.store.append(event)
-    publish(checkpoint, cfg.data_path, ctx.ns, date, rolling=not trained_after(ctx, date))
+    ctx.artifacts.publish(checkpoint, ctx.ns, date, rolling=not trained_after(ctx, date))
     ctx.log.info(
         "train.done",
         event_id=event_id,

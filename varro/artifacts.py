@@ -1,4 +1,4 @@
-"""Content-addressed files under the data directory.
+"""Content-addressed files under the data directory: the default store (`varro.stores`).
 
 Large outputs (token ids, log-probs, raw feed payloads) are stored once under
 their sha256 and named from events by `ArtifactRef`. Writes are atomic (temp
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from events.errors import PermanentError
 from events.ids import sha256_hex
-from events.schema import ArtifactRef
+from events.schema import ArtifactRef, CheckpointRef
 from varro.integrity import IntegrityError
 
 
@@ -113,8 +113,18 @@ def fsync_dir(path: Path) -> None:
 
 
 class ArtifactStore:
+    """The data directory as a `varro.stores.Store`: artifacts under ``artifacts/``, checkpoints under
+    ``checkpoints/`` (where `save_checkpoint` writes them), links under ``training/checkpoints/``."""
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.root
+
+    def describe(self) -> str:
+        return f"data directory {self.root}"
 
     def path(self, sha256: str) -> Path:
         return self.root / "artifacts" / sha256[:2] / sha256
@@ -147,3 +157,25 @@ class ArtifactStore:
 
     def exists(self, ref: ArtifactRef | str) -> bool:
         return self.path(ref if isinstance(ref, str) else ref.sha256).exists()
+
+    # ------------------------------------------------------------ checkpoints
+    # (varro.checkpoints imports mlx: imported here only when a checkpoint is handled,
+    # so the forking fetch worker's parent never loads it)
+
+    def store_checkpoint(self, ref: CheckpointRef) -> CheckpointRef:
+        return ref  # save_checkpoint already renamed it into checkpoints/ under this root
+
+    def checkpoint_dir(self, sha256: str) -> Path | None:
+        path = self.root / "checkpoints" / sha256
+        return path if path.is_dir() else None
+
+    def release_checkpoint(self, sha256: str) -> None:
+        pass  # nothing is evicted from the data directory
+
+    def publish(self, ref: CheckpointRef, ns: str, date: str, *, rolling: bool) -> None:
+        from varro.checkpoints import publish
+
+        publish(ref, self.root, ns, date, rolling=rolling)
+
+    def materialise(self, ref: CheckpointRef, data_dir: Path) -> Path:
+        return self.root / "checkpoints" / ref.sha256

@@ -186,6 +186,28 @@ class EvalConfig(Base, frozen=True):
     seed: int = 4321
 
 
+class ArtifactsConfig(Base, frozen=True):
+    """Where artifact and checkpoint bytes live (varro.stores): a machine setting, like `data_dir`.
+
+    It says where the bytes are, not what was computed, so it is stripped from the
+    recorded config (`_MACHINE_KEYS`) and never enters a section hash or event id:
+    a namespace recorded with the data directory replays with the same ids from a bucket.
+    """
+
+    # None: the data directory. "s3://bucket/prefix": an S3-compatible bucket, its endpoint and
+    # credentials read by boto3 from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+    # and AWS_DEFAULT_REGION (never from this file, so no secret is recorded).
+    url: str | None = None
+    # With a bucket, checkpoints are read through a bounded local cache (default <data_dir>/cache)
+    # that evicts the least recently used checkpoint not in use beyond cache_mb.
+    cache_dir: str | None = None
+    cache_mb: int = 20_000
+    # Each request to the bucket: connect and read timeouts, and boto3's retries.
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    retries: int = 3
+
+
 class VarroConfig(Base, frozen=True):
     ns: str = "default"
     data_dir: str = "~/.varro"
@@ -198,6 +220,7 @@ class VarroConfig(Base, frozen=True):
     train: TrainConfig = TrainConfig()
     workers: WorkerConfig = WorkerConfig()
     eval: EvalConfig = EvalConfig()
+    artifacts: ArtifactsConfig = ArtifactsConfig()
 
     @property
     def data_path(self) -> Path:
@@ -320,6 +343,9 @@ def load_config(
     for key, ok, rule in _range_checks(cfg):
         if not ok:
             raise ConfigError(f"{key}: must be {rule}, got {_lookup(cfg, key)!r}")
+    from varro.stores import check_store_config  # light: imports no client library
+
+    check_store_config(cfg.artifacts)
     return cfg
 
 
@@ -375,6 +401,10 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("workers.max_deliveries", w.max_deliveries >= 1, ">= 1"),
         ("workers.generate_shards", w.generate_shards >= 1, ">= 1"),
         ("workers.liveness_s", w.liveness_s >= 4, ">= 4 (it is refreshed every liveness_s / 4 seconds)"),
+        ("artifacts.cache_mb", cfg.artifacts.cache_mb >= 1, ">= 1"),
+        ("artifacts.connect_timeout_s", cfg.artifacts.connect_timeout_s > 0, "> 0"),
+        ("artifacts.read_timeout_s", cfg.artifacts.read_timeout_s > 0, "> 0"),
+        ("artifacts.retries", cfg.artifacts.retries >= 0, ">= 0"),
     ]
 
 
@@ -387,8 +417,9 @@ def _keyed(message: str) -> str:
 
 
 # Settings that belong to the machine a run happens on, not to the experiment:
-# they are left out of the recorded config so a replay elsewhere still works.
-_MACHINE_KEYS = ("ns", "data_dir", "redis_url")
+# they are left out of the recorded config so a replay elsewhere still works
+# (and the recorded config's bytes, so its artifact hash, do not depend on them).
+_MACHINE_KEYS = ("ns", "data_dir", "redis_url", "artifacts")
 
 
 def recorded_config_bytes(cfg: VarroConfig) -> bytes:
@@ -405,7 +436,12 @@ def config_from_recorded(data: bytes, *, machine: VarroConfig, ns: str | None = 
         recorded = msgspec.json.decode(data)
         for (section, name), introduced in INTRODUCED.items():
             recorded.setdefault(section, {}).setdefault(name, introduced)
-        recorded.update(ns=ns or machine.ns, data_dir=machine.data_dir, redis_url=machine.redis_url)
+        recorded.update(
+            ns=ns or machine.ns,
+            data_dir=machine.data_dir,
+            redis_url=machine.redis_url,
+            artifacts=msgspec.to_builtins(machine.artifacts),
+        )
         return msgspec.convert(recorded, VarroConfig)
     except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
         raise ConfigError(f"recorded config cannot be read: {_keyed(str(exc))}") from None

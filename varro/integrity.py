@@ -25,15 +25,18 @@ class IntegrityError(PermanentError, RuntimeError):
     """A file's bytes do not match the sha256 recorded for them."""
 
     def __init__(self, path: str | os.PathLike[str], expected: str | None, actual: str, what: str = "file"):
-        """`expected` None: the file is not part of what was recorded; `actual` "missing": it is gone."""
+        """`expected` None: the file is not part of what was recorded; `actual` "missing": it is gone.
+
+        `path` may be an object store URL (``s3://bucket/key``): it is named as given."""
         self.path, self.expected, self.actual = Path(path), expected, actual
+        self.location = os.fspath(path)
         if expected is None:
             problem = f"it hashes to sha256 {actual}, but no such file is recorded (it is not part of the checkpoint)"
         else:
             found = "is missing" if actual == "missing" else f"hashes to sha256 {actual}"
             problem = f"it {found}, but sha256 {expected} is recorded for it"
         super().__init__(
-            f"corrupted {what} {self.path}: {problem}; restore it from a backup, or re-create it by re-running "
+            f"corrupted {what} {self.location}: {problem}; restore it from a backup, or re-create it by re-running "
             "the job that wrote it with --force"
         )
 

@@ -18,8 +18,8 @@ from events.connection import connect
 from events.store import EventStore
 from jobs.context import JobContext
 from jobs.daily import day_config
-from varro.artifacts import ArtifactStore
 from varro.config import VarroConfig, load_config
+from varro.stores import Store, open_store
 
 if TYPE_CHECKING:
     from varro.model.cache import ModelCache
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class Runtime:
     cfg: VarroConfig
     redis: redis_lib.Redis
-    artifacts: ArtifactStore
+    artifacts: Store
     models: ModelCache
     _stores: dict[str, EventStore] = field(default_factory=dict)
 
@@ -38,7 +38,8 @@ class Runtime:
         conn = redis if redis is not None else connect(cfg.redis_url, cfg.data_path)
         from varro.model.cache import ModelCache  # imports mlx: only where a job needs it
 
-        return cls(cfg=cfg, redis=conn, artifacts=ArtifactStore(cfg.data_path), models=ModelCache(cfg))
+        artifacts = open_store(cfg)
+        return cls(cfg=cfg, redis=conn, artifacts=artifacts, models=ModelCache(cfg, artifacts))
 
     def store(self, ns: str) -> EventStore:
         if ns not in self._stores:
@@ -61,7 +62,7 @@ class Runtime:
                 ctx.cfg = day_cfg
                 if day_cfg.model != self.models.cfg.model:
                     self.models.release()
-                    self.models = type(self.models)(day_cfg)
+                    self.models = type(self.models)(day_cfg, self.artifacts)
                     ctx.models = self.models
         return ctx
 

@@ -75,16 +75,30 @@ def _mlx_device() -> str:
     return str(mx.default_device())
 
 
+def _artifacts_report(cfg) -> tuple[bool, str]:
+    """Where artifacts and checkpoints live, and, for a bucket, whether it answers."""
+    if not cfg.artifacts.url:
+        return True, f"data directory {cfg.data_path}"
+    from varro.bucket import BucketStore
+    from varro.stores import open_store
+
+    store = open_store(cfg)
+    assert isinstance(store, BucketStore)
+    problem = store.reachable()
+    return problem is None, store.describe() + (f" (unreachable: {problem})" if problem else " (reachable)")
+
+
 @click.command()
 @config_options
 def doctor(cfg) -> None:
     """Report versions, the Redis in use, the data directory, the MLX device and the BLAS in use.
 
-    Exits 1 when something Varro needs is broken (an unreachable Redis)."""
+    Exits 1 when something Varro needs is broken (an unreachable Redis or artifact bucket)."""
     choice = blas.preload()
     device = _mlx_device()  # after preload, so the report shows what MLX really resolves
     url, kind = describe(cfg.redis_url, cfg.data_path)
     redis_ok, redis_rows = _redis_report(url, kind, cfg.data_path)
+    artifacts_ok, artifacts = _artifacts_report(cfg)
     rows = [
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("varro", varro.__version__),
@@ -97,6 +111,7 @@ def doctor(cfg) -> None:
         ("valkey binary", _valkey_binary_version()),
         *redis_rows,
         ("data dir", f"{cfg.data_path} ({'exists' if cfg.data_path.is_dir() else 'not created yet'})"),
+        ("artifacts", artifacts),
         ("namespace", cfg.ns),
         ("mlx device", device),
         ("blas preload", f"{choice.library or 'none'}: {choice.reason}"),
@@ -106,5 +121,5 @@ def doctor(cfg) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
-    if not redis_ok:
+    if not redis_ok or not artifacts_ok:
         sys.exit(1)

@@ -28,10 +28,10 @@ def _context(cfg: VarroConfig):
     from events.connection import connect
     from events.store import EventStore
     from jobs.context import JobContext
-    from varro.artifacts import ArtifactStore
+    from varro.stores import open_store
 
     redis = connect(cfg.redis_url, cfg.data_path)
-    return JobContext(cfg=cfg, store=EventStore(redis, cfg.ns), artifacts=ArtifactStore(cfg.data_path), models=None)
+    return JobContext(cfg=cfg, store=EventStore(redis, cfg.ns), artifacts=open_store(cfg), models=None)
 
 
 @click.group("headlines")

@@ -392,7 +392,7 @@ def verify_cmd(cfg: VarroConfig, against, as_json) -> None:
 @click.command("rebuild")
 @config_options
 def rebuild_cmd(cfg: VarroConfig) -> None:
-    """Rebuild every projection file of --ns from the event log alone."""
+    """Rebuild every projection file of --ns from the event log (and the checkpoint links from the store)."""
     from events.ids import sha256_hex
     from events.schema import EpochTrained
     from varro.checkpoints import publish_all
@@ -403,7 +403,10 @@ def rebuild_cmd(cfg: VarroConfig) -> None:
     events = _events(rt, cfg.ns)
     files = project(events, cfg.ns)
     write_projections(files, cfg.data_path, cfg.ns)
-    links = publish_all([e for e in events if isinstance(e, EpochTrained)], cfg.data_path, cfg.ns)
+    trained = [e for e in events if isinstance(e, EpochTrained)]
+    for event in {e.date: e for e in trained}.values():  # the ones publish_all links (latest per date)
+        rt.artifacts.materialise(event.checkpoint, cfg.data_path)  # from a bucket: fetched, verified
+    links = publish_all(trained, cfg.data_path, cfg.ns)
     digest = sha256_hex(b"".join(name.encode() + b"\0" + files[name] for name in sorted(files)))
     console.print(
         f"rebuilt {len(files)} files and {links} dated checkpoint links for {cfg.ns} under "

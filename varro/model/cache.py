@@ -13,6 +13,10 @@ both. A model already in memory is handed out again without reading the disk:
 it was verified when it was loaded. Files read later from its directory
 (optimizer and trainer state) are checked against `LoadedModel.manifest`.
 
+Trained checkpoints are found through the artifact store (`varro.stores`): the
+data directory's ``checkpoints/``, or a bucket's, fetched into the worker's
+bounded cache and kept from eviction while the model is loaded.
+
 The default model "varro-tiny" is built on first use into a cache shared by
 every data directory (tests and demos reuse one build), under
 ``$VARRO_MODEL_CACHE`` or ``~/.cache/varro/models``, in a directory named by its
@@ -43,6 +47,7 @@ __all__ = ["LoadedModel", "ModelCache", "ModelError", "checkpoint_sha256", "ensu
 
 if TYPE_CHECKING:
     from varro.config import VarroConfig
+    from varro.stores import Store
 
 REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 
@@ -149,9 +154,13 @@ def _complete(path: Path) -> bool:
 class ModelCache:
     """Holds one loaded model and hands it out while the requested checkpoint matches."""
 
-    def __init__(self, cfg: VarroConfig):
+    def __init__(self, cfg: VarroConfig, store: Store | None = None):
+        from varro.stores import open_store
+
         self.cfg = cfg
+        self.store = store if store is not None else open_store(cfg)
         self._loaded: LoadedModel | None = None
+        self._pinned: str | None = None  # the store checkpoint the loaded model was read from
 
     def base_path(self) -> Path:
         """Where the configured base model is on this machine (building varro-tiny if needed)."""
@@ -181,30 +190,42 @@ class ModelCache:
             raise ModelError(str(exc)) from None
 
     def resolve(self, ref: CheckpointRef) -> Path:
-        """Where a checkpoint's files are: its recorded path, else the data dir's checkpoint store."""
-        candidates = [Path(ref.path)] if ref.path else []
-        candidates.append(self.cfg.data_path / "checkpoints" / ref.sha256)
-        for path in candidates:
-            if _complete(path):
-                return path
-        raise ModelError(
-            f"checkpoint {ref.sha256[:12]} ({ref.base_model}) not found at " + " or ".join(str(p) for p in candidates)
-        )
+        """Where a checkpoint's files are: its recorded path on this machine, else the artifact store's copy."""
+        return self._locate(ref)[0]
+
+    def _locate(self, ref: CheckpointRef) -> tuple[Path, bool]:
+        """(directory, whether the store pinned it for us: release it with `store.release_checkpoint`)."""
+        local = Path(ref.path) if ref.path and "://" not in ref.path else None
+        if local is not None and _complete(local):
+            return local, False
+        stored = self.store.checkpoint_dir(ref.sha256)
+        if stored is not None:
+            if _complete(stored):
+                return stored, True
+            self.store.release_checkpoint(ref.sha256)
+        where = [str(local)] if local is not None else []
+        where.append(str(stored) if stored is not None else self.store.describe())
+        raise ModelError(f"checkpoint {ref.sha256[:12]} ({ref.base_model}) not found at " + " or in ".join(where))
 
     def load(self, ref: CheckpointRef) -> LoadedModel:
         """The model of checkpoint `ref`: the one in memory, else loaded from disk after hashing every file."""
         if self._loaded is not None and self._loaded.ref.sha256 == ref.sha256:
             return self._loaded  # verified when it was loaded; the disk is not read again
-        path = self.resolve(ref)
+        path, pinned = self._locate(ref)
         try:
             manifest = verify_checkpoint(path, ref.sha256)
-        except CheckpointError as exc:
-            raise ModelError(str(exc)) from None
-        from mlx_lm import load
+            from mlx_lm import load
 
-        self.release()
-        model, tokenizer = load(str(path))
+            self.release()
+            model, tokenizer = load(str(path))
+        except BaseException as exc:
+            if pinned:
+                self.store.release_checkpoint(ref.sha256)
+            if isinstance(exc, CheckpointError):
+                raise ModelError(str(exc)) from None
+            raise
         self._loaded = LoadedModel(model=model, tokenizer=tokenizer, ref=ref, path=path, manifest=manifest)
+        self._pinned = ref.sha256 if pinned else None
         return self._loaded
 
     def tokenizer(self, ref: CheckpointRef) -> Any:
@@ -215,15 +236,21 @@ class ModelCache:
         """
         if self._loaded is not None and self._loaded.ref.sha256 == ref.sha256:
             return self._loaded.tokenizer
-        path = self.resolve(ref)
+        path, pinned = self._locate(ref)
         try:
             verify_all_but_weights(path, ref.sha256)
+            from mlx_lm.utils import load_tokenizer
+
+            return load_tokenizer(path)
         except CheckpointError as exc:
             raise ModelError(str(exc)) from None
-        from mlx_lm.utils import load_tokenizer
-
-        return load_tokenizer(path)
+        finally:
+            if pinned:
+                self.store.release_checkpoint(ref.sha256)
 
     def release(self) -> None:
         self._loaded = None
+        if self._pinned is not None:
+            self.store.release_checkpoint(self._pinned)
+            self._pinned = None
         gc.collect()
