@@ -9,8 +9,10 @@ here) on one embedded Valkey server (started here, AOF on, as Varro runs it):
   loopback OpenAI-compatible server that answers "A" after `--latency-ms`
   without using the CPU (bench_judge_http's latency server: a hosted API,
   where the time is the round trip). Timed from the first shard enqueued to
-  the merged `Ranked` recorded. Every run records the same seed, so every
-  run's ranking must hash the same (checked: the figure is for the real work).
+  the merged `Ranked` recorded. The first row is one unsharded rank job on
+  one worker (the default), so the row after it is what sharding itself costs.
+  Every run records the same seed, so every run's ranking, sharded or not,
+  must hash the same (checked: the figure is for the real work).
 * fetching: `--namespaces` namespaces each fetching today's RSS from feeds on
   a loopback server that answers each after `--feed-latency-ms` (the test
   feed server, tests/fixtures/feeds/server.py). One day's feeds are already
@@ -21,7 +23,7 @@ here) on one embedded Valkey server (started here, AOF on, as Varro runs it):
 Workers are started and registered before the clock starts and stopped after,
 so start-up (importing mlx) is not counted. Repeats alternate the order of the
 worker counts so a change in machine load hits all of them; the summary is the
-median and range, each repeat's speed-up over one worker, and the load average.
+median and range, each repeat's speed-up over the first row, and the load average.
 
     PYTHONPATH=$PWD .venv/bin/python -m bench.bench_scale [--repeats 3] [--latency-ms 200] [--shards 4]
 """
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -46,13 +49,14 @@ import redis as redis_lib
 from rq import Worker
 
 from bench.bench_judge_http import OUTCOMES, day, start_latency_server
-from events.ids import derive_event_id, today_utc
+from events.ids import canonical_hash, derive_event_id, today_utc
 from events.schema import (
     ArtifactRef,
     CheckpointRef,
     GenerationStats,
     Headline,
     HeadlinesFetched,
+    Ranked,
     RolloutGroup,
     RolloutsGenerated,
     RolloutSummary,
@@ -63,10 +67,9 @@ from events.store import EventStore
 from jobs.context import JobContext
 from jobs.daily import request_day
 from varro.artifacts import ArtifactStore
-from varro.config import load_config
+from varro.config import VarroConfig, load_config
 from varro.headlines.spec import as_source
 from varro.logging import configure_logging
-from varro.outputs import output_hash
 from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE, Dispatcher, JobSpec, plan
 from workers.queues import queue
 
@@ -237,17 +240,73 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def summarise(title: str, unit: str, per_run: float, times: dict[int, list[float]]) -> None:
+def summarise(title: str, unit: str, per_run: float, times: dict[str, list[float]]) -> None:
+    """One table; speed-ups are over the first row, repeat by repeat."""
     print(f"\n{title}")
-    print(f"| workers | seconds (median) | range | {unit} (median) | speed-up over 1 worker: median (each repeat) |")
+    print(f"| workers | seconds (median) | range | {unit} (median) | speed-up over the first row (each repeat) |")
     print("|---|---|---|---|---|")
-    for n, ts in times.items():
-        ratios = [one / t for one, t in zip(times[1], ts, strict=True)]
+    first = next(iter(times.values()))
+    for label, ts in times.items():
+        ratios = [one / t for one, t in zip(first, ts, strict=True)]
         each = ", ".join(f"{r:.2f}" for r in ratios)
         print(
-            f"| {n} | {statistics.median(ts):.2f} | {min(ts):.2f}–{max(ts):.2f} | "
+            f"| {label} | {statistics.median(ts):.2f} | {min(ts):.2f}–{max(ts):.2f} | "
             f"{per_run / statistics.median(ts):.2f} | {statistics.median(ratios):.2f}x ({each}) |"
         )
+
+
+@dataclass(frozen=True)
+class Bench:
+    redis: redis_lib.Redis
+    url: str
+    cfg: VarroConfig
+    data_dir: Path
+    env: dict[str, str]
+    logs: Path
+
+    def judge(self, ns: str, n: int, shards: int, groups: int, size: int) -> tuple[float, str]:
+        """(seconds, output hash) of ranking one recorded day in `shards` jobs with `n` model workers."""
+        store = EventStore(self.redis, ns)
+        ctx = JobContext(
+            cfg=msgspec.structs.replace(self.cfg, ns=ns),
+            store=store,
+            artifacts=ArtifactStore(self.data_dir),
+            models=None,
+        )
+        record_judging_day(ctx, groups, size)
+        specs = plan(store.latest("HeadlinesFetched", OUTCOME_DAY), store, rank_shards=shards)
+
+        def judge_day() -> None:
+            dispatcher = Dispatcher(self.redis, self.cfg)
+            for spec in specs:
+                dispatcher.enqueue(spec)
+            wait_for(lambda: store.latest("Ranked", D) is not None or _failed(self.redis), RUN_S, "the Ranked")
+
+        seconds = timed_with_workers(self.redis, "model", n, self.url, self.data_dir, self.env, self.logs, judge_day)
+        ranked = store.latest_of(Ranked, D)
+        if ranked is None or ranked.stats.primary_share != 1.0:
+            raise SystemExit(f"judging with {n} workers did not complete cleanly; logs in {self.logs}")
+        return seconds, canonical_hash(msgspec.to_builtins(ranked.groups))
+
+    def fetch(self, prefix: str, n: int, namespaces: int) -> float:
+        """Seconds for `n` fetch workers to record today's headlines in each of `namespaces` namespaces."""
+        today = today_utc()
+        stores = [EventStore(self.redis, f"{prefix}-{k}") for k in range(namespaces)]
+
+        def done() -> bool:
+            return all(s.latest("HeadlinesFetched", today) is not None for s in stores)
+
+        def fetch_days() -> None:
+            dispatcher = Dispatcher(self.redis, self.cfg)
+            source = msgspec.to_builtins(as_source("rss"))
+            for s in stores:
+                dispatcher.enqueue(JobSpec("fetch", s.ns, today, "bench", "bench", {"source": source}))
+            wait_for(lambda: done() or _failed(self.redis), RUN_S, "every HeadlinesFetched")
+
+        seconds = timed_with_workers(self.redis, "fetch", n, self.url, self.data_dir, self.env, self.logs, fetch_days)
+        if not done():
+            raise SystemExit(f"fetching with {n} workers did not complete cleanly; logs in {self.logs}")
+        return seconds
 
 
 def main() -> None:
@@ -281,62 +340,31 @@ def main() -> None:
         "headlines": {"feeds_file": str(feeds_file), "retries": 0, "timeout_s": 30},
     }
     cfg = load_config(overrides={"data_dir": str(data_dir), **overrides}, environ={})
-    env = env_of(overrides)
+    bench = Bench(redis, server.url, cfg, data_dir, env_of(overrides), logs)
+    # (label, workers, shards); the first is today's default, one rank job
+    judge_cases = [("1, one rank job", 1, 1), *((f"{n}, {args.shards} shards", n, args.shards) for n in WORKERS)]
+    judge_times: dict[str, list[float]] = {label: [] for label, _, _ in judge_cases}
+    fetch_times: dict[str, list[float]] = {str(n): [] for n in WORKERS}
+    hashes: set[str] = set()
     print(f"work dir {work_dir}; load average at start {load()}", flush=True)
     loads = [load()]
-    judge_times: dict[int, list[float]] = {n: [] for n in WORKERS}
-    fetch_times: dict[int, list[float]] = {n: [] for n in WORKERS}
-    hashes: set[str] = set()
     try:
         for repeat in range(args.repeats):
-            order = WORKERS if repeat % 2 == 0 else WORKERS[::-1]
-            for n in order:
-                if args.only != "fetch":
-                    ns = f"judge-{repeat}-{n}"
-                    store = EventStore(redis, ns)
-                    ctx = JobContext(
-                        cfg=msgspec.structs.replace(cfg, ns=ns),
-                        store=store,
-                        artifacts=ArtifactStore(data_dir),
-                        models=None,
-                    )
-                    record_judging_day(ctx, args.groups, args.group_size)
-                    specs = plan(store.latest("HeadlinesFetched", OUTCOME_DAY), store, rank_shards=args.shards)
-
-                    def judge_day(specs=specs, store=store) -> None:
-                        dispatcher = Dispatcher(redis, cfg)
-                        for spec in specs:
-                            dispatcher.enqueue(spec)
-                        wait_for(lambda: store.latest("Ranked", D) is not None or _failed(redis), RUN_S, "the Ranked")
-
-                    seconds = timed_with_workers(redis, "model", n, server.url, data_dir, env, logs, judge_day)
-                    ranked = store.latest("Ranked", D)
-                    if ranked is None or ranked.stats.primary_share != 1.0:
-                        raise SystemExit(f"judging with {n} workers did not complete cleanly; logs in {logs}")
-                    hashes.add(output_hash(ranked)[1])
-                    judge_times[n].append(seconds)
-                    print(f"repeat {repeat + 1}, {n} model workers: judged the day in {seconds:.2f}s", flush=True)
-                if args.only != "judge":
-                    today = today_utc()
-                    stores = [EventStore(redis, f"fetch-{repeat}-{n}-{k}") for k in range(args.namespaces)]
-
-                    def fetch_days(stores=stores, today=today) -> None:
-                        dispatcher = Dispatcher(redis, cfg)
-                        source = msgspec.to_builtins(as_source("rss"))
-                        for s in stores:
-                            dispatcher.enqueue(JobSpec("fetch", s.ns, today, "bench", "bench", {"source": source}))
-                        done = lambda: all(s.latest("HeadlinesFetched", today) is not None for s in stores)  # noqa: E731
-                        wait_for(lambda: done() or _failed(redis), RUN_S, "every HeadlinesFetched")
-
-                    seconds = timed_with_workers(redis, "fetch", n, server.url, data_dir, env, logs, fetch_days)
-                    if not all(s.latest("HeadlinesFetched", today) is not None for s in stores):
-                        raise SystemExit(f"fetching with {n} workers did not complete cleanly; logs in {logs}")
-                    fetch_times[n].append(seconds)
-                    print(
-                        f"repeat {repeat + 1}, {n} fetch workers: {args.namespaces} fetches in {seconds:.2f}s",
-                        flush=True,
-                    )
-                loads.append(load())
+            forward = repeat % 2 == 0
+            if args.only != "fetch":
+                for label, n, shards in judge_cases if forward else judge_cases[::-1]:
+                    ns = f"judge-{repeat}-{n}-{shards}"
+                    seconds, digest = bench.judge(ns, n, shards, args.groups, args.group_size)
+                    hashes.add(digest)
+                    judge_times[label].append(seconds)
+                    print(f"repeat {repeat + 1}, {label}: judged the day in {seconds:.2f}s", flush=True)
+                    loads.append(load())
+            if args.only != "judge":
+                for n in WORKERS if forward else WORKERS[::-1]:
+                    seconds = bench.fetch(f"fetch-{repeat}-{n}", n, args.namespaces)
+                    fetch_times[str(n)].append(seconds)
+                    print(f"repeat {repeat + 1}, {n} fetch workers: {args.namespaces} fetches in {seconds:.2f}s")
+                    loads.append(load())
     finally:
         judge_httpd.shutdown()
         feeds.stop()
@@ -345,14 +373,13 @@ def main() -> None:
 
     print(f"\nload average (1, 5, 15 min) at start and after each step: {'; '.join(loads)}")
     if args.only != "fetch":
-        rounds = args.group_size - 1
         if len(hashes) != 1:
             raise SystemExit(f"the runs ranked differently: {len(hashes)} output hashes")
         summarise(
-            f"Judging: {args.groups} groups x {args.group_size} roll-outs ({rounds} rounds each, plus the "
-            f"agreement re-judge of {cfg.judge.agreement_sample} groups) in {args.shards} shards, HTTP judge "
-            f"answering after {args.latency_ms:g} ms, one request at a time per worker; every run's Ranked "
-            f"hashes the same ({next(iter(hashes))[:16]})",
+            f"Judging: {args.groups} groups x {args.group_size} roll-outs ({args.group_size - 1} rounds each, plus "
+            f"the agreement re-judge of {cfg.judge.agreement_sample} groups), HTTP judge answering after "
+            f"{args.latency_ms:g} ms, one request at a time per job; every run's ranking hashes the same "
+            f"({next(iter(hashes))[:16]})",
             "groups/s",
             args.groups,
             judge_times,
