@@ -129,3 +129,16 @@ def test_a_shard_or_merge_delivered_again_has_one_effect(deployment):
         assert msgspec.structs.replace(ranked[1], event_id="", forced=False, recorded_at="", prev_hash="") == (
             msgspec.structs.replace(merged, event_id="", recorded_at="", prev_hash="")
         )
+
+
+def test_both_events_that_make_a_ranking_due_plan_its_shards(deployment):
+    rt, _ = deployment(JudgeConfig(), retries=0)
+    store = rt.store(NS)
+    for event in (store.latest("RolloutsGenerated", D), store.latest("HeadlinesFetched", OUTCOME_DAY)):
+        specs = plan(event, store, rank_shards=SHARDS)
+        assert [(s.stage, s.date, s.func, s.kwargs["shard"], s.kwargs["outcome_date"]) for s in specs] == [
+            ("rank", D, "workers.tasks.rank_shard", i, OUTCOME_DAY) for i in range(SHARDS)
+        ]
+        assert len({s.job_id for s in specs}) == SHARDS
+        (one,) = plan(event, store)  # the default: one rank job
+        assert one.func == "workers.tasks.rank" and "shard" not in one.kwargs
