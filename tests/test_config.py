@@ -36,6 +36,7 @@ def test_layers_apply_in_order(tmp_path):
         ({"VARRO_NS": "a b"}, "ns:"),
         ({"VARRO_TRAIN__ADV_EPS": "0"}, "train.adv_eps: must be > 0"),
         ({"VARRO_TRAIN__ADV_EPS": "-1e-4"}, "train.adv_eps: must be > 0"),
+        ({"VARRO_WORKERS__RANK_SHARDS": "0"}, "workers.rank_shards: must be >= 1, got 0"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(environ, message):

@@ -165,6 +165,9 @@ class WorkerConfig(Base, frozen=True):
     # Split each day's generation into this many jobs (by generation pass) so several
     # model workers share it; the merged RolloutsGenerated is identical to one job's.
     generate_shards: int = 1
+    # Split each day's ranking into this many jobs (by headline) in the same way; the merged
+    # Ranked is the one job's, byte for byte. Scales a judge whose time is waiting (HTTP).
+    rank_shards: int = 1
     # A worker busy with a job refreshes its liveness every liveness_s / 4 seconds; a job
     # whose worker has been silent for liveness_s is abandoned and re-run under the retry
     # policy (by the dispatcher or any worker), instead of waiting out job_timeout_s.
@@ -400,6 +403,7 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("workers.retries", w.retries >= 0, ">= 0"),
         ("workers.max_deliveries", w.max_deliveries >= 1, ">= 1"),
         ("workers.generate_shards", w.generate_shards >= 1, ">= 1"),
+        ("workers.rank_shards", w.rank_shards >= 1, ">= 1"),
         ("workers.liveness_s", w.liveness_s >= 4, ">= 4 (it is refreshed every liveness_s / 4 seconds)"),
         ("artifacts.cache_mb", cfg.artifacts.cache_mb >= 1, ">= 1"),
         ("artifacts.connect_timeout_s", cfg.artifacts.connect_timeout_s > 0, "> 0"),

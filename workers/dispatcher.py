@@ -82,30 +82,31 @@ class JobSpec:
         return f"workers.tasks.{self.task or self.stage}"
 
 
-def generation_specs(spec: JobSpec, shards: int) -> list[JobSpec]:
-    """One generate job, or `shards` shard jobs whose last one to finish enqueues the merge."""
+def sharded_specs(spec: JobSpec, shards: int) -> list[JobSpec]:
+    """One job, or `shards` shard jobs (task `<stage>_shard`) whose last one to finish enqueues the merge."""
     if shards <= 1:
         return [spec]
     return [
         JobSpec(
-            "generate",
+            spec.stage,
             spec.ns,
             spec.date,
             spec.cause,
             spec.correlation_id,
             {**spec.kwargs, "shard": shard, "shards": shards},
-            task="generate_shard",
+            task=f"{spec.stage}_shard",
         )
         for shard in range(shards)
     ]
 
 
-def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
+def plan(event: Event, store: EventStore, *, shards: int = 1, rank_shards: int = 1) -> list[JobSpec]:
     """The jobs that `event` makes due, given what the namespace already holds.
 
     A forced event (a day requested again with --force) re-runs the rest of its
     day's chain as forced, marked events instead of stopping at what exists.
-    Generation is split into `shards` jobs where the deployment asks for it.
+    Generation is split into `shards` jobs and ranking into `rank_shards` where
+    the deployment asks for it.
     Jobs go to the namespace of the stream the event was read from (`store`),
     never to the one an event names: an event naming another is foreign.
     """
@@ -118,7 +119,7 @@ def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
         return JobSpec(stage, ns, date, event.event_id, corr, {**kwargs, "force": forced})
 
     def generate(date: str) -> list[JobSpec]:
-        return generation_specs(spec("generate", date), shards)
+        return sharded_specs(spec("generate", date), shards)
 
     def has(kind: str, date: str) -> bool:
         return store.latest(kind, date) is not None
@@ -129,7 +130,7 @@ def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
     if isinstance(event, HeadlinesFetched):
         today, yesterday = event.date, shift_date(event.date, -1)
         if has("RolloutsGenerated", yesterday) and (forced or not has("Ranked", yesterday)):
-            return [spec("rank", yesterday, outcome_date=today)]
+            return sharded_specs(spec("rank", yesterday, outcome_date=today), rank_shards)
         if has("HeadlinesFetched", yesterday) and not has("RolloutsGenerated", yesterday):
             return []  # yesterday's chain is still running; its RolloutsGenerated continues here
         if has("RolloutsGenerated", yesterday) and not has("EpochTrained", yesterday):
@@ -151,7 +152,9 @@ def plan(event: Event, store: EventStore, *, shards: int = 1) -> list[JobSpec]:
     if isinstance(event, RolloutsGenerated):
         tomorrow = shift_date(event.date, 1)
         if has("HeadlinesFetched", tomorrow) and not has("Ranked", event.date):
-            return [JobSpec("rank", ns, event.date, event.event_id, corr, {"outcome_date": tomorrow})]
+            return sharded_specs(
+                JobSpec("rank", ns, event.date, event.event_id, corr, {"outcome_date": tomorrow}), rank_shards
+            )
         return []
 
     return []
@@ -292,7 +295,10 @@ class Dispatcher:
         deliveries = consumer.read(count=count, block_ms=block_ms)
         for delivery in deliveries:
             try:
-                for spec in plan(delivery.event, store, shards=self.cfg.workers.generate_shards):
+                workers = self.cfg.workers
+                for spec in plan(
+                    delivery.event, store, shards=workers.generate_shards, rank_shards=workers.rank_shards
+                ):
                     self.enqueue(spec)
             except CONNECTION_ERRORS:
                 raise  # not the event's fault: it stays pending and is delivered again after reconnecting

@@ -17,8 +17,9 @@ import msgspec
 import structlog
 
 from events.ids import today_utc
+from events.replies import text
 from events.schema import HeadlineSource
-from events.store import Appended, shards_key
+from events.store import Appended, key, shards_key
 from jobs import daily
 from jobs.context import JobContext
 from varro.headlines.collect import SourceKind
@@ -110,6 +111,98 @@ def rank(
 
     with _job_context(ns, date, correlation_id, "rank") as ctx:
         return _result(rank_job(ctx, date, outcome_date=outcome_date, force=force))
+
+
+RANK_SHARDS_TTL_S = 7 * 24 * 3600  # coordination state outlives any retry of its jobs, then goes
+MERGED = "merged"
+
+
+def rank_shards_key(ns: str, date: str, cause: str) -> str:
+    """Coordination state of a sharded ranking (not history): shard -> artifact ref, then the merged event id."""
+    return key(ns, "rank-shards", date, cause)
+
+
+def rank_shard(
+    ns: str,
+    date: str,
+    cause: str,
+    correlation_id: str,
+    shard: int,
+    shards: int,
+    outcome_date: str | None = None,
+    force: bool = False,
+) -> str | None:
+    """One shard of a day's ranking; the last shard to finish enqueues the merge.
+
+    The shard's artifact goes into a per-(day, cause) hash like generation's.
+    Once merged, the hash keeps only the merged event id, so a shard (or the
+    merge) delivered again afterwards does nothing, forced days included,
+    whose event ids a re-run would otherwise move on. Several shards finishing
+    at once may all see the hash complete; the merge's unique job id lets only
+    one of them enqueue it.
+    """
+    from jobs.rank import rank_shard as run_shard
+    from workers.dispatcher import Dispatcher, JobSpec
+
+    with _job_context(ns, date, correlation_id, "rank") as ctx:
+        rt = get_runtime()
+        state = rank_shards_key(ns, date, cause)
+        merged = rt.redis.hget(state, MERGED)
+        if merged is not None:
+            return text(merged)
+        ref = run_shard(ctx, date, shard, shards, outcome_date=outcome_date, force=force)
+        if ref is None:
+            return None
+        with rt.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(state, str(shard), msgspec.json.encode(ref))
+            pipe.expire(state, RANK_SHARDS_TTL_S)
+            pipe.hkeys(state)
+            recorded = pipe.execute()[-1]
+        if sum(1 for field in recorded if field != MERGED.encode()) == shards:
+            merge = JobSpec(
+                "rank",
+                ns,
+                date,
+                cause,
+                correlation_id,
+                {"shards": shards, "outcome_date": outcome_date, "force": force},
+                task="merge_ranked",
+            )
+            Dispatcher(rt.redis, ctx.cfg).enqueue(merge)
+        return ref.sha256
+
+
+def merge_ranked(
+    ns: str,
+    date: str,
+    cause: str,
+    correlation_id: str,
+    shards: int,
+    outcome_date: str | None = None,
+    force: bool = False,
+) -> str:
+    """Merge the day's ranking shards into the one Ranked an unsharded job records."""
+    from events.schema import ArtifactRef
+    from jobs.rank import merge_rank_shards
+
+    with _job_context(ns, date, correlation_id, "rank") as ctx:
+        rt = get_runtime()
+        state = rank_shards_key(ns, date, cause)
+        parts = rt.redis.hgetall(state)
+        if MERGED.encode() in parts:
+            return text(parts[MERGED.encode()])
+        missing = [i for i in range(shards) if str(i).encode() not in parts]
+        if missing:
+            raise LookupError(f"ranking shards {missing} of {shards} of {date} are not recorded")
+        refs = [msgspec.json.decode(parts[str(i).encode()], type=ArtifactRef) for i in range(shards)]
+        appended = merge_rank_shards(ctx, date, refs, outcome_date=outcome_date, force=force)
+        event_id = appended.event.event_id
+        with rt.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(state)
+            pipe.hset(state, MERGED, event_id)
+            pipe.expire(state, RANK_SHARDS_TTL_S)
+            pipe.execute()
+        return event_id
 
 
 def train(ns: str, date: str, cause: str, correlation_id: str, force: bool = False) -> str | None:

@@ -65,9 +65,8 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     return None if denominator == 0 else float(ra @ rb) / denominator
 
 
-def agreement_sample(groups: Sequence[RankedGroup], k: int, seed: int) -> list[str]:
-    """Headline ids of up to `k` judged groups, chosen by a seeded hash (stable across runs)."""
-    judged = [g.headline_id for g in groups if g.judge != NO_JUDGE and len(g.ranks) >= 2]
+def sample_ids(judged: Sequence[str], k: int, seed: int) -> list[str]:
+    """Up to `k` of the headline ids `judged`, by a seeded hash of each id (not of where it sits)."""
     return sorted(judged, key=lambda hid: sha256_hex(f"{seed}\x1fagreement\x1f{hid}".encode()))[: max(k, 0)]
 
 
