@@ -39,38 +39,12 @@ The loop, in the order it runs:
    correction, as in PyTorch) updates the trainable weights.
 5. After the epoch, one more pass measures the new policy against π_old.
 
-Metrics (every value is for this epoch alone):
-- steps: optimizer updates; sequences; tokens: prompt+response tokens of the
-  day's sequences (what the forward/backward passes process).
-- avg_reward: mean reward in [0, 1] (rank-derived, what the loss uses);
-  avg_reward_unscaled: mean of the judge's raw scores where it gave them
-  (`avg_reward_unscaled_kind = "raw_score"`), else the mean rank ("rank").
-- mean_abs_advantage: mean |Â_i| over sequences.
-- loss: mean over steps of the minibatch loss.
-- kl_old_*: after the epoch, KL of the new policy to π_old on the day's loss
-  tokens: k3 = exp(old − new) − (old − new) − 1 and the plain log-ratio
-  new − old, each a token mean per sequence, then a mean over sequences.
-- kl_ref_*: the same two estimates against the reference, as seen by the loss
-  during the epoch (None when β = 0).
-- clip_frac_low/high: share of clip units (sequences for GSPO, tokens for
-  GSPO-token and GRPO) where the clip bound, over all micro-batches.
-- abs_log_ratio_q50/q90/max: quantiles of |log s_i| at the time each
-  sequence's minibatch was taken (0 for the first minibatch under "recompute").
-- grad_norm: mean pre-clip global gradient norm over steps.
-- tokens_per_s: tokens / seconds spent in the update loop; wall_s: the whole
-  epoch including both measurement passes.
-- peak_memory_mb: MLX's peak allocation during the epoch; peak_rss_mb: the
-  process's resident-set high-water mark (lifetime of the process).
-- improvement: with g_i = mean_{t∈T_i} [log π_new(y_t) − log π_old(y_t)] after the
-  epoch, improvement = mean_{i: r_i > mean_group(r)} g_i − mean_{i: r_i < mean_group(r)} g_i:
-  how much more the epoch raised the (per-token) likelihood of the roll-outs
-  the judge preferred than of those it did not; 0 if no group had a spread.
+Metrics: each is defined once, on its field of `events.schema.EpochMetrics`;
+`varro.gspo.metrics` tallies them as the updates run and measures them after.
 """
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,7 +63,8 @@ from varro.config import TrainConfig
 from varro.gspo.advantages import compute_advantages
 from varro.gspo.batch import Batch, TrainingSequence, collate, microbatches, plan_minibatches
 from varro.gspo.logprobs import token_logprobs
-from varro.gspo.objective import ClipRange, k3, policy_loss
+from varro.gspo.metrics import UpdateTally, measure
+from varro.gspo.objective import ClipRange, policy_loss
 from varro.model.forward import Kernels
 from varro.model.precision import float32_weights
 
@@ -285,11 +260,6 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, prior: PriorState) -> tuple[o
     return opt, "resumed"
 
 
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
 def train_epoch(
     model: nn.Module,
     groups: Sequence[Sequence[TrainingSequence]],
@@ -321,9 +291,32 @@ def train_epoch(
     mx.random.seed(seed)
     model = prepare_policy(model, cfg, seed)
     seqs = [s for g in groups for s in g]
-    chunk, loss_on, size = cfg.logprob_chunk, cfg.loss_on, cfg.microbatch_size
     kernels = epoch_kernels(cfg, kernels)
 
+    def logprobs(policy: nn.Module) -> list[np.ndarray]:
+        return sequence_logprobs(
+            policy,
+            seqs,
+            loss_on=cfg.loss_on,
+            chunk=cfg.logprob_chunk,
+            batch_size=cfg.microbatch_size,
+            temperature=temperature,
+            kernels=kernels,
+        )
+
+    # π_old (and the reference's log-probs with β > 0), before any update
+    old = logprobs(model)
+    ref = None
+    if cfg.beta > 0:
+        with float32_weights(reference):
+            ref = logprobs(reference)
+    weights = (
+        behaviour_weights(seqs, old, cap=cfg.is_cap)
+        if cfg.pi_old == "behaviour"
+        else np.ones(len(seqs), dtype=np.float32)
+    )
+
+    # advantages per headline group
     adv = compute_advantages(
         [[s.reward for s in g] for g in groups],
         ddof=cfg.adv_ddof,
@@ -332,92 +325,31 @@ def train_epoch(
         previous_ema=prior.ema_baseline,
     )
     advantages = np.concatenate(adv.values).astype(np.float32)
-    above = np.concatenate([np.asarray([s.reward for s in g]) > np.mean([s.reward for s in g]) for g in groups])
-    below = np.concatenate([np.asarray([s.reward for s in g]) < np.mean([s.reward for s in g]) for g in groups])
-
-    old = sequence_logprobs(
-        model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
-    )
-    ref = None
-    if cfg.beta > 0:
-        with float32_weights(reference):
-            ref = sequence_logprobs(
-                reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
-            )
-    weights = (
-        behaviour_weights(seqs, old, cap=cfg.is_cap)
-        if cfg.pi_old == "behaviour"
-        else np.ones(len(seqs), dtype=np.float32)
-    )
-
-    opt, origin = _optimizer(model, cfg, prior)
-    loss_and_grad = make_loss_and_grad(model, cfg, temperature=temperature, kernels=kernels)
     data = EpochData(seqs=seqs, old=old, ref=ref, advantages=advantages, weights=weights)
 
-    log_ratios: list[np.ndarray] = []
-    kl_ref_k3: list[np.ndarray] = []
-    kl_ref_lr: list[np.ndarray] = []
-    losses, norms = [], []
-    clip_low = clip_high = clip_units = 0.0
+    # one optimizer step per minibatch
+    opt, origin = _optimizer(model, cfg, prior)
+    loss_and_grad = make_loss_and_grad(model, cfg, temperature=temperature, kernels=kernels)
+    tally = UpdateTally(with_reference=ref is not None)
     loop_started = time.perf_counter()
     for part in plan_minibatches(len(seqs), cfg.minibatches, seed):
         loss, grads, stats = minibatch_gradient(loss_and_grad, data, part, cfg)
-        for st in stats:
-            log_ratios.append(st["log_ratio"])
-            clip_low += float(st["clip_low"])
-            clip_high += float(st["clip_high"])
-            clip_units += float(st["clip_units"])
-            if ref is not None:
-                kl_ref_k3.append(st["kl_ref_k3"])
-                kl_ref_lr.append(st["kl_ref_logratio"])
+        tally.micro_batches(stats)
         grads, norm = optim.clip_grad_norm(grads, cfg.grad_clip)
         opt.update(model, grads)
         mx.eval(model.parameters(), opt.state)
-        losses.append(loss)
-        norms.append(norm.item())
-    loop_s = time.perf_counter() - loop_started
+        tally.step(loss, norm.item())
+    tally.loop_s = time.perf_counter() - loop_started
 
-    new = sequence_logprobs(
-        model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
-    )
-    gains = np.array([float(np.mean(n.astype(np.float64) - o)) for n, o in zip(new, old, strict=True)])
-    kl_k3 = np.array([float(np.mean(np.array(k3(mx.array(n), mx.array(o))))) for n, o in zip(new, old, strict=True)])
-    improvement = float(gains[above].mean() - gains[below].mean()) if above.any() and below.any() else 0.0
+    # measure the new policy against π_old
+    new = logprobs(model)
     model = fuse_lora(model) if cfg.lora else model
-    abs_log_s = np.abs(np.concatenate(log_ratios))
-    raw = [s.raw_score for s in seqs if s.raw_score is not None]
-    tokens = sum(s.length for s in seqs)
-    metrics = EpochMetrics(
-        steps=len(losses),
-        sequences=len(seqs),
-        tokens=tokens,
-        avg_reward=float(np.mean([s.reward for s in seqs])),
-        avg_reward_unscaled=float(np.mean(raw)) if raw else float(np.mean([s.rank for s in seqs])),
-        avg_reward_unscaled_kind="raw_score" if raw else "rank",
-        mean_abs_advantage=float(np.mean(np.abs(advantages))),
-        loss=float(np.mean(losses)),
-        kl_old_k3=float(kl_k3.mean()),
-        kl_old_logratio=float(gains.mean()),
-        kl_ref_k3=float(np.concatenate(kl_ref_k3).mean()) if kl_ref_k3 else None,
-        kl_ref_logratio=float(np.concatenate(kl_ref_lr).mean()) if kl_ref_lr else None,
-        clip_frac_low=clip_low / clip_units,
-        clip_frac_high=clip_high / clip_units,
-        abs_log_ratio_q50=float(np.quantile(abs_log_s, 0.5)),
-        abs_log_ratio_q90=float(np.quantile(abs_log_s, 0.9)),
-        abs_log_ratio_max=float(abs_log_s.max()),
-        grad_norm=float(np.mean(norms)),
-        learning_rate=cfg.learning_rate,
-        tokens_per_s=tokens / loop_s if loop_s > 0 else 0.0,
-        wall_s=time.perf_counter() - started,
-        peak_memory_mb=mx.get_peak_memory() / 2**20,
-        peak_rss_mb=_peak_rss_mb(),
-        improvement=improvement,
-    )
+    metrics = measure(groups, advantages, old, new, tally, learning_rate=cfg.learning_rate, started=started)
     return EpochResult(
         model=model,
         optimizer_state={} if cfg.lora else dict(tree_flatten(opt.state)),
         optimizer_origin=origin,
-        step=prior.step + len(losses),
+        step=prior.step + len(tally.losses),
         ema_baseline=adv.ema_baseline,
         metrics=metrics,
     )
