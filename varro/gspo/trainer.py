@@ -46,8 +46,9 @@ Metrics: each is defined once, on its field of `events.schema.EpochMetrics`;
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -187,7 +188,20 @@ class EpochData:
     weights: np.ndarray
 
 
-def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float = 1.0, kernels: Kernels = "auto"):
+GradTree = dict[str, Any]
+"""Gradients shaped like `model.trainable_parameters()`: nested dicts and lists of arrays (an MLX tree)."""
+
+LossAndGrad = Callable[
+    [mx.array, mx.array, mx.array, mx.array, mx.array, mx.array | None, mx.array, int],
+    tuple[tuple[mx.array, dict[str, mx.array]], GradTree],
+]
+"""(tokens, loss mask, π_old, advantages, weights, reference, denominator, start column) ->
+((loss, `policy_loss` stats), gradients)."""
+
+
+def make_loss_and_grad(
+    model: nn.Module, cfg: TrainConfig, *, temperature: float = 1.0, kernels: Kernels = "auto"
+) -> LossAndGrad:
     """The micro-batch loss and its gradient w.r.t. the trainable parameters (compiled if configured).
 
     A compiled step always runs MLX's kernels (`epoch_kernels`).
@@ -195,7 +209,16 @@ def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float
     clip = ClipRange(cfg.eps_low, cfg.eps_high)
     kernels = epoch_kernels(cfg, kernels)
 
-    def micro_loss(tokens, mask, old_lp, adv, w, ref_lp, denom, start):
+    def micro_loss(
+        tokens: mx.array,
+        mask: mx.array,
+        old_lp: mx.array,
+        adv: mx.array,
+        w: mx.array,
+        ref_lp: mx.array | None,
+        denom: mx.array,
+        start: int,
+    ) -> tuple[mx.array, dict[str, mx.array]]:
         logp = token_logprobs(
             model, tokens, chunk=cfg.logprob_chunk, start=start, temperature=temperature, kernels=kernels
         )
@@ -203,21 +226,26 @@ def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float
             logp, old_lp, mask, adv, variant=cfg.variant, clip=clip, denom=denom, weights=w, ref=ref_lp, beta=cfg.beta
         )
 
-    loss_and_grad = nn.value_and_grad(model, micro_loss)
+    loss_and_grad: LossAndGrad = nn.value_and_grad(model, micro_loss)
     if cfg.compile:
         loss_and_grad = mx.compile(loss_and_grad, inputs=model.state, outputs=model.state)
     return loss_and_grad
 
 
-def minibatch_gradient(loss_and_grad, data: EpochData, part: np.ndarray, cfg: TrainConfig):
+def minibatch_gradient(
+    loss_and_grad: LossAndGrad, data: EpochData, part: np.ndarray, cfg: TrainConfig
+) -> tuple[float, GradTree, list[dict[str, np.ndarray]]]:
     """The loss and gradient of one minibatch, accumulated over micro-batches.
 
     Each micro-batch's loss is divided by the minibatch's sequence count, so the
     sum over micro-batches is exactly the loss (and gradient) of the minibatch
     taken as one batch. Returns (loss, grads, per-micro-batch numpy stats).
+    `part` is never empty (`plan_minibatches`).
     """
     denom = mx.array(float(len(part)))
-    grads, total, stats = None, 0.0, []
+    grads: GradTree | None = None
+    total = 0.0
+    stats: list[dict[str, np.ndarray]] = []
     for idx in microbatches(part, cfg.microbatch_size):
         seqs = [data.seqs[i] for i in idx]
         batch = collate(seqs, loss_on=cfg.loss_on)
@@ -234,8 +262,10 @@ def minibatch_gradient(loss_and_grad, data: EpochData, part: np.ndarray, cfg: Tr
         )
         grads = g if grads is None else tree_map(mx.add, grads, g)
         mx.eval(loss, st, grads)
-        total += loss.item()
+        total += cast("float", loss.item())  # the loss is a float32 scalar: its item is a Python float
         stats.append({k: np.array(v) for k, v in st.items()})
+    if grads is None:
+        raise ValueError("a minibatch without sequences")
     return total, grads, stats
 
 
@@ -247,7 +277,9 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, prior: PriorState) -> tuple[o
         return opt, "fresh"
     if cfg.reset_optimizer:
         return opt, "reset"
-    expected = {k: v.shape for k, v in tree_flatten(opt.state) if k != "learning_rate"}
+    # without a destination, tree_flatten gives a list of (path, array)
+    flat = cast("list[tuple[str, mx.array]]", tree_flatten(opt.state))
+    expected = {k: v.shape for k, v in flat if k != "learning_rate"}
     found = {k: v.shape for k, v in saved.items() if k != "learning_rate"}
     if expected != found:
         missing = sorted(set(expected) ^ set(found))[:3]
@@ -258,6 +290,15 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, prior: PriorState) -> tuple[o
     opt.state = tree_unflatten(list(saved.items()))
     opt.learning_rate = cfg.learning_rate
     return opt, "resumed"
+
+
+def _reference(cfg: TrainConfig, reference: nn.Module | None) -> nn.Module | None:
+    """The frozen reference the loss needs (β > 0), else None: with β = 0 none is used."""
+    if not cfg.beta > 0:
+        return None
+    if reference is None:
+        raise ValueError("train.beta > 0 needs a reference model")
+    return reference
 
 
 def train_epoch(
@@ -278,8 +319,7 @@ def train_epoch(
     `kernels` (`varro.model.forward`) serves all of them alike, so π_θ = π_old
     exactly before the first update.
     """
-    if cfg.beta > 0 and reference is None:
-        raise ValueError("train.beta > 0 needs a reference model")
+    frozen = _reference(cfg, reference)
     if cfg.pi_old == "behaviour" and cfg.is_cap <= 0:
         raise ValueError(f"train.is_cap must be > 0, got {cfg.is_cap}")
     if cfg.grad_clip <= 0 or cfg.learning_rate <= 0:
@@ -307,9 +347,9 @@ def train_epoch(
     # π_old (and the reference's log-probs with β > 0), before any update
     old = logprobs(model)
     ref = None
-    if cfg.beta > 0:
-        with float32_weights(reference):
-            ref = logprobs(reference)
+    if frozen is not None:
+        with float32_weights(frozen):
+            ref = logprobs(frozen)
     weights = (
         behaviour_weights(seqs, old, cap=cfg.is_cap)
         if cfg.pi_old == "behaviour"
