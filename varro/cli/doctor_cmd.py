@@ -16,6 +16,7 @@ from events.connection import describe, redact
 from events.server import EmbeddedServer, valkey_binary
 from varro import blas
 from varro.cli.common import config_options
+from varro.config import VarroConfig
 
 
 def _version(dist: str) -> str:
@@ -77,7 +78,7 @@ def _mlx_device() -> str:
 
 @click.command()
 @config_options
-def doctor(cfg) -> None:
+def doctor(cfg: VarroConfig) -> None:
     """Report versions, the Redis in use, the data directory, the MLX device and the BLAS in use.
 
     Exits 1 when something Varro needs is broken (an unreachable Redis)."""

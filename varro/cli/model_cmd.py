@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from varro.cli.common import config_options
+from varro.config import VarroConfig
 
 
 @click.group()
@@ -36,7 +37,7 @@ def init(force: bool) -> None:
 @model.command("info")
 @click.argument("where", required=False)
 @config_options
-def info(where: str | None, cfg) -> None:
+def info(where: str | None, cfg: VarroConfig) -> None:
     """Describe a checkpoint: WHERE is a directory or hub id (default: the configured base model)."""
     from varro.model.cache import ModelCache, ModelError, checkpoint_sha256
 
