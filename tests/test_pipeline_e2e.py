@@ -207,15 +207,15 @@ def test_rebuild_rewrites_the_projections_bit_identically_and_relinks_the_checkp
     assert rolling.resolve().name == newest  # the checkpoint links are a projection too
 
 
-def test_verify_reports_first_difference(runtime, tmp_path, redis_client):
-    run_days(runtime, "a", DAYS[:1], source="sample")
-    other = small_config(tmp_path, ns="b")
-    rt_b = Runtime(cfg=other, redis=redis_client, artifacts=runtime.artifacts, models=runtime.models)
-    run_days(rt_b, "b", DAYS[:1], source="sample", seed=999)
-    url = redis_client.connection_pool.connection_kwargs["path"]
-    result = CliRunner().invoke(
-        main, ["verify", "--ns", "a", "--against", "b", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+def test_verify_reports_first_difference(chain):
+    other = Runtime(
+        cfg=small_config(chain.data_dir, ns="b"),
+        redis=chain.rt.redis,
+        artifacts=chain.rt.artifacts,
+        models=chain.rt.models,
     )
+    run_days(other, "b", DAYS[:1], source="sample", seed=999)
+    result = CliRunner().invoke(main, ["verify", "--ns", "e2e", "--against", "b", *chain.common])
     assert result.exit_code == 1
     assert f"first difference at {DAYS[0]} generate" in result.output
 
