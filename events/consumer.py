@@ -24,9 +24,10 @@ import structlog
 
 from events import codec, replies
 from events.errors import EventDecodeError, EventError
-from events.replies import text as _s
+from events.keys import ids_key, key, stream_key
+from events.provenance import utc_now
+from events.replies import text
 from events.schema import AnyEvent
-from events.store import ids_key, key, stream_key, utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +89,7 @@ class Consumer:
                     self.group, self.name, {self.stream: ">"}, count=count - len(rows), block=None if rows else block_ms
                 )
                 for _, new_rows in replies.stream_rows(reply):
-                    rows += [(_s(entry_id), fields, 1) for entry_id, fields in new_rows]
+                    rows += [(text(entry_id), fields, 1) for entry_id, fields in new_rows]
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
                 raise EventError(
@@ -102,7 +103,7 @@ class Consumer:
             if delivered > self.max_deliveries:
                 last = self.redis.hget(failures_key(self.ns, self.group), entry_id)
                 reason = f"delivered {delivered} times (max {self.max_deliveries})"
-                self._dead_letter(entry_id, raw, f"{reason}; last failure: {_s(last)}" if last else reason, delivered)
+                self._dead_letter(entry_id, raw, f"{reason}; last failure: {text(last)}" if last else reason, delivered)
                 continue
             try:
                 if b"e" not in fields:
@@ -115,8 +116,8 @@ class Consumer:
                 reason = f"foreign: event {event.event_id} belongs to namespace {event.ns!r}, not {self.ns!r}"
                 self._dead_letter(entry_id, raw, reason, delivered)
                 continue
-            if indexed is None or _s(indexed) != entry_id:
-                where = f"recorded at entry {_s(indexed)}" if indexed is not None else "not recorded"
+            if indexed is None or text(indexed) != entry_id:
+                where = f"recorded at entry {text(indexed)}" if indexed is not None else "not recorded"
                 reason = f"foreign: entry not written by Varro's append (event {event.event_id} is {where})"
                 self._dead_letter(entry_id, raw, reason, delivered)
                 continue
@@ -126,14 +127,14 @@ class Consumer:
     def _reclaim(self, count: int) -> list[tuple[str, dict[bytes, bytes], int]]:
         reply = self.redis.xautoclaim(self.stream, self.group, self.name, self.min_idle_ms, start_id="0-0", count=count)
         rows, deleted = replies.claimed(reply)
-        claimed = [(_s(entry_id), fields) for entry_id, fields in rows if fields is not None]
+        claimed = [(text(entry_id), fields) for entry_id, fields in rows if fields is not None]
         for gone in deleted:
             # pending entries deleted from the stream: nothing left to process
             self.redis.xack(self.stream, self.group, gone)
         if not claimed:
             return []
         counts = {
-            _s(p["message_id"]): int(p["times_delivered"])
+            text(p["message_id"]): int(p["times_delivered"])
             for p in replies.pending(
                 self.redis.xpending_range(
                     self.stream,
@@ -207,11 +208,11 @@ class Consumer:
     def dead_letters(self) -> list[DeadLetter]:
         return [
             DeadLetter(
-                entry_id=_s(f[b"entry_id"]),
-                reason=_s(f[b"reason"]),
+                entry_id=text(f[b"entry_id"]),
+                reason=text(f[b"reason"]),
                 deliveries=int(f[b"deliveries"]),
                 raw=f[b"raw"],
-                failed_at=_s(f[b"failed_at"]),
+                failed_at=text(f[b"failed_at"]),
             )
             for _, f in replies.rows(self.redis.xrange(dead_letter_key(self.ns, self.group)))
         ]

@@ -157,32 +157,70 @@ class RankStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EpochMetrics(msgspec.Struct, frozen=True, kw_only=True):
-    """Per-epoch training metrics; every value is for this epoch alone."""
+    """Per-epoch training metrics; every value is for this epoch alone, never cumulative.
+
+    This is the one definition of each metric (README and `varro.gspo.trainer`
+    point here); `varro.gspo.metrics` computes them. "Loss tokens" are the
+    positions the loss covers (`train.loss_on`); π_old is the policy before the
+    epoch's first update.
+    """
 
     steps: int
+    """Optimizer updates in this epoch (one per minibatch)."""
     sequences: int
+    """Roll-outs trained on."""
     tokens: int
+    """Prompt + response tokens of those sequences: what the forward/backward passes process."""
     avg_reward: float
+    """Mean reward in [0, 1], rank-derived: what the loss uses."""
     avg_reward_unscaled: float
+    """Mean of the judge's raw scores where it gave them, else the mean rank (`avg_reward_unscaled_kind`)."""
     mean_abs_advantage: float
+    """Mean |Â_i| over sequences."""
     loss: float
+    """Mean over steps of the minibatch loss."""
     kl_old_k3: float
+    """After the epoch, KL of the new policy to π_old on the loss tokens as k3, exp(d) − d − 1 with
+    d = log π_old − log π_new: a token mean per sequence, then a mean over sequences."""
     kl_old_logratio: float
+    """The same, as the plain log-ratio log π_new − log π_old (token mean per sequence, then over sequences)."""
     kl_ref_k3: float | None
+    """k3 KL of the policy to the frozen reference as the loss saw it during the epoch: a token mean
+    per sequence at the time its minibatch was taken, then a mean over sequences; None when
+    train.beta = 0 (no reference is loaded)."""
     kl_ref_logratio: float | None
+    """The same against the reference, as the plain log-ratio; None when train.beta = 0."""
     clip_frac_low: float
+    """Share of clip units (sequences for GSPO, tokens for GSPO-token and GRPO) where the lower clip
+    bound binds (the gradient is zero), over all micro-batches."""
     clip_frac_high: float
+    """The same for the upper clip bound."""
     abs_log_ratio_q50: float
+    """Median of |log s_i| at the time each sequence's minibatch was taken (0 for the first
+    minibatch under pi_old = "recompute"); uncapped, unlike the loss's log-ratio (capped at 10)."""
     abs_log_ratio_q90: float
+    """90th percentile of the same."""
     abs_log_ratio_max: float
+    """Maximum of the same: above 10 says the loss's log-ratio cap bound."""
     grad_norm: float
+    """Mean over steps of the pre-clip global gradient norm."""
     learning_rate: float
+    """The optimizer's learning rate (train.learning_rate)."""
     tokens_per_s: float
+    """`tokens` / seconds spent in the update loop."""
     wall_s: float
+    """Seconds for the whole epoch, both log-prob passes and the measurement included."""
     peak_memory_mb: float
+    """MLX's peak allocation during the epoch, MiB."""
     improvement: float
+    """With g_i = mean over the loss tokens of roll-out i of log π_new(y_t) − log π_old(y_t) after
+    the epoch: mean g_i over roll-outs rewarded above their group's mean − mean g_i over those
+    below it. How much more the epoch raised the per-token likelihood of the roll-outs the judge
+    preferred than of those it did not; 0 when no group had a spread."""
     avg_reward_unscaled_kind: str = "raw_score"
+    """What avg_reward_unscaled averages: "raw_score" (the judge's) or "rank"."""
     peak_rss_mb: float = 0.0
+    """The process's resident-set high-water mark, MiB (over the process's lifetime, not the epoch's)."""
 
 
 # ------------------------------------------------------------------- events

@@ -7,13 +7,14 @@ import io
 import itertools
 import multiprocessing
 import threading
+from collections.abc import Callable
 
 import msgspec
 import pytest
 import redis as redis_py
 
 from events import codec
-from events.errors import EventError, NamespaceNotEmpty, PreconditionError
+from events.errors import ChainConflict, EventError, NamespaceNotEmpty, PreconditionError
 from events.ids import derive_event_id
 from events.schema import DailyRunRequested, HeadlinesFetched, HeadlineSource, Ranked
 from events.store import EventStore, VerifyReport, index_key, stream_key
@@ -312,6 +313,63 @@ def test_concurrent_appends_from_processes_keep_one_valid_chain(event_store, red
     assert store.count() == 121
     assert store.verify().ok
     assert len(store.all_for("DailyRunRequested", "2025-01-01")) == 121
+
+
+class RivalFirst(redis_py.Redis):
+    """A client on which another writer appends just before each pipeline of appends goes
+    out: by the time this client's scripts run, the tip they were linked to has moved."""
+
+    rival: Callable[[], None] | None = None
+
+    def pipeline(self, transaction=True, shard_hint=None):
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def rival_first(*args, **kwargs):
+            if self.rival is not None:
+                self.rival()
+            return execute(*args, **kwargs)
+
+        pipe.execute = rival_first
+        return pipe
+
+
+def racing_store(redis_server, rival: EventStore, rounds: int) -> EventStore:
+    """A store on namespace `rival.ns` that loses the race to `rival` on its first `rounds` attempts."""
+    numbers = itertools.count(100)
+    left = [rounds]
+
+    def append_first() -> None:
+        if left[0] > 0:
+            left[0] -= 1
+            rival.append(run_event(rival.ns, "2025-01-02", next(numbers)))
+
+    client = RivalFirst.from_url(redis_server.url, decode_responses=False)
+    client.rival = append_first
+    return EventStore(client, rival.ns)
+
+
+def test_an_append_that_lost_the_race_retries_from_the_tip_the_server_reports(event_store, redis_server):
+    rival = event_store()
+    mine = run_event("test", "2025-01-03", 1)
+    appended = racing_store(redis_server, rival, rounds=2).append(mine)
+    assert appended.created
+    assert [stored.event.event_id for stored in rival.read()][-1] == mine.event_id  # after both of the rival's
+    assert rival.count() == 3
+    assert rival.verify().ok
+
+
+def test_an_append_whose_tip_keeps_moving_gives_up_with_chain_conflict(event_store, redis_server, monkeypatch):
+    import events.append
+
+    monkeypatch.setattr(events.append, "MAX_ATTEMPTS", 3)
+    rival = event_store()
+    mine = run_event("test", "2025-01-03", 1)
+    with pytest.raises(ChainConflict, match="chain tip kept moving for 3 attempts"):
+        racing_store(redis_server, rival, rounds=10).append(mine)
+    assert rival.get(mine.event_id) is None  # nothing of it was recorded
+    assert rival.count() == 3  # each attempt lost to one of the rival's appends
+    assert rival.verify().ok
 
 
 def test_import_checks_the_whole_file_before_writing(event_store, sample_events):

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+import redis as redis_py
+from click.testing import CliRunner, Result
 
 from jobs.daily import request_day
 from varro.cli import main
@@ -19,7 +21,7 @@ from varro.outputs import output_hashes
 from varro.projections import project
 from workers.dispatcher import Dispatcher
 from workers.inprocess import drain, run_days
-from workers.runtime import Runtime
+from workers.runtime import Runtime, set_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -64,20 +66,73 @@ def runtime(tmp_path, redis_client):
     rt.models.release()
 
 
-def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_path, redis_client):
-    run_days(runtime, "e2e", DAYS, source="sample")
-    events = events_of(runtime, "e2e")
+CHAIN_DB = 1  # the function-scoped `redis_client` empties database 0 before every test
 
+
+@dataclass
+class Chain:
+    """The three sample days of `chain`, and what each phase of building it left behind."""
+
+    rt: Runtime
+    data_dir: Path
+    common: list[str]  # --data-dir and --redis-url for CLI commands on the chain's database
+    first_run: list  # the log after the first run of the days, before anything else
+    added_by_rerun: int  # events a second run of the same days recorded
+    replay: Result  # `varro replay --ns e2e --into e2e-replay` of the first run
+    verify: Result  # `varro verify --ns e2e --against e2e-replay` right after it
+
+    @property
+    def store(self):
+        return self.rt.store("e2e")
+
+
+@pytest.fixture(scope="module")
+def chain(redis_server, tmp_path_factory):
+    """Three sample days through the whole chain, built once for the module's tests.
+
+    Phases, each recorded before the next changes the log: run the days, run
+    them again, replay them into another namespace and verify it, then force a
+    re-run of the last day. The tests check one thing each on what this left.
+    """
+    data_dir = tmp_path_factory.mktemp("chain")
+    client = redis_py.Redis.from_url(redis_server.url, db=CHAIN_DB, decode_responses=False)
+    client.flushdb()
+    rt = Runtime.create(small_config(data_dir), redis=client)
+    common = ["--data-dir", str(data_dir), "--redis-url", f"{redis_server.url}?db={CHAIN_DB}"]
+    try:
+        run_days(rt, "e2e", DAYS, source="sample")
+        first_run = events_of(rt, "e2e")
+        run_days(rt, "e2e", DAYS, source="sample")
+        added_by_rerun = rt.store("e2e").count() - len(first_run)
+        replay = CliRunner().invoke(main, ["replay", "--ns", "e2e", "--into", "e2e-replay", *common])
+        verify = CliRunner().invoke(main, ["verify", "--ns", "e2e", "--against", "e2e-replay", *common])
+        set_runtime(rt)  # the replay ran under the CLI's own runtime
+        request_day(rt.context("e2e"), DAYS[2], trigger="manual", source="sample", force=True)
+        drain(rt, Dispatcher(rt.redis, rt.cfg, name="force"), ["e2e"])
+        yield Chain(rt, data_dir, common, first_run, added_by_rerun, replay, verify)
+    finally:
+        set_runtime(None)
+        rt.models.release()
+        client.flushdb()
+        client.close()
+
+
+def test_each_day_records_each_stage_once_on_a_valid_chain(chain):
+    events = chain.first_run
     assert count_by(events, "DailyRunRequested") == {d: 1 for d in DAYS}
     assert count_by(events, "HeadlinesFetched") == {d: 1 for d in DAYS}
     assert count_by(events, "RolloutsGenerated") == {d: 1 for d in DAYS}
-    assert count_by(events, "Ranked") == {d: 1 for d in DAYS[:2]}
+    assert count_by(events, "Ranked") == {d: 1 for d in DAYS[:2]}  # the last day has no next day yet
     assert count_by(events, "EpochTrained") == {d: 1 for d in DAYS[:2]}
-    assert runtime.store("e2e").verify().ok
+    assert chain.store.verify().ok
 
-    store = runtime.store("e2e")
-    trained = [store.latest("EpochTrained", d) for d in DAYS[:2]]
-    generated = [store.latest("RolloutsGenerated", d) for d in DAYS]
+
+def test_each_day_generates_with_the_checkpoint_trained_the_day_before(chain):
+    def first(kind: str, day: str):
+        return next(e for e in chain.first_run if type(e).__name__ == kind and e.date == day)
+
+    trained = [first("EpochTrained", d) for d in DAYS[:2]]
+    generated = [first("RolloutsGenerated", d) for d in DAYS]
     base = generated[0].checkpoint.sha256
     assert trained[0].parent_checkpoint.sha256 == base
     assert trained[1].parent_checkpoint.sha256 == trained[0].checkpoint.sha256
@@ -85,28 +140,31 @@ def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_pat
     assert generated[2].checkpoint.sha256 == trained[1].checkpoint.sha256
     assert len({base, trained[0].checkpoint.sha256, trained[1].checkpoint.sha256}) == 3
 
-    ranked = store.latest("Ranked", DAYS[0])
+
+def test_a_day_is_ranked_against_the_next_days_headlines_with_rewards_in_0_1(chain):
+    ranked = next(e for e in chain.first_run if type(e).__name__ == "Ranked" and e.date == DAYS[0])
     assert ranked.outcome_date == DAYS[1]
     rewards = [r for group in ranked.groups for r in group.rewards]
     assert rewards and min(rewards) >= 0.0 and max(rewards) <= 1.0 and ranked.stats.negatives == 0
 
-    # a second run of the same days records nothing new
-    before = store.count()
-    run_days(runtime, "e2e", DAYS, source="sample")
-    assert store.count() == before
 
-    # a forced request re-runs the day's chain as new, marked events
-    request_day(runtime.context("e2e"), DAYS[2], trigger="manual", source="sample", force=True)
-    drain(runtime, Dispatcher(runtime.redis, runtime.cfg, name="force"), ["e2e"])
+def test_a_second_run_of_the_same_days_records_nothing(chain):
+    assert chain.added_by_rerun == 0
+
+
+def test_a_forced_request_reruns_the_days_chain_as_new_marked_events(chain):
+    store = chain.store
     assert [e.forced for e in store.all_for("HeadlinesFetched", DAYS[2])] == [False, True]
     assert [e.forced for e in store.all_for("Ranked", DAYS[1])] == [False, True]
     assert [e.forced for e in store.all_for("EpochTrained", DAYS[1])] == [False, True]
     regenerated = store.all_for("RolloutsGenerated", DAYS[2])
     assert [e.forced for e in regenerated] == [False, True]
     assert regenerated[-1].checkpoint == store.latest("EpochTrained", DAYS[1]).checkpoint
-    events = events_of(runtime, "e2e")
 
-    files = project(events, "e2e")
+
+def test_projections_hold_every_stages_files_and_the_checkpoint_links(chain):
+    store = chain.store
+    files = project(events_of(chain.rt, "e2e"), "e2e")
     for day in DAYS:
         headlines = json.loads(files[f"timestamped_storage_e2e/{day}_headlines.json"])
         assert len(headlines["headlines"]) == len(store.latest("HeadlinesFetched", day).headlines)
@@ -116,15 +174,14 @@ def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_pat
         assert evaluations
         assert f"timestamped_storage_e2e/{day}_outcome_tracking.json" in files
         assert f"training/gspo_e2e/gspo_training_{day}.json" in files
-    rolling = tmp_path / "training" / "checkpoints" / "gspo_e2e" / "final_model"
-    dated = tmp_path / "training" / "checkpoints" / "gspo_e2e" / f"final_model_{DAYS[1].replace('-', '')}"
-    assert (rolling / "config.json").exists() and (dated / "config.json").exists()
+    checkpoints = chain.data_dir / "training" / "checkpoints" / "gspo_e2e"
+    assert (checkpoints / "final_model" / "config.json").exists()
+    assert (checkpoints / f"final_model_{DAYS[1].replace('-', '')}" / "config.json").exists()
 
-    url = redis_client.connection_pool.connection_kwargs["path"]
-    newest = store.latest("EpochTrained", DAYS[1]).checkpoint.sha256
-    lineage = CliRunner().invoke(
-        main, ["lineage", newest[:12], "--ns", "e2e", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
-    )
+
+def test_lineage_lists_the_forced_retrain_then_its_parents_epoch(chain):
+    newest = chain.store.latest("EpochTrained", DAYS[1]).checkpoint.sha256
+    lineage = CliRunner().invoke(main, ["lineage", newest[:12], "--ns", "e2e", *chain.common])
     assert lineage.exit_code == 0, lineage.output
     rows = [line for line in lineage.output.splitlines() if line.startswith("│ 2025")]
     # newest first: the forced re-train (same inputs, so the same checkpoint bytes), then its parent's epoch
@@ -132,39 +189,33 @@ def test_three_days_chain_once_per_day_with_chained_checkpoints(runtime, tmp_pat
     assert "(forced)" in rows[0] and "(forced)" not in rows[1]
 
 
-def test_replay_into_new_namespace_is_identical_and_rebuild_is_bit_identical(runtime, tmp_path, redis_client):
-    run_days(runtime, "e2e", DAYS[:2], source="sample")
-    runner = CliRunner()
-    url = redis_client.connection_pool.connection_kwargs["path"]
-    common = ["--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+def test_replay_into_a_new_namespace_verifies_identical(chain):
+    assert chain.replay.exit_code == 0, chain.replay.output
+    assert chain.verify.exit_code == 0, chain.verify.output
+    assert "identical" in chain.verify.output
+    assert output_hashes(chain.first_run) == output_hashes(events_of(chain.rt, "e2e-replay"))
 
-    result = runner.invoke(main, ["replay", "--ns", "e2e", "--into", "e2e-replay", *common])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(main, ["verify", "--ns", "e2e", "--against", "e2e-replay", *common])
-    assert result.exit_code == 0, result.output
-    assert "identical" in result.output
-    assert output_hashes(events_of(runtime, "e2e")) == output_hashes(events_of(runtime, "e2e-replay"))
 
-    first = project(events_of(runtime, "e2e"), "e2e")
-    rolling = tmp_path / "training" / "checkpoints" / "gspo_e2e" / "final_model"
+def test_rebuild_rewrites_the_projections_bit_identically_and_relinks_the_checkpoint(chain):
+    first = project(events_of(chain.rt, "e2e"), "e2e")
+    rolling = chain.data_dir / "training" / "checkpoints" / "gspo_e2e" / "final_model"
     rolling.unlink()
-    result = runner.invoke(main, ["rebuild", "--ns", "e2e", *common])
+    result = CliRunner().invoke(main, ["rebuild", "--ns", "e2e", *chain.common])
     assert result.exit_code == 0, result.output
-    on_disk = {name: (tmp_path / name).read_bytes() for name in first}
-    assert on_disk == first
-    trained = runtime.store("e2e").latest("EpochTrained", DAYS[0]).checkpoint.sha256
-    assert rolling.resolve().name == trained  # the checkpoint links are a projection too
+    assert {name: (chain.data_dir / name).read_bytes() for name in first} == first
+    newest = chain.store.latest("EpochTrained", DAYS[1]).checkpoint.sha256
+    assert rolling.resolve().name == newest  # the checkpoint links are a projection too
 
 
-def test_verify_reports_first_difference(runtime, tmp_path, redis_client):
-    run_days(runtime, "a", DAYS[:1], source="sample")
-    other = small_config(tmp_path, ns="b")
-    rt_b = Runtime(cfg=other, redis=redis_client, artifacts=runtime.artifacts, models=runtime.models)
-    run_days(rt_b, "b", DAYS[:1], source="sample", seed=999)
-    url = redis_client.connection_pool.connection_kwargs["path"]
-    result = CliRunner().invoke(
-        main, ["verify", "--ns", "a", "--against", "b", "--data-dir", str(tmp_path), "--redis-url", f"unix://{url}"]
+def test_verify_reports_first_difference(chain):
+    other = Runtime(
+        cfg=small_config(chain.data_dir, ns="b"),
+        redis=chain.rt.redis,
+        artifacts=chain.rt.artifacts,
+        models=chain.rt.models,
     )
+    run_days(other, "b", DAYS[:1], source="sample", seed=999)
+    result = CliRunner().invoke(main, ["verify", "--ns", "e2e", "--against", "b", *chain.common])
     assert result.exit_code == 1
     assert f"first difference at {DAYS[0]} generate" in result.output
 
@@ -298,24 +349,6 @@ def test_concurrent_daily_requests_give_one_run(tmp_path, redis_server):
 
     store = EventStore(redis_py.Redis.from_url(url), "race")
     assert len(store.all_for("DailyRunRequested", DAYS[0])) == 1
-
-
-def test_dispatcher_killed_between_enqueue_and_ack_records_no_duplicate(runtime, redis_client):
-    ctx = runtime.context("e2e")
-    request_day(ctx, DAYS[0], trigger="manual", source="sample")
-    crashed = Dispatcher(redis_client, runtime.cfg, name="crashed", min_idle_ms=0)
-    deliveries = crashed.consumer("e2e").read(count=10, block_ms=None)
-    from workers.dispatcher import plan
-
-    for delivery in deliveries:
-        for spec in plan(delivery.event, runtime.store("e2e")):
-            crashed.enqueue(spec)
-    # ... and it dies here, before acking. A new dispatcher reclaims the entry.
-    recovered = Dispatcher(redis_client, runtime.cfg, name="recovered", min_idle_ms=0)
-    drain(runtime, recovered, ["e2e"])
-    assert len(runtime.store("e2e").all_for("HeadlinesFetched", DAYS[0])) == 1
-    assert len(runtime.store("e2e").all_for("RolloutsGenerated", DAYS[0])) == 1
-    assert recovered.consumer("e2e").pending() == 0
 
 
 class SwitchableJudge:

@@ -111,4 +111,5 @@ def resolved_sgemm_library() -> str | None:
     libdl = ctypes.CDLL("libc.so.6")
     if libdl.dladdr(ctypes.c_void_p(addr), ctypes.byref(info)) == 0:
         return None
-    return info.dli_fname.decode()
+    fname: bytes = info.dli_fname  # a c_char_p field: ctypes hands it over as bytes
+    return fname.decode()

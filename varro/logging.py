@@ -29,7 +29,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None, stream: Tex
         raise ValueError(f"log level {level!r}: use one of {', '.join(sorted(_LEVELS))}")
     if json is None:
         json = not tty
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,

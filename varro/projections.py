@@ -72,6 +72,10 @@ _RANK_STAT_NAMES = {
 }
 
 
+StageEvent = HeadlinesFetched | RolloutsGenerated | Ranked | EpochTrained
+"""The events a stage records: each gives one day's projection files."""
+
+
 class ProjectionError(PermanentError, ValueError):
     """The events or files handed to a projection do not belong to it."""
 
@@ -140,20 +144,24 @@ def project(events: Iterable[AnyEvent], ns: str) -> dict[str, bytes]:
     docs: dict[str, dict[str, Any]] = {}
     index: dict[str, dict[str, Any]] = {}
     for (_, date), item in sorted(latest.items(), key=lambda kv: (kv[0][1], kv[0][0].__name__)):
-        if isinstance(item.event, HeadlinesFetched):
-            stage, built = "fetch", {_dated(ns, date, "headlines"): _headlines_doc(item)}
-        elif isinstance(item.event, RolloutsGenerated):
-            stage, built = "generate", {_dated(ns, date, "predictions"): _predictions_doc(item, by_id)}
-        elif isinstance(item.event, Ranked):
+        event, superseded = item
+        if isinstance(event, HeadlinesFetched):
+            stage, built = "fetch", {_dated(ns, date, "headlines"): _headlines_doc(event, superseded)}
+        elif isinstance(event, RolloutsGenerated):
+            stage, built = "generate", {_dated(ns, date, "predictions"): _predictions_doc(event, superseded, by_id)}
+        elif isinstance(event, Ranked):
             stage, built = (
                 "rank",
                 {
-                    _dated(ns, date, "outcome_tracking"): _outcome_doc(item, by_id),
-                    _dated(ns, date, "evaluations"): _evaluations_doc(item, by_id),
+                    _dated(ns, date, "outcome_tracking"): _outcome_doc(event, superseded, by_id),
+                    _dated(ns, date, "evaluations"): _evaluations_doc(event, superseded, by_id),
                 },
             )
-        elif isinstance(item.event, EpochTrained):
-            stage, built = "train", {f"{training_dir(ns)}/gspo_training_{date}.json": _training_doc(item, history)}
+        elif isinstance(event, EpochTrained):
+            stage, built = (
+                "train",
+                {f"{training_dir(ns)}/gspo_training_{date}.json": _training_doc(event, superseded, history)},
+            )
         else:
             continue
         docs.update(built)
@@ -213,10 +221,9 @@ def canonical_json(doc: Any) -> bytes:
 # ---------------------------------------------------------------- documents
 
 
-def _headlines_doc(item: Latest) -> dict[str, Any]:
-    event: HeadlinesFetched = item.event
+def _headlines_doc(event: HeadlinesFetched, superseded: tuple[str, ...]) -> dict[str, Any]:
     return {
-        **_header(item),
+        **_header(event, superseded),
         "date": event.date,
         "source_kind": event.source_kind,
         "filter_mode": event.filter_mode,
@@ -227,11 +234,12 @@ def _headlines_doc(item: Latest) -> dict[str, Any]:
     }
 
 
-def _predictions_doc(item: Latest, by_id: Mapping[str, Event]) -> dict[str, Any]:
-    event: RolloutsGenerated = item.event
+def _predictions_doc(
+    event: RolloutsGenerated, superseded: tuple[str, ...], by_id: Mapping[str, Event]
+) -> dict[str, Any]:
     texts = _headline_texts(by_id.get(event.headlines_event_id))
     return {
-        **_header(item),
+        **_header(event, superseded),
         "date": event.date,
         "headlines_event_id": event.headlines_event_id,
         "checkpoint": _builtins(event.checkpoint),
@@ -253,14 +261,13 @@ def _predictions_doc(item: Latest, by_id: Mapping[str, Event]) -> dict[str, Any]
     }
 
 
-def _outcome_doc(item: Latest, by_id: Mapping[str, Event]) -> dict[str, Any]:
+def _outcome_doc(event: Ranked, superseded: tuple[str, ...], by_id: Mapping[str, Event]) -> dict[str, Any]:
     """Which headlines the roll-outs of `date` were judged against.
 
     `judged_against` is False for an outcome headline the judge set aside
     (already known on the prediction day, or a repeat), decided by the judge's
     own rule, `varro.judging.outcomes.outcome_headlines`.
     """
-    event: Ranked = item.event
     outcomes = by_id.get(event.outcomes_event_id)
     rollouts = by_id.get(event.rollouts_event_id)
     prediction_day = by_id.get(rollouts.headlines_event_id) if isinstance(rollouts, RolloutsGenerated) else None
@@ -271,7 +278,7 @@ def _outcome_doc(item: Latest, by_id: Mapping[str, Event]) -> dict[str, Any]:
         used = {id(h) for h in outcome_headlines(outcomes.headlines, own)}  # it returns the objects it kept
         outcome_list = [{**_builtins(h), "judged_against": id(h) in used} for h in outcomes.headlines]
     return {
-        **_header(item),
+        **_header(event, superseded),
         "prediction_date": event.date,
         "outcome_date": event.outcome_date,
         "rollouts_event_id": event.rollouts_event_id,
@@ -295,13 +302,12 @@ def _outcome_doc(item: Latest, by_id: Mapping[str, Event]) -> dict[str, Any]:
     }
 
 
-def _evaluations_doc(item: Latest, by_id: Mapping[str, Event]) -> dict[str, Any]:
+def _evaluations_doc(event: Ranked, superseded: tuple[str, ...], by_id: Mapping[str, Event]) -> dict[str, Any]:
     """Ranks and rewards of `date`'s roll-outs; list position i is the group's i-th roll-out."""
-    event: Ranked = item.event
     rollouts = by_id.get(event.rollouts_event_id)
     texts = _headline_texts(by_id.get(rollouts.headlines_event_id)) if isinstance(rollouts, RolloutsGenerated) else {}
     return {
-        **_header(item),
+        **_header(event, superseded),
         "date": event.date,
         "outcome_date": event.outcome_date,
         "rollouts_event_id": event.rollouts_event_id,
@@ -336,11 +342,10 @@ def _ranked_group(group: RankedGroup, headline: str | None, event: Ranked) -> di
     }
 
 
-def _training_doc(item: Latest, history: CheckpointHistory) -> dict[str, Any]:
-    event: EpochTrained = item.event
+def _training_doc(event: EpochTrained, superseded: tuple[str, ...], history: CheckpointHistory) -> dict[str, Any]:
     steps = history.walk(event)
     return {
-        **_header(item),
+        **_header(event, superseded),
         "date": event.date,
         "trained_on": f"the ranked roll-outs of {event.date}",
         "ranked_event_id": event.ranked_event_id,
@@ -374,8 +379,7 @@ def _training_doc(item: Latest, history: CheckpointHistory) -> dict[str, Any]:
 # ------------------------------------------------------------------ helpers
 
 
-def _header(item: Latest) -> dict[str, Any]:
-    event = item.event
+def _header(event: StageEvent, superseded: tuple[str, ...]) -> dict[str, Any]:
     return {
         "namespace": event.ns,
         "event": {
@@ -385,7 +389,7 @@ def _header(item: Latest) -> dict[str, Any]:
             "recorded_at": event.recorded_at,
             "code_version": event.code_version,
             "forced": event.forced,
-            "superseded_event_ids": list(item.superseded),
+            "superseded_event_ids": list(superseded),
         },
     }
 

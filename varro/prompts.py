@@ -8,6 +8,8 @@ and re-encoded text for training, and the two drifted apart).
 
 from __future__ import annotations
 
+from typing import Any
+
 from events.errors import PermanentError
 from events.ids import canonical_hash
 from events.schema import Headline
@@ -34,7 +36,7 @@ def messages(cfg: VarroConfig, headline: Headline, date: str) -> list[dict[str, 
     ]
 
 
-def prompt_ids(cfg: VarroConfig, tokenizer, headline: Headline, date: str) -> list[int]:
+def prompt_ids(cfg: VarroConfig, tokenizer: Any, headline: Headline, date: str) -> list[int]:
     """Token ids of the full chat prompt, ending where the assistant's answer begins."""
     ids = tokenizer.apply_chat_template(
         messages(cfg, headline, date),
@@ -47,7 +49,7 @@ def prompt_ids(cfg: VarroConfig, tokenizer, headline: Headline, date: str) -> li
     return [int(i) for i in ids]
 
 
-def prompt_hash(cfg: VarroConfig, tokenizer) -> str:
+def prompt_hash(cfg: VarroConfig, tokenizer: Any) -> str:
     """Names everything that turns a headline into prompt ids besides the tokenizer's vocabulary
     (which the checkpoint hash already covers)."""
     return canonical_hash(

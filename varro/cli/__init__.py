@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Any
 
 import click
 
@@ -28,7 +29,7 @@ _COMMANDS = (
 class _VarroGroup(click.Group):
     """Turns a lost or refused Redis connection into one line, with any password redacted."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         import redis
 
         try:

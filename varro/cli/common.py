@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from events.ids import MAX_SEED, bounded_date, validate_ns
 from varro.config import ConfigError, VarroConfig, load_config
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from workers.runtime import Runtime
 
 
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,7 +70,7 @@ def dates_between(start: str, end: str) -> list[str]:
     return date_range(start, end)
 
 
-def runtime_for(cfg: VarroConfig, *, read_only: bool = False):
+def runtime_for(cfg: VarroConfig, *, read_only: bool = False) -> Runtime:
     """Connect and install the process runtime.
 
     A command that records (the default) first proves the data directory
@@ -95,7 +100,7 @@ def runtime_for(cfg: VarroConfig, *, read_only: bool = False):
     return rt
 
 
-def require_namespace(redis, ns: str) -> None:
+def require_namespace(redis: Redis, ns: str) -> None:
     """An unknown namespace is an error for a command that reads one (exit 1), never an empty answer."""
     from events.store import EventStore, stream_key
 

@@ -16,6 +16,7 @@ from events.connection import describe, redact
 from events.server import EmbeddedServer, valkey_binary
 from varro import blas
 from varro.cli.common import config_options
+from varro.config import VarroConfig
 
 
 def _version(dist: str) -> str:
@@ -75,7 +76,7 @@ def _mlx_device() -> str:
     return str(mx.default_device())
 
 
-def _artifacts_report(cfg) -> tuple[bool, str]:
+def _artifacts_report(cfg: VarroConfig) -> tuple[bool, str]:
     """Where artifacts and checkpoints live, and, for a bucket, whether it answers."""
     if not cfg.artifacts.url:
         return True, f"data directory {cfg.data_path}"
@@ -90,7 +91,7 @@ def _artifacts_report(cfg) -> tuple[bool, str]:
 
 @click.command()
 @config_options
-def doctor(cfg) -> None:
+def doctor(cfg: VarroConfig) -> None:
     """Report versions, the Redis in use, the data directory, the MLX device and the BLAS in use.
 
     Exits 1 when something Varro needs is broken (an unreachable Redis or artifact bucket)."""

@@ -25,7 +25,7 @@ SAMPLE_PRICES = Path(__file__).resolve().parents[1] / "data" / "sample_prices.cs
 @click.option("--from", "start", callback=parse_date, help="First prediction day.")
 @click.option("--to", "end", callback=parse_date, help="Last prediction day.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def econ_cmd(cfg: VarroConfig, prices: str, start, end, as_json) -> None:
+def econ_cmd(cfg: VarroConfig, prices: str, start: str | None, end: str | None, as_json: bool) -> None:
     """Parse each prediction's assets, direction and horizon; score it against the closes that followed."""
     import msgspec
 

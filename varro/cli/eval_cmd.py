@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -10,6 +11,9 @@ from rich.table import Table
 
 from varro.cli.common import config_options, runtime_for
 from varro.config import VarroConfig
+
+if TYPE_CHECKING:
+    from events.schema import Evaluated
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -52,10 +56,14 @@ def panel_freeze(cfg: VarroConfig, spec: str) -> None:
 @config_options
 def panel_list(cfg: VarroConfig) -> None:
     """The panels frozen in --ns."""
+    from events.schema import PanelFrozen
+
     rt = runtime_for(cfg)
     table = Table("event", "name", "source", "items", "days", "artifact", title=f"panels in {cfg.ns}")
     for stored in rt.store(cfg.ns).read(types=["PanelFrozen"]):
         e = stored.event
+        if not isinstance(e, PanelFrozen):  # read(types=...) gives only these
+            continue
         table.add_row(
             e.event_id[:16], e.name, e.source, str(e.items), f"{e.dates[0]} .. {e.dates[-1]}", e.artifact.sha256[:16]
         )
@@ -82,7 +90,9 @@ def panel_list(cfg: VarroConfig) -> None:
 @click.option("--k", type=int, help="Roll-outs per side per panel headline. Default: config eval.k.")
 @click.option("--force", is_flag=True, help="Evaluate again as a new, marked event.")
 @click.option("--json", "as_json", is_flag=True, help="Print the Evaluated event as JSON.")
-def ab_cmd(cfg: VarroConfig, a_ref, b_ref, panel_spec, k, force, as_json) -> None:
+def ab_cmd(
+    cfg: VarroConfig, a_ref: str, b_ref: str, panel_spec: str, k: int | None, force: bool, as_json: bool
+) -> None:
     """Judge checkpoint B head to head against A on a held-out panel (same seeds on both sides)."""
     import msgspec
 
@@ -104,7 +114,7 @@ def ab_cmd(cfg: VarroConfig, a_ref, b_ref, panel_spec, k, force, as_json) -> Non
     render_evaluation(event)
 
 
-def render_evaluation(event) -> None:
+def render_evaluation(event: Evaluated) -> None:
     table = Table("", event.a.label, event.b.label, title=f"A/B on panel {event.panel.sha256[:12]} ({event.judge})")
     for name, attr, fmt in (
         ("checkpoint", "checkpoint", lambda c: c.sha256[:12]),

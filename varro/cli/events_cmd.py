@@ -7,9 +7,9 @@ import contextlib
 import functools
 import io
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import msgspec
@@ -17,7 +17,15 @@ import redis
 
 from events.connection import NoServer, connect, connect_existing, redact
 from events.errors import EventError
-from events.schema import EVENT_TYPES, AnyEvent
+from events.schema import (
+    EVENT_TYPES,
+    AnyEvent,
+    DailyRunRequested,
+    EpochTrained,
+    HeadlinesFetched,
+    Ranked,
+    RolloutsGenerated,
+)
 from events.store import EventStore, StoredEvent
 from varro.artifacts import atomic_write
 from varro.cli.common import config_options, require_namespace
@@ -72,17 +80,16 @@ def foreign_note(store: EventStore) -> str | None:
 
 def summary(event: AnyEvent) -> str:
     """A few words that tell one event from its neighbours in a listing."""
-    kind = type(event).__name__
-    parts = []
-    if kind == "DailyRunRequested":
+    parts: list[str] = []
+    if isinstance(event, DailyRunRequested):
         parts = [f"trigger={event.trigger}", f"seed={event.seed}"]
-    elif kind == "HeadlinesFetched":
+    elif isinstance(event, HeadlinesFetched):
         parts = [f"headlines={len(event.headlines)}", f"sources={len(event.sources)}"]
-    elif kind == "RolloutsGenerated":
+    elif isinstance(event, RolloutsGenerated):
         parts = [f"groups={len(event.groups)}", f"checkpoint={event.checkpoint.sha256[:12]}"]
-    elif kind == "Ranked":
+    elif isinstance(event, Ranked):
         parts = [f"groups={len(event.groups)}", f"outcome={event.outcome_date}", f"avg_reward={event.stats.avg:.3f}"]
-    elif kind == "EpochTrained":
+    elif isinstance(event, EpochTrained):
         parts = [
             f"steps={event.metrics.steps}",
             f"loss={event.metrics.loss:.4g}",
@@ -122,16 +129,17 @@ def events() -> None:
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended.")
 @event_errors
-def tail(cfg, event_type, date, n, follow) -> None:
+def tail(cfg: VarroConfig, event_type: str | None, date: str | None, n: int, follow: bool) -> None:
     """Show the latest events, oldest first (one line each). Ctrl-C at any point exits 0."""
     with contextlib.suppress(KeyboardInterrupt):
         _tail(open_store(cfg), event_type, date, n, follow)
 
 
-def _tail(store, event_type, date, n, follow) -> None:
+def _tail(store: EventStore, event_type: str | None, date: str | None, n: int, follow: bool) -> None:
     types = None if event_type is None else [event_type]
     dates = None if date is None else [date]
     until = store.last_entry_id() or "0-0"  # follow resumes exactly after what is listed
+    latest: Iterable[StoredEvent]
     if types is None and dates is None:
         latest = store.last(n, end=until)
     else:
@@ -147,26 +155,34 @@ def _tail(store, event_type, date, n, follow) -> None:
             click.echo(line(stored))
 
 
+def _selection(event_id: str | None, event_type: str | None, date: str | None) -> str | tuple[str, str]:
+    """What `show` names: an event id, or (type, date); exactly one of the two, else a usage error."""
+    if event_id is not None and (event_type is None or date is None):
+        return event_id
+    if event_id is None and event_type is not None and date is not None:
+        return event_type, date
+    raise click.UsageError("give either EVENT_ID or both --type and --date")
+
+
 @events.command()
 @click.argument("event_id", required=False)
 @config_options
 @click.option("--type", "event_type", type=click.Choice(sorted(EVENT_TYPES)), default=None)
 @click.option("--date", default=None, help="With --type: every event of that type and date.")
 @event_errors
-def show(event_id, cfg, event_type, date) -> None:
+def show(event_id: str | None, cfg: VarroConfig, event_type: str | None, date: str | None) -> None:
     """Print one event (by EVENT_ID) or all events of --type on --date as JSON."""
-    if (event_id is None) == (event_type is None or date is None):
-        raise click.UsageError("give either EVENT_ID or both --type and --date")
+    wanted = _selection(event_id, event_type, date)
     store = open_store(cfg)
-    if event_id is not None:
-        event = store.get(event_id)
+    if isinstance(wanted, str):
+        event = store.get(wanted)
         if event is None:
-            raise click.ClickException(f"no event {event_id} in namespace {store.ns!r}")
+            raise click.ClickException(f"no event {wanted} in namespace {store.ns!r}")
         found = [event]
     else:
-        found = store.all_for(event_type, date)
+        found = store.all_for(*wanted)
         if not found:
-            raise click.ClickException(f"no {event_type} for {date} in namespace {store.ns!r}")
+            raise click.ClickException(f"no {wanted[0]} for {wanted[1]} in namespace {store.ns!r}")
     for event in found:
         click.echo(pretty(event))
 
@@ -174,7 +190,7 @@ def show(event_id, cfg, event_type, date) -> None:
 @events.command()
 @config_options
 @event_errors
-def verify(cfg) -> None:
+def verify(cfg: VarroConfig) -> None:
     """Walk the hash chain; exit 1 and name the first broken link if it is broken."""
     store = open_store(cfg)
     report = store.verify()
@@ -195,7 +211,7 @@ def verify(cfg) -> None:
 @config_options
 @click.option("--dry-run", is_flag=True, help="List the foreign entries; move nothing.")
 @event_errors
-def quarantine(cfg, dry_run) -> None:
+def quarantine(cfg: VarroConfig, dry_run: bool) -> None:
     """Move the stream entries Varro did not write into the namespace's quarantine stream."""
     store = open_store(cfg)
     moved = store.quarantine_foreign(dry_run=dry_run)
@@ -215,7 +231,7 @@ def quarantine(cfg, dry_run) -> None:
     help="File to write (default: standard output).",
 )
 @event_errors
-def export_cmd(cfg, output) -> None:
+def export_cmd(cfg: VarroConfig, output: Path | None) -> None:
     """Write the namespace as JSONL (one entry per line): a readable, diffable backup."""
     store = open_store(cfg)
     if output is None:
@@ -236,7 +252,7 @@ def export_cmd(cfg, output) -> None:
 @click.option("--data-dir", help="Data directory. Default: config `data_dir` (~/.varro).")
 @click.option("--redis-url", help="Redis/Valkey URL. Default: $REDIS_URL, else the embedded server.")
 @event_errors
-def import_cmd(file, ns, config_path, data_dir, redis_url) -> None:
+def import_cmd(file: TextIO, ns: str, config_path: str | None, data_dir: str | None, redis_url: str | None) -> None:
     """Restore a JSONL export into an empty namespace; the chain verifies afterwards."""
     try:
         cfg = load_config(config_path, overrides={"ns": ns, "data_dir": data_dir, "redis_url": redis_url})

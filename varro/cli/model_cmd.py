@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from varro.cli.common import config_options
+from varro.config import VarroConfig
 
 
 @click.group()
@@ -36,7 +37,7 @@ def init(force: bool) -> None:
 @model.command("info")
 @click.argument("where", required=False)
 @config_options
-def info(where: str | None, cfg) -> None:
+def info(where: str | None, cfg: VarroConfig) -> None:
     """Describe a checkpoint: WHERE is a directory or hub id (default: the configured base model)."""
     from varro.model.cache import ModelCache, ModelError, checkpoint_sha256
 
@@ -94,7 +95,12 @@ def info(where: str | None, cfg) -> None:
 @click.option("--probe-s", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Seconds per probe.")
 @config_options
 def cost(
-    where: str | None, headlines: int, prompt_tokens: int, response_tokens: int | None, probe_s: float, cfg
+    where: str | None,
+    headlines: int,
+    prompt_tokens: int,
+    response_tokens: int | None,
+    probe_s: float,
+    cfg: VarroConfig,
 ) -> None:
     """Estimate a day's time and peak memory here, from the model's shape and this machine's measured throughputs.
 
@@ -102,6 +108,7 @@ def cost(
     default: the configured base model.
     """
     from varro import costs
+    from varro.errors import UsageProblem
 
     if where is None:
         from varro.model.cache import ModelCache, ModelError
@@ -125,7 +132,7 @@ def cost(
         )
     except (OSError, json.JSONDecodeError) as exc:
         raise click.ClickException(f"{path} has no readable config.json: {exc}") from None
-    except costs.UsageProblem as exc:
+    except UsageProblem as exc:
         raise click.ClickException(str(exc)) from None
     machine = costs.probe(probe_s)
     click.echo(f"model {path.name}: {shape.params / 1e6:.1f}M parameters, {shape.layers} layers, vocab {shape.vocab}")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -25,6 +27,14 @@ from varro.cli.common import (
     runtime_for,
 )
 from varro.config import VarroConfig
+
+if TYPE_CHECKING:
+    from events.schema import AnyEvent, Evaluated
+    from workers.operations import NamespaceStatus, NamespaceSummary, Reprocess
+    from workers.runtime import Runtime
+
+OnDay = Callable[[str], None]
+"""Called with each day as its chain completes (progress)."""
 
 # Off a terminal (logs, CI) rich would wrap the per-day table at 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -67,13 +77,13 @@ def _checked_source(cfg: VarroConfig, spec: HeadlineSource | str, dates: list[st
         raise click.UsageError(str(exc)) from None
 
 
-def _events(rt, ns: str) -> list:
+def _events(rt: Runtime, ns: str) -> list[AnyEvent]:
     from workers.operations import events_of
 
     return events_of(rt, ns)
 
 
-def _project(rt, ns: str) -> int:
+def _project(rt: Runtime, ns: str) -> int:
     from varro.projections import project, write_projections
 
     files = project(_events(rt, ns), ns)
@@ -81,7 +91,7 @@ def _project(rt, ns: str) -> int:
     return len(files)
 
 
-def _print_report(rt, ns: str) -> None:
+def _print_report(rt: Runtime, ns: str) -> None:
     from varro.report import day_rows, render_table
 
     console.print(render_table(day_rows(_events(rt, ns))))
@@ -102,19 +112,19 @@ def _ensure_default_model(cfg: VarroConfig) -> None:
         ensure_default_model(log=lambda line: status.update(f"varro-tiny: {line}"))
 
 
-def _run_in_process(rt, ns: str, dates: list[str], *, panel: str | None = None, **kwargs) -> None:
+def _run_in_process(rt: Runtime, ns: str, dates: list[str], *, panel: str | None = None, **kwargs: Any) -> None:
     """`run_days` with per-day progress, then the projections, the per-day table and,
     with a `panel`, the learning verdict on it."""
     from workers.inprocess import run_days
     from workers.operations import evaluate_day
 
-    every_day = panel is not None and rt.cfg.eval.every_day
+    every_day = panel if rt.cfg.eval.every_day else None  # the panel each day is judged on, if any
 
-    def operation(on_day) -> None:
+    def operation(on_day: OnDay) -> None:
         def day_done(date: str) -> None:
             on_day(date)
-            if every_day:  # day D's chain trained D-1 (on D's headlines as its outcomes)
-                for event in evaluate_day(rt, ns, shift_date(date, -1), panel):
+            if every_day is not None:  # day D's chain trained D-1 (on D's headlines as its outcomes)
+                for event in evaluate_day(rt, ns, shift_date(date, -1), every_day):
                     console.print(f"    {event.date} {event.purpose}: {_short_verdict(event)}")
 
         run_days(rt, ns, dates, on_day=day_done, **kwargs)
@@ -124,12 +134,12 @@ def _run_in_process(rt, ns: str, dates: list[str], *, panel: str | None = None, 
         _print_verdict(rt, ns, panel)
 
 
-def _short_verdict(event) -> str:
+def _short_verdict(event: Evaluated) -> str:
     w = event.win_rate
     return f"win rate {w.value:.3f} [{w.low:.3f}, {w.high:.3f}] vs {event.a.label}"
 
 
-def _print_verdict(rt, ns: str, panel: str) -> None:
+def _print_verdict(rt: Runtime, ns: str, panel: str) -> None:
     from varro.errors import VarroError
     from workers.operations import evaluate_last_against_base, verdict
 
@@ -145,7 +155,7 @@ def _print_verdict(rt, ns: str, panel: str) -> None:
     console.print(f"[bold]Verdict:[/] {verdict(event)}")
 
 
-def _with_progress(rt, ns: str, dates: list[str], operation) -> None:
+def _with_progress(rt: Runtime, ns: str, dates: list[str], operation: Callable[[OnDay], object]) -> None:
     """Run `operation(on_day)` under a status line; a failed day exits 1 after showing what was recorded."""
     from varro.errors import UsageProblem
     from workers.inprocess import RunFailed
@@ -184,7 +194,9 @@ def _with_progress(rt, ns: str, dates: list[str], operation) -> None:
 @click.option("--source", type=click.Choice(["sample", "files", "rss"]), default="sample", show_default=True)
 @click.option("--file", "files", multiple=True, help="Headline file (JSON, JSONL, CSV) for --source files.")
 @click.option("--seed", type=SEED, help="Base seed for every day (0 .. 2**63-1). Default: derived from config and ns.")
-def run_cmd(cfg: VarroConfig, start, end, source, files, seed) -> None:
+def run_cmd(
+    cfg: VarroConfig, start: str | None, end: str | None, source: str, files: tuple[str, ...], seed: int | None
+) -> None:
     """Run the whole daily loop over a date range in this process (embedded server, burst workers)."""
     spec = _source_spec(source, files)
     available = _source_dates(source, files)
@@ -217,12 +229,13 @@ def _run_panel(cfg: VarroConfig, source: str) -> str | None:
 @click.option("--seed", type=SEED, help="Base seed (0 .. 2**63-1). Default: derived from config seed and namespace.")
 @click.option("--source", help="sample | rss | files:PATH[,PATH]. Default: config workers.daily_source.")
 @click.option("--force", is_flag=True, help="Request the day again as a new, marked run.")
-def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
+def daily_cmd(cfg: VarroConfig, date: str | None, seed: int | None, source: str | None, force: bool) -> None:
     """Request the daily update for a day; the dispatcher and workers carry it out.
 
     The source and the base model are checked first: a request that could only
     fail in a worker is refused here, before anything is recorded.
     """
+    from events.schema import DailyRunRequested
     from jobs.daily import request_day
     from varro.headlines.spec import describe
 
@@ -231,9 +244,11 @@ def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
     rt = runtime_for(cfg)
     appended = request_day(rt.context(cfg.ns), day, trigger="manual", source=spec, seed=seed, force=force)
     state = "requested" if appended.created else "already requested"
+    event = appended.event
+    if not isinstance(event, DailyRunRequested):  # its id names a DailyRunRequested
+        raise click.ClickException(f"event {event.event_id} is a {type(event).__name__}, not the day's request")
     console.print(
-        f"{appended.event.date} {state} in {cfg.ns}: event {appended.event.event_id} "
-        f"(seed {appended.event.seed}, source {describe(appended.event.source)})"
+        f"{event.date} {state} in {cfg.ns}: event {event.event_id} (seed {event.seed}, source {describe(event.source)})"
     )
 
 
@@ -253,7 +268,16 @@ def daily_cmd(cfg: VarroConfig, date, seed, source, force) -> None:
 )
 @click.option("--file", "files", multiple=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, dry_run) -> None:
+def backfill_cmd(
+    cfg: VarroConfig,
+    start: str,
+    end: str,
+    into: str | None,
+    reprocess: Reprocess,  # one of click.Choice's
+    source: str,
+    files: tuple[str, ...],
+    dry_run: bool,
+) -> None:
     """Fill missing or failed days of a namespace, or fork a date range into a new one."""
     from varro.errors import UsageProblem
     from workers.operations import plan_backfill, run_backfill
@@ -282,7 +306,7 @@ def backfill_cmd(cfg: VarroConfig, start, end, into, reprocess, source, files, d
 @click.option(
     "--force", is_flag=True, help="Rank again even if D is already ranked, and re-train on it (new, marked events)."
 )
-def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> None:
+def override_cmd(cfg: VarroConfig, prediction_date: str, headlines_date: str, force: bool) -> None:
     """Rank day D against the headlines of day H, then continue the chain (train, generate H)."""
     from varro.errors import UsageProblem
     from workers.operations import override
@@ -310,7 +334,7 @@ def override_cmd(cfg: VarroConfig, prediction_date, headlines_date, force) -> No
 @click.option("--from", "start", callback=parse_date)
 @click.option("--to", "end", callback=parse_date)
 @click.option("--into", required=True, callback=parse_ns, help="New namespace to re-execute into.")
-def replay_cmd(cfg: VarroConfig, start, end, into) -> None:
+def replay_cmd(cfg: VarroConfig, start: str | None, end: str | None, into: str) -> None:
     """Re-execute --ns from its recorded inputs (headlines, seeds, config, base checkpoint) into a new namespace."""
     from varro.errors import UsageProblem
     from workers.operations import fork, replay_dates
@@ -329,7 +353,7 @@ def replay_cmd(cfg: VarroConfig, start, end, into) -> None:
 @config_options
 @click.option("--against", required=True, callback=parse_ns, help="The namespace to compare with --ns.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the table.")
-def verify_cmd(cfg: VarroConfig, against, as_json) -> None:
+def verify_cmd(cfg: VarroConfig, against: str, as_json: bool) -> None:
     """Compare every output hash of --ns with --against, day by day and stage by stage.
 
     A stage both namespaces ran is "=" or DIFF; a stage only one ran is "not run"
@@ -417,7 +441,7 @@ def rebuild_cmd(cfg: VarroConfig) -> None:
 @click.command("status")
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the tables.")
-def status_cmd(cfg: VarroConfig, as_json) -> None:
+def status_cmd(cfg: VarroConfig, as_json: bool) -> None:
     """Days x stages grid, queue depths, workers and dead letters. Reads only: it creates no
     directory, starts no server over nothing, and an unknown namespace is an error.
 
@@ -474,7 +498,7 @@ def status_cmd(cfg: VarroConfig, as_json) -> None:
     sys.exit(code)
 
 
-def _status_json(status, attention: list[str], code: int) -> dict:
+def _status_json(status: NamespaceStatus, attention: list[str], code: int) -> dict[str, Any]:
     return {
         "ns": status.ns,
         "days": [
@@ -499,7 +523,7 @@ def _status_json(status, attention: list[str], code: int) -> dict:
 @click.command("namespaces")
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout instead of the table.")
-def namespaces_cmd(cfg: VarroConfig, as_json) -> None:
+def namespaces_cmd(cfg: VarroConfig, as_json: bool) -> None:
     """List the namespaces recorded on the server, with their event counts and date span."""
     from workers.operations import namespace_summaries
 
@@ -517,7 +541,7 @@ def namespaces_cmd(cfg: VarroConfig, as_json) -> None:
     console.print(table)
 
 
-def _summary_json(summary) -> dict:
+def _summary_json(summary: NamespaceSummary) -> dict[str, Any]:
     return {
         "ns": summary.ns,
         "events": summary.events,
@@ -530,7 +554,7 @@ def _summary_json(summary) -> dict:
 @config_options
 @click.argument("checkpoint")
 @click.option("--json", "as_json", is_flag=True, help="The chain as a JSON list (newest first) on stdout.")
-def lineage_cmd(cfg: VarroConfig, checkpoint, as_json) -> None:
+def lineage_cmd(cfg: VarroConfig, checkpoint: str, as_json: bool) -> None:
     """The chain of parent checkpoints of CHECKPOINT (a sha256 or prefix) and the data each was trained on."""
     import msgspec
 
@@ -576,13 +600,14 @@ def lineage_cmd(cfg: VarroConfig, checkpoint, as_json) -> None:
 @config_options
 @click.argument("role", type=click.Choice(["model", "fetch"]))
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
-def worker_cmd(cfg: VarroConfig, role, burst) -> None:
+def worker_cmd(cfg: VarroConfig, role: str, burst: bool) -> None:
     """Run a stage worker: `model` (generate/rank/train, holds the model) or `fetch` (light, forking)."""
     from events.connection import connect
     from workers.dispatcher import FETCH_QUEUE, MODEL_QUEUE
     from workers.model_worker import FetchWorker, ModelWorker
     from workers.queues import queue
 
+    worker: ModelWorker | FetchWorker
     if role == "model":
         rt = runtime_for(cfg)  # the model worker keeps this runtime (and its model) across jobs
         worker = ModelWorker([queue(MODEL_QUEUE, rt.redis)], connection=rt.redis)
@@ -598,7 +623,7 @@ def worker_cmd(cfg: VarroConfig, role, burst) -> None:
 @click.command("dispatcher")
 @config_options
 @click.option("--all-ns", is_flag=True, help="Dispatch every namespace, not only --ns.")
-def dispatcher_cmd(cfg: VarroConfig, all_ns) -> None:
+def dispatcher_cmd(cfg: VarroConfig, all_ns: bool) -> None:
     """Consume the event streams and enqueue each next job."""
     import socket
 
@@ -632,7 +657,7 @@ def scheduler_cmd(cfg: VarroConfig) -> None:
 @config_options
 @click.option("--port", type=int, default=9181, show_default=True)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
-def dashboard_cmd(cfg: VarroConfig, port, bind) -> None:
+def dashboard_cmd(cfg: VarroConfig, port: int, bind: str) -> None:
     """Serve rq-dashboard for the Redis in use (jobs shown through Varro's JSON serializer)."""
     import os
     import subprocess

@@ -27,7 +27,15 @@ from varro.config import VarroConfig
     type=click.Path(file_okay=False),
     help="Also write TensorBoard event files into DIR (one run per namespace).",
 )
-def report_cmd(cfg: VarroConfig, names, start, end, fmt, plot_dir, tb_dir) -> None:
+def report_cmd(
+    cfg: VarroConfig,
+    names: str | None,
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    plot_dir: str | None,
+    tb_dir: str | None,
+) -> None:
     """Per day: headlines, roll-outs, rewards, judge signals, the epoch, and the held-out win rate."""
     from events.ids import validate_ns
     from events.store import EventStore

@@ -27,7 +27,7 @@ def _server(cfg: VarroConfig) -> EmbeddedServer:
 
 @server.command()
 @config_options
-def start(cfg) -> None:
+def start(cfg: VarroConfig) -> None:
     """Start the server (or find it running) and print its URL; it keeps running after this exits."""
     embedded = _server(cfg)
     try:
@@ -39,7 +39,7 @@ def start(cfg) -> None:
 
 @server.command()
 @config_options
-def stop(cfg) -> None:
+def stop(cfg: VarroConfig) -> None:
     """Shut the server down cleanly (the AOF is flushed first)."""
     embedded = _server(cfg)
     try:
@@ -51,7 +51,7 @@ def stop(cfg) -> None:
 
 @server.command()
 @config_options
-def status(cfg) -> None:
+def status(cfg: VarroConfig) -> None:
     """Say whether the server runs, where, and with which persistence; exit 1 if it does not run."""
     st = _server(cfg).status()
     click.echo(f"running:     {'yes' if st.running else 'no'}")

@@ -5,6 +5,8 @@ Never of the machine, so a replay elsewhere batches, and so rounds, the same way
 
 from __future__ import annotations
 
+import mlx.nn as nn
+
 from varro.generation.sampling import GenerationError
 
 # "auto" batches: room for a prompt of this many tokens plus max_tokens per row, and at most this many rows.
@@ -12,18 +14,20 @@ PROMPT_ALLOWANCE = 256
 MAX_AUTO_ROWS = 256
 
 
-def kv_bytes_per_token(model) -> int:
+def kv_bytes_per_token(model: nn.Module) -> int:
     """Bytes one token of one row adds to the KV cache: 2 (keys, values) x layers x KV heads x head dim x dtype."""
     args = model.args
     heads = getattr(args, "num_attention_heads", None)
-    kv_heads = getattr(args, "num_key_value_heads", None) or heads
-    head_dim = getattr(args, "head_dim", None) or args.hidden_size // heads
-    layers = len(model.layers) if hasattr(model, "layers") else args.num_hidden_layers
-    itemsize = model.model.norm.weight.dtype.size  # activations' dtype, even for quantised weights
+    kv_heads: int | None = getattr(args, "num_key_value_heads", None) or heads
+    head_dim: int | None = getattr(args, "head_dim", None) or (args.hidden_size // heads if heads else None)
+    if not kv_heads or not head_dim:
+        raise GenerationError(f"{type(model).__name__}: its config names no attention heads; cannot size the KV cache")
+    layers: int = len(model.layers) if hasattr(model, "layers") else args.num_hidden_layers
+    itemsize: int = model.model.norm.weight.dtype.size  # activations' dtype, even for quantised weights
     return 2 * layers * kv_heads * head_dim * itemsize
 
 
-def batch_rows(batch_size: int | str, model, *, group_size: int, max_tokens: int, kv_cache_mb: int) -> int:
+def batch_rows(batch_size: int | str, model: nn.Module, *, group_size: int, max_tokens: int, kv_cache_mb: int) -> int:
     """Rows per generation pass: `batch_size` itself, or for "auto" as many as fit `kv_cache_mb`.
 
     "auto" depends only on the checkpoint's shape and dtype and on recorded

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx_lm.models.cache import make_prompt_cache
 
@@ -47,7 +49,7 @@ class SampledResponse:
     logprobs: list[float]  # log_softmax(logits / T)[token] of the decoding pass (T = 1 when greedy), untruncated
 
 
-def _merged_cache(forward: Forward, model, prompts: Sequence[list[int]], group_size: int) -> list:
+def _merged_cache(forward: Forward, model: nn.Module, prompts: Sequence[list[int]], group_size: int) -> list[Any]:
     """Each prompt (all but its last token) prefilled once, merged into one batch cache with G rows per prompt."""
     per_row = []
     for ids in prompts:
@@ -104,7 +106,7 @@ def sample_responses(
     cache = _merged_cache(forward, model, [ids for _, ids in prompts], group_size)
     uniforms = np.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
     drawn = np.array([ids[-1] for _, ids in prompts for _ in range(group_size)])
-    temperature = np.float32(sampler.temperature or 1.0)
+    temperature = mx.array(sampler.temperature or 1.0, dtype=mx.float32)
     on_host = mx.default_device() == mx.cpu
 
     tokens: list[list[int]] = [[] for _ in order]
@@ -176,8 +178,9 @@ def sample_in_passes(
     return sampled
 
 
-def response_text(tokenizer, response: SampledResponse, eos_token_ids: Iterable[int]) -> str:
+def response_text(tokenizer: Any, response: SampledResponse, eos_token_ids: Iterable[int]) -> str:
     """The answer's text: its tokens decoded without the stop token."""
     eos = {int(t) for t in eos_token_ids}
     ids = response.response_ids
-    return tokenizer.decode(ids[:-1] if ids and ids[-1] in eos else ids)
+    text: str = tokenizer.decode(ids[:-1] if ids and ids[-1] in eos else ids)
+    return text

@@ -43,7 +43,7 @@ class Candidates:
     lse: np.ndarray  # (B,) fp32, log-sum-exp of the whole row of logits / T
 
 
-def sample_tokens(logits, uniforms, sampler: SamplerSpec) -> np.ndarray:
+def sample_tokens(logits: np.ndarray | mx.array, uniforms: np.ndarray, sampler: SamplerSpec) -> np.ndarray:
     """One token per row of (B, V) logits: temperature, then top-k, then top-p, then one draw per row.
 
     Row b's draw inverts the CDF of its surviving candidates, taken in token-id
@@ -95,9 +95,9 @@ def device_candidates(values: mx.array, k: int) -> Candidates:
     _rows, vocab = values.shape
     if k >= vocab:
         return host_candidates(np.array(values), k)
-    part = mx.argpartition(-values, kth=k, axis=-1)[:, : k + 1]
-    picked, lse = mx.take_along_axis(values, part, axis=-1), mx.logsumexp(values, axis=-1)
-    part, picked, lse = np.array(part), np.array(picked), np.array(lse)
+    on_device = mx.argpartition(-values, kth=k, axis=-1)[:, : k + 1]
+    picked_on_device, lse_on_device = mx.take_along_axis(values, on_device, axis=-1), mx.logsumexp(values, axis=-1)
+    part, picked, lse = np.array(on_device), np.array(picked_on_device), np.array(lse_on_device)
     if not (np.isfinite(lse).all() and np.isfinite(picked).all()):
         raise GenerationError("the model produced non-finite logits (NaN or inf); the checkpoint is broken")
     top, beyond = part[:, :k], picked[:, k]
@@ -140,9 +140,11 @@ def rollout_uniforms(seed: int, sampler: SamplerSpec) -> np.ndarray:
 def _logsumexp(values: np.ndarray) -> np.ndarray:
     """Each row's log-sum-exp, in fp32 (NumPy: MLX's CPU `exp` is scalar)."""
     top = values.max(axis=-1, keepdims=True)
-    return top[:, 0] + np.log(np.exp(values - top).sum(axis=-1))
+    lse: np.ndarray = top[:, 0] + np.log(np.exp(values - top).sum(axis=-1))
+    return lse
 
 
 def token_logprobs(values: np.ndarray, tokens: list[int]) -> np.ndarray:
     """``log_softmax(values)[token]`` per row, in fp32."""
-    return values[np.arange(len(tokens)), tokens] - _logsumexp(values)
+    logprobs: np.ndarray = values[np.arange(len(tokens)), tokens] - _logsumexp(values)
+    return logprobs

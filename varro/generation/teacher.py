@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx_lm.models.cache import make_prompt_cache
 
@@ -22,7 +23,7 @@ _SPAN = 32
 
 
 def behaviour_logprobs(
-    model,
+    model: nn.Module,
     prompt_ids_list: Sequence[Sequence[int]],
     response_ids_list: Sequence[Sequence[int]],
     *,
@@ -62,7 +63,12 @@ def behaviour_logprobs(
 
 
 def _group_logprobs(
-    forward: Forward, model, prompt: list[int], responses, temperature: float, chunk: int
+    forward: Forward,
+    model: nn.Module,
+    prompt: list[int],
+    responses: Sequence[Sequence[int]],
+    temperature: float,
+    chunk: int,
 ) -> list[np.ndarray]:
     """Log-probs of several responses to one prompt: prefill the prompt once, then the responses as a batch.
 
@@ -89,7 +95,9 @@ def _group_logprobs(
     inputs = np.zeros((len(responses), width), dtype=np.int32)
     for row, b in enumerate(order):
         inputs[row, : lengths[b]] = [prompt[-1], *responses[b][:-1]]
-    hiddens, targets, slots = [], [], []
+    hiddens: list[mx.array] = []
+    targets: list[int] = []
+    slots: list[tuple[int, int, int]] = []
     for start in range(0, width, _SPAN):
         active = sum(lengths[b] > start for b in order)
         for c in cache:
@@ -97,7 +105,7 @@ def _group_logprobs(
                 c.keys, c.values = c.keys[:active], c.values[:active]
         span = min(_SPAN, width - start)
         hidden = forward(mx.array(inputs[:active, start : start + span]), cache)
-        positions = []
+        positions: list[int] = []
         for row, b in enumerate(order[:active]):
             stop = min(lengths[b], start + span)
             positions.extend(row * span + t - start for t in range(start, stop))

@@ -104,7 +104,7 @@ def policy_loss(
     *,
     variant: str,
     clip: ClipRange,
-    denom: float,
+    denom: float | mx.array,
     weights: mx.array | None = None,
     ref: mx.array | None = None,
     beta: float = 0.0,

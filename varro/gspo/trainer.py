@@ -39,41 +39,16 @@ The loop, in the order it runs:
    correction, as in PyTorch) updates the trainable weights.
 5. After the epoch, one more pass measures the new policy against π_old.
 
-Metrics (every value is for this epoch alone):
-- steps: optimizer updates; sequences; tokens: prompt+response tokens of the
-  day's sequences (what the forward/backward passes process).
-- avg_reward: mean reward in [0, 1] (rank-derived, what the loss uses);
-  avg_reward_unscaled: mean of the judge's raw scores where it gave them
-  (`avg_reward_unscaled_kind = "raw_score"`), else the mean rank ("rank").
-- mean_abs_advantage: mean |Â_i| over sequences.
-- loss: mean over steps of the minibatch loss.
-- kl_old_*: after the epoch, KL of the new policy to π_old on the day's loss
-  tokens: k3 = exp(old − new) − (old − new) − 1 and the plain log-ratio
-  new − old, each a token mean per sequence, then a mean over sequences.
-- kl_ref_*: the same two estimates against the reference, as seen by the loss
-  during the epoch (None when β = 0).
-- clip_frac_low/high: share of clip units (sequences for GSPO, tokens for
-  GSPO-token and GRPO) where the clip bound, over all micro-batches.
-- abs_log_ratio_q50/q90/max: quantiles of |log s_i| at the time each
-  sequence's minibatch was taken (0 for the first minibatch under "recompute").
-- grad_norm: mean pre-clip global gradient norm over steps.
-- tokens_per_s: tokens / seconds spent in the update loop; wall_s: the whole
-  epoch including both measurement passes.
-- peak_memory_mb: MLX's peak allocation during the epoch; peak_rss_mb: the
-  process's resident-set high-water mark (lifetime of the process).
-- improvement: with g_i = mean_{t∈T_i} [log π_new(y_t) − log π_old(y_t)] after the
-  epoch, improvement = mean_{i: r_i > mean_group(r)} g_i − mean_{i: r_i < mean_group(r)} g_i:
-  how much more the epoch raised the (per-token) likelihood of the roll-outs
-  the judge preferred than of those it did not; 0 if no group had a spread.
+Metrics: each is defined once, on its field of `events.schema.EpochMetrics`;
+`varro.gspo.metrics` tallies them as the updates run and measures them after.
 """
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -88,7 +63,8 @@ from varro.config import TrainConfig
 from varro.gspo.advantages import compute_advantages
 from varro.gspo.batch import Batch, TrainingSequence, collate, microbatches, plan_minibatches
 from varro.gspo.logprobs import token_logprobs
-from varro.gspo.objective import ClipRange, k3, policy_loss
+from varro.gspo.metrics import UpdateTally, measure
+from varro.gspo.objective import ClipRange, policy_loss
 from varro.gspo.optimizer import FusedAdamW
 from varro.model.forward import Kernels
 from varro.model.precision import float32_weights
@@ -212,7 +188,20 @@ class EpochData:
     weights: np.ndarray
 
 
-def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float = 1.0, kernels: Kernels = "auto"):
+GradTree = dict[str, Any]
+"""Gradients shaped like `model.trainable_parameters()`: nested dicts and lists of arrays (an MLX tree)."""
+
+LossAndGrad = Callable[
+    [mx.array, mx.array, mx.array, mx.array, mx.array, mx.array | None, mx.array, int],
+    tuple[tuple[mx.array, dict[str, mx.array]], GradTree],
+]
+"""(tokens, loss mask, π_old, advantages, weights, reference, denominator, start column) ->
+((loss, `policy_loss` stats), gradients)."""
+
+
+def make_loss_and_grad(
+    model: nn.Module, cfg: TrainConfig, *, temperature: float = 1.0, kernels: Kernels = "auto"
+) -> LossAndGrad:
     """The micro-batch loss and its gradient w.r.t. the trainable parameters (compiled if configured).
 
     A compiled step always runs MLX's kernels (`epoch_kernels`).
@@ -220,7 +209,16 @@ def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float
     clip = ClipRange(cfg.eps_low, cfg.eps_high)
     kernels = epoch_kernels(cfg, kernels)
 
-    def micro_loss(tokens, mask, old_lp, adv, w, ref_lp, denom, start):
+    def micro_loss(
+        tokens: mx.array,
+        mask: mx.array,
+        old_lp: mx.array,
+        adv: mx.array,
+        w: mx.array,
+        ref_lp: mx.array | None,
+        denom: mx.array,
+        start: int,
+    ) -> tuple[mx.array, dict[str, mx.array]]:
         logp = token_logprobs(
             model, tokens, chunk=cfg.logprob_chunk, start=start, temperature=temperature, kernels=kernels
         )
@@ -228,21 +226,26 @@ def make_loss_and_grad(model: nn.Module, cfg: TrainConfig, *, temperature: float
             logp, old_lp, mask, adv, variant=cfg.variant, clip=clip, denom=denom, weights=w, ref=ref_lp, beta=cfg.beta
         )
 
-    loss_and_grad = nn.value_and_grad(model, micro_loss)
+    loss_and_grad: LossAndGrad = nn.value_and_grad(model, micro_loss)
     if cfg.compile:
         loss_and_grad = mx.compile(loss_and_grad, inputs=model.state, outputs=model.state)
     return loss_and_grad
 
 
-def minibatch_gradient(loss_and_grad, data: EpochData, part: np.ndarray, cfg: TrainConfig):
+def minibatch_gradient(
+    loss_and_grad: LossAndGrad, data: EpochData, part: np.ndarray, cfg: TrainConfig
+) -> tuple[float, GradTree, list[dict[str, np.ndarray]]]:
     """The loss and gradient of one minibatch, accumulated over micro-batches.
 
     Each micro-batch's loss is divided by the minibatch's sequence count, so the
     sum over micro-batches is exactly the loss (and gradient) of the minibatch
     taken as one batch. Returns (loss, grads, per-micro-batch numpy stats).
+    `part` is never empty (`plan_minibatches`).
     """
     denom = mx.array(float(len(part)))
-    grads, total, stats = None, 0.0, []
+    grads: GradTree | None = None
+    total = 0.0
+    stats: list[dict[str, np.ndarray]] = []
     for idx in microbatches(part, cfg.microbatch_size):
         seqs = [data.seqs[i] for i in idx]
         batch = collate(seqs, loss_on=cfg.loss_on)
@@ -259,8 +262,10 @@ def minibatch_gradient(loss_and_grad, data: EpochData, part: np.ndarray, cfg: Tr
         )
         grads = g if grads is None else tree_map(mx.add, grads, g)
         mx.eval(loss, st, grads)
-        total += loss.item()
+        total += cast("float", loss.item())  # the loss is a float32 scalar: its item is a Python float
         stats.append({k: np.array(v) for k, v in st.items()})
+    if grads is None:
+        raise ValueError("a minibatch without sequences")
     return total, grads, stats
 
 
@@ -272,7 +277,9 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, prior: PriorState) -> tuple[F
         return opt, "fresh"
     if cfg.reset_optimizer:
         return opt, "reset"
-    expected = {k: v.shape for k, v in tree_flatten(opt.state) if k != "learning_rate"}
+    # without a destination, tree_flatten gives a list of (path, array)
+    flat = cast("list[tuple[str, mx.array]]", tree_flatten(opt.state))
+    expected = {k: v.shape for k, v in flat if k != "learning_rate"}
     found = {k: v.shape for k, v in saved.items() if k != "learning_rate"}
     if expected != found:
         missing = sorted(set(expected) ^ set(found))[:3]
@@ -285,9 +292,13 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, prior: PriorState) -> tuple[F
     return opt, "resumed"
 
 
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+def _reference(cfg: TrainConfig, reference: nn.Module | None) -> nn.Module | None:
+    """The frozen reference the loss needs (β > 0), else None: with β = 0 none is used."""
+    if not cfg.beta > 0:
+        return None
+    if reference is None:
+        raise ValueError("train.beta > 0 needs a reference model")
+    return reference
 
 
 def train_epoch(
@@ -308,8 +319,7 @@ def train_epoch(
     `kernels` (`varro.model.forward`) serves all of them alike, so π_θ = π_old
     exactly before the first update.
     """
-    if cfg.beta > 0 and reference is None:
-        raise ValueError("train.beta > 0 needs a reference model")
+    frozen = _reference(cfg, reference)
     if cfg.pi_old == "behaviour" and cfg.is_cap <= 0:
         raise ValueError(f"train.is_cap must be > 0, got {cfg.is_cap}")
     if cfg.grad_clip <= 0 or cfg.learning_rate <= 0:
@@ -321,9 +331,32 @@ def train_epoch(
     mx.random.seed(seed)
     model = prepare_policy(model, cfg, seed)
     seqs = [s for g in groups for s in g]
-    chunk, loss_on, size = cfg.logprob_chunk, cfg.loss_on, cfg.microbatch_size
     kernels = epoch_kernels(cfg, kernels)
 
+    def logprobs(policy: nn.Module) -> list[np.ndarray]:
+        return sequence_logprobs(
+            policy,
+            seqs,
+            loss_on=cfg.loss_on,
+            chunk=cfg.logprob_chunk,
+            batch_size=cfg.microbatch_size,
+            temperature=temperature,
+            kernels=kernels,
+        )
+
+    # π_old (and the reference's log-probs with β > 0), before any update
+    old = logprobs(model)
+    ref = None
+    if frozen is not None:
+        with float32_weights(frozen):
+            ref = logprobs(frozen)
+    weights = (
+        behaviour_weights(seqs, old, cap=cfg.is_cap)
+        if cfg.pi_old == "behaviour"
+        else np.ones(len(seqs), dtype=np.float32)
+    )
+
+    # advantages per headline group
     adv = compute_advantages(
         [[s.reward for s in g] for g in groups],
         ddof=cfg.adv_ddof,
@@ -332,91 +365,30 @@ def train_epoch(
         previous_ema=prior.ema_baseline,
     )
     advantages = np.concatenate(adv.values).astype(np.float32)
-    above = np.concatenate([np.asarray([s.reward for s in g]) > np.mean([s.reward for s in g]) for g in groups])
-    below = np.concatenate([np.asarray([s.reward for s in g]) < np.mean([s.reward for s in g]) for g in groups])
-
-    old = sequence_logprobs(
-        model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
-    )
-    ref = None
-    if cfg.beta > 0:
-        with float32_weights(reference):
-            ref = sequence_logprobs(
-                reference, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
-            )
-    weights = (
-        behaviour_weights(seqs, old, cap=cfg.is_cap)
-        if cfg.pi_old == "behaviour"
-        else np.ones(len(seqs), dtype=np.float32)
-    )
-
-    opt, origin = _optimizer(model, cfg, prior)
-    loss_and_grad = make_loss_and_grad(model, cfg, temperature=temperature, kernels=kernels)
     data = EpochData(seqs=seqs, old=old, ref=ref, advantages=advantages, weights=weights)
 
-    log_ratios: list[np.ndarray] = []
-    kl_ref_k3: list[np.ndarray] = []
-    kl_ref_lr: list[np.ndarray] = []
-    losses, norms = [], []
-    clip_low = clip_high = clip_units = 0.0
+    # one optimizer step per minibatch
+    opt, origin = _optimizer(model, cfg, prior)
+    loss_and_grad = make_loss_and_grad(model, cfg, temperature=temperature, kernels=kernels)
+    tally = UpdateTally(with_reference=ref is not None)
     loop_started = time.perf_counter()
     for part in plan_minibatches(len(seqs), cfg.minibatches, seed):
         loss, grads, stats = minibatch_gradient(loss_and_grad, data, part, cfg)
-        for st in stats:
-            log_ratios.append(st["log_ratio"])
-            clip_low += float(st["clip_low"])
-            clip_high += float(st["clip_high"])
-            clip_units += float(st["clip_units"])
-            if ref is not None:
-                kl_ref_k3.append(st["kl_ref_k3"])
-                kl_ref_lr.append(st["kl_ref_logratio"])
+        tally.micro_batches(stats)
         norm = opt.clip_and_update(model, grads, cfg.grad_clip)
         mx.eval(model.parameters(), opt.state)
-        losses.append(loss)
-        norms.append(norm.item())
-    loop_s = time.perf_counter() - loop_started
+        tally.step(loss, float(np.asarray(norm)))  # the float32 norm, exactly
+    tally.loop_s = time.perf_counter() - loop_started
 
-    new = sequence_logprobs(
-        model, seqs, loss_on=loss_on, chunk=chunk, batch_size=size, temperature=temperature, kernels=kernels
-    )
-    gains = np.array([float(np.mean(n.astype(np.float64) - o)) for n, o in zip(new, old, strict=True)])
-    kl_k3 = np.array([float(np.mean(np.array(k3(mx.array(n), mx.array(o))))) for n, o in zip(new, old, strict=True)])
-    improvement = float(gains[above].mean() - gains[below].mean()) if above.any() and below.any() else 0.0
+    # measure the new policy against π_old
+    new = logprobs(model)
     model = fuse_lora(model) if cfg.lora else model
-    abs_log_s = np.abs(np.concatenate(log_ratios))
-    raw = [s.raw_score for s in seqs if s.raw_score is not None]
-    tokens = sum(s.length for s in seqs)
-    metrics = EpochMetrics(
-        steps=len(losses),
-        sequences=len(seqs),
-        tokens=tokens,
-        avg_reward=float(np.mean([s.reward for s in seqs])),
-        avg_reward_unscaled=float(np.mean(raw)) if raw else float(np.mean([s.rank for s in seqs])),
-        avg_reward_unscaled_kind="raw_score" if raw else "rank",
-        mean_abs_advantage=float(np.mean(np.abs(advantages))),
-        loss=float(np.mean(losses)),
-        kl_old_k3=float(kl_k3.mean()),
-        kl_old_logratio=float(gains.mean()),
-        kl_ref_k3=float(np.concatenate(kl_ref_k3).mean()) if kl_ref_k3 else None,
-        kl_ref_logratio=float(np.concatenate(kl_ref_lr).mean()) if kl_ref_lr else None,
-        clip_frac_low=clip_low / clip_units,
-        clip_frac_high=clip_high / clip_units,
-        abs_log_ratio_q50=float(np.quantile(abs_log_s, 0.5)),
-        abs_log_ratio_q90=float(np.quantile(abs_log_s, 0.9)),
-        abs_log_ratio_max=float(abs_log_s.max()),
-        grad_norm=float(np.mean(norms)),
-        learning_rate=cfg.learning_rate,
-        tokens_per_s=tokens / loop_s if loop_s > 0 else 0.0,
-        wall_s=time.perf_counter() - started,
-        peak_memory_mb=mx.get_peak_memory() / 2**20,
-        peak_rss_mb=_peak_rss_mb(),
-        improvement=improvement,
-    )
+    metrics = measure(groups, advantages, old, new, tally, learning_rate=cfg.learning_rate, started=started)
     return EpochResult(
         model=model,
         optimizer_state={} if cfg.lora else dict(tree_flatten(opt.state)),
         optimizer_origin=origin,
-        step=prior.step + len(losses),
+        step=prior.step + len(tally.losses),
         ema_baseline=adv.ema_baseline,
         metrics=metrics,
     )

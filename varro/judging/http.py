@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -91,9 +91,9 @@ class HttpJudge:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(rounds)), thread_name_prefix="judge") as pool:
             return list(pool.map(self.ask, rounds))
 
-    def body(self, request: RoundRequest) -> dict:
+    def body(self, request: RoundRequest) -> dict[str, Any]:
         """The chat-completions request for one round, with its constraint."""
-        body: dict = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": self.prompt.messages(request),
             "temperature": 0.0,
@@ -149,7 +149,7 @@ class HttpJudge:
             error=f"{self.retries + 1} attempts failed, last: {error}",
         )
 
-    def _post(self, body: dict) -> str:
+    def _post(self, body: dict[str, Any]) -> str:
         """The reply's message content; raises on transport errors, non-2xx or a malformed reply."""
         response = self.client.post(self.url, json=body)
         response.raise_for_status()

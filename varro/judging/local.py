@@ -162,19 +162,19 @@ class MlxJudge:
     # ------------------------------------------------------------ judging
 
     def pick(self, rounds: Sequence[RoundRequest]) -> list[RoundAnswer]:
-        answers: list[RoundAnswer | None] = [None] * len(rounds)
+        answers: dict[int, RoundAnswer] = {}
         by_prefix: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
         for i, request in enumerate(rounds):
             head, tail = self.prompt_ids(request)
             by_prefix.setdefault(tuple(head), []).append((i, tail))
-        for head, rows in by_prefix.items():
-            prefix = self._prefix(head)
+        for shared, rows in by_prefix.items():
+            prefix = self._prefix(shared)
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
                 logits = self._next_token_logits(prefix, [tail for _, tail in chunk])
                 for (i, _), row in zip(chunk, logits, strict=True):
                     answers[i] = self._answer(rounds[i], row)
-        return answers
+        return [answers[i] for i in range(len(rounds))]
 
     def _answer(self, request: RoundRequest, logits: np.ndarray) -> RoundAnswer:
         offered = logits[list(self.template.letter_ids[: len(request.candidates)])].astype(np.float64)

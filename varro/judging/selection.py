@@ -91,10 +91,10 @@ def select(
         for i, answer in zip(active, answers, strict=True):
             state, order = states[i], shown[i]
             state.retries += answer.retries
-            valid = answer.choice is not None and 0 <= answer.choice < len(order)
-            pick = order[answer.choice] if valid else None
+            choice = answer.choice
+            pick = order[choice] if choice is not None and 0 <= choice < len(order) else None
             state.rounds.append(JudgeRound(shown=order, pick=pick, raw=answer.raw, retries=answer.retries))
-            if not valid:
+            if pick is None:
                 state.failure = (
                     f"{judge.name} gave no valid pick in round {round_index + 1}: "
                     f"{answer.error or f'position {answer.choice} of {len(order)}'}"
@@ -129,20 +129,20 @@ def rank_groups(
         zip(rankable, select([groups[i] for i in rankable], outcomes, judge, seed=seed, reverse=reverse), strict=True)
     )
     failed = [i for i in rankable if primary[i].failure is not None]
-    if failed and fallback is None:
-        raise JudgeFailed(
-            f"{len(failed)} group(s) could not be ranked and no fallback judge is configured; first: "
-            f"{groups[failed[0]].headline_id}: {primary[failed[0]].failure}"
-        )
-    second = (
-        dict(
+    second: dict[int, Selection] = {}
+    fallback_name = ""
+    if failed:
+        if fallback is None:
+            raise JudgeFailed(
+                f"{len(failed)} group(s) could not be ranked and no fallback judge is configured; first: "
+                f"{groups[failed[0]].headline_id}: {primary[failed[0]].failure}"
+            )
+        fallback_name = fallback.name
+        second = dict(
             zip(
                 failed, select([groups[i] for i in failed], outcomes, fallback, seed=seed, reverse=reverse), strict=True
             )
         )
-        if failed
-        else {}
-    )
     ranked = []
     for i, group in enumerate(groups):
         size = len(group.texts)
@@ -161,7 +161,7 @@ def rank_groups(
         first = primary[i]
         final, by, failed_rounds = first, judge.name, []
         if i in second:
-            final, by, failed_rounds = second[i], fallback.name, first.rounds
+            final, by, failed_rounds = second[i], fallback_name, first.rounds
             if final.failure is not None:
                 raise JudgeFailed(f"group {group.headline_id}: {first.failure}; fallback: {final.failure}")
         ranks = strict_ranks(final.picks, size)

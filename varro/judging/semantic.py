@@ -45,7 +45,7 @@ class TfidfIndex:
         self.unseen_idf = np.log(1.0 + self.n) + 1.0
         self.outcomes = np.stack([self._in_vocab(doc) for doc in docs]) if docs else np.zeros((0, 0))
 
-    def _in_vocab(self, counts: Counter) -> np.ndarray:
+    def _in_vocab(self, counts: Counter[str]) -> np.ndarray:
         row = np.zeros(len(self.vocabulary))
         for term, tf in counts.items():
             row[self.vocabulary[term]] = (1.0 + np.log(tf)) * self.idf[self.vocabulary[term]]

@@ -18,14 +18,23 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from events.errors import PermanentError
 from events.ids import sha256_hex
 from varro.config import DEFAULT_PROMPT_TEMPLATE, DEFAULT_SYSTEM_PROMPT
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+    import mlx.nn as nn
+    from tokenizers import Tokenizer
+
+Log = Callable[[str], None]
 
 MODEL_NAME = "varro-tiny"
 
@@ -118,7 +127,7 @@ def recipe_hash(recipe: Recipe = Recipe()) -> str:
 # ----------------------------------------------------------------- tokenizer
 
 
-def train_tokenizer(examples: list[Example], vocab_size: int):
+def train_tokenizer(examples: list[Example], vocab_size: int) -> Tokenizer:
     """Byte-level BPE, so any text (tickers, symbols, other scripts) still encodes."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -137,7 +146,15 @@ def train_tokenizer(examples: list[Example], vocab_size: int):
     return tokenizer
 
 
-def write_tokenizer(tokenizer, out: Path, max_length: int) -> None:
+def special_id(tokenizer: Tokenizer, token: str) -> int:
+    """The id of one of `SPECIAL_TOKENS`, which training the tokenizer always assigns."""
+    found = tokenizer.token_to_id(token)
+    if found is None:
+        raise CorpusError(f"the trained tokenizer has no id for the special token {token!r}")
+    return found
+
+
+def write_tokenizer(tokenizer: Tokenizer, out: Path, max_length: int) -> None:
     tokenizer.save(str(out / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -167,7 +184,7 @@ def write_tokenizer(tokenizer, out: Path, max_length: int) -> None:
 # --------------------------------------------------------------------- model
 
 
-def model_config(recipe: Recipe, vocab_size: int, eos_ids: list[int]) -> dict:
+def model_config(recipe: Recipe, vocab_size: int, eos_ids: list[int]) -> dict[str, Any]:
     return {
         "architectures": ["Qwen3ForCausalLM"],
         "model_type": "qwen3",
@@ -187,7 +204,7 @@ def model_config(recipe: Recipe, vocab_size: int, eos_ids: list[int]) -> dict:
     }
 
 
-def chat_sequences(examples: list[Example], hf_tokenizer, seed: int) -> list[tuple[list[int], list[int]]]:
+def chat_sequences(examples: list[Example], hf_tokenizer: Any, seed: int) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, response ids + EOS) rendered exactly as generation renders prompts."""
     rng = np.random.default_rng(seed)
     im_end = hf_tokenizer.convert_tokens_to_ids(IM_END)
@@ -206,7 +223,9 @@ def chat_sequences(examples: list[Example], hf_tokenizer, seed: int) -> list[tup
     return sequences
 
 
-def train_model(config: dict, sequences: list[tuple[list[int], list[int]]], recipe: Recipe, log=print):
+def train_model(
+    config: dict[str, Any], sequences: list[tuple[list[int], list[int]]], recipe: Recipe, log: Log = print
+) -> nn.Module:
     """Plain next-token cross-entropy on the response tokens (EOS included), AdamW, cosine decay."""
     import mlx.core as mx
     import mlx.nn as nn
@@ -234,20 +253,22 @@ def train_model(config: dict, sequences: list[tuple[list[int], list[int]]], reci
     )
     optimizer = optim.AdamW(learning_rate=schedule, weight_decay=0.01)
 
-    def loss_fn(model, batch, positions, targets):
+    def loss_fn(model: nn.Module, batch: mx.array, positions: mx.array, targets: mx.array) -> mx.array:
         # Project only the response positions onto the vocabulary: on CPU the
         # softmax's exp, not the matmuls, dominates a step of a model this small.
         hidden = model.model(batch[:, :-1]).reshape(-1, config["hidden_size"])[positions]
         logits = model.model.embed_tokens.as_linear(hidden)
-        return nn.losses.cross_entropy(logits, targets, reduction="mean")
+        loss: mx.array = nn.losses.cross_entropy(logits, targets, reduction="mean")
+        return loss
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
 
-    def step(batch, positions, targets):
+    def step(batch: mx.array, positions: mx.array, targets: mx.array) -> mx.array:
         loss, grads = loss_and_grad(model, batch, positions, targets)
         grads, _ = optim.clip_grad_norm(grads, 1.0)
         optimizer.update(model, grads)
-        return loss
+        value: mx.array = loss
+        return value
 
     rng = np.random.default_rng(recipe.seed)
     order: list[int] = []
@@ -269,7 +290,7 @@ def train_model(config: dict, sequences: list[tuple[list[int], list[int]]], reci
     return model
 
 
-def build(out: Path, recipe: Recipe = Recipe(), log=print) -> Path:
+def build(out: Path, recipe: Recipe = Recipe(), log: Log = print) -> Path:
     """Train the tokenizer and the model and write the checkpoint into `out` (created)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -280,12 +301,13 @@ def build(out: Path, recipe: Recipe = Recipe(), log=print) -> Path:
     tokenizer = train_tokenizer(examples, recipe.vocab_size)
     write_tokenizer(tokenizer, out, recipe.max_position_embeddings)
     hf_tokenizer = AutoTokenizer.from_pretrained(str(out))
-    eos_ids = [tokenizer.token_to_id(IM_END), tokenizer.token_to_id(END_OF_TEXT)]
+    eos_ids = [special_id(tokenizer, IM_END), special_id(tokenizer, END_OF_TEXT)]
     config = model_config(recipe, tokenizer.get_vocab_size(), eos_ids)
     sequences = chat_sequences(examples, hf_tokenizer, recipe.seed)
     log(f"{len(examples)} examples, vocab {config['vocab_size']}, {sum(len(p) + len(r) for p, r in sequences)} tokens")
     model = train_model(config, sequences, recipe, log=log)
-    weights = dict(sorted(tree_flatten(model.parameters())))
+    flat = cast("list[tuple[str, mx.array]]", tree_flatten(model.parameters()))  # no destination: a list
+    weights = dict(sorted(flat, key=lambda item: item[0]))  # parameter paths are unique
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     return out

@@ -85,7 +85,8 @@ def load_local(path: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) of a local mlx_lm directory that is not a recorded checkpoint (a judge model)."""
     from mlx_lm import load
 
-    return load(str(path))
+    loaded = load(str(path))  # (model, tokenizer), plus the config only when asked for
+    return loaded[0], loaded[1]
 
 
 def model_cache_root() -> Path:
@@ -217,7 +218,8 @@ class ModelCache:
             from mlx_lm import load
 
             self.release()
-            model, tokenizer = load(str(path))
+            loaded = load(str(path))  # (model, tokenizer), plus the config only when asked for
+            model, tokenizer = loaded[0], loaded[1]
         except BaseException as exc:
             if pinned:
                 self.store.release_checkpoint(ref.sha256)

@@ -22,16 +22,24 @@ each run (`model.kernels`). Each path is deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx_lm.models.base import create_attention_mask
 
 from events.errors import PermanentError
 
+if TYPE_CHECKING:
+    from mlx_lm.models.qwen3 import MLP, Attention
+
 Kernels = Literal["auto", "mlx", "numpy"]
-Forward = Callable[[mx.array, list], mx.array]
+Cache = list[Any]
+"""One mlx_lm KV cache per decoder layer (mlx_lm's cache classes share no public base)."""
+Forward = Callable[[mx.array, Cache], mx.array]
+Mask = mx.array | str | None
+"""An attention mask as mlx_lm makes them: None, "causal", or an array over (B, 1, L, S)."""
 
 # Architectures whose decoder layers this module knows how to run: Qwen3's
 # attention (q/k RMS norms, rotary, grouped KV heads) and SwiGLU MLP.
@@ -44,12 +52,12 @@ class ForwardError(PermanentError, ValueError):
     """An unknown kernel choice, or the numpy kernels asked for a model they cannot run."""
 
 
-def model_type(model) -> str:
+def model_type(model: nn.Module) -> str:
     args = getattr(model, "args", None)
     return str(getattr(model, "model_type", None) or getattr(args, "model_type", ""))
 
 
-def resolve(model, kernels: Kernels = "auto") -> Literal["mlx", "numpy"]:
+def resolve(model: nn.Module, kernels: Kernels = "auto") -> Literal["mlx", "numpy"]:
     """Which kernels a forward pass of `model` uses: "auto" means NumPy's on the CPU for supported models."""
     if kernels == "mlx":
         return "mlx"
@@ -65,21 +73,23 @@ def resolve(model, kernels: Kernels = "auto") -> Literal["mlx", "numpy"]:
     return "numpy" if supported and mx.default_device() == mx.cpu else "mlx"
 
 
-def inference_forward(model, kernels: Kernels = "auto") -> Forward:
+def inference_forward(model: nn.Module, kernels: Kernels = "auto") -> Forward:
     """``forward(inputs, cache) -> final hidden states``, as ``model.model(inputs, cache=cache)`` computes them."""
     if resolve(model, kernels) == "mlx":
         return lambda inputs, cache: model.model(inputs, cache=cache)
     return lambda inputs, cache: hidden_states(model, inputs, cache)
 
 
-def project(model, hidden: mx.array) -> mx.array:
+def project(model: nn.Module, hidden: mx.array) -> mx.array:
     """The model's output head applied to final hidden states (tied embeddings or a separate head)."""
     if getattr(model, "lm_head", None) is not None and not getattr(model.args, "tie_word_embeddings", False):
-        return model.lm_head(hidden)
-    return model.model.embed_tokens.as_linear(hidden)
+        head: mx.array = model.lm_head(hidden)
+        return head
+    tied: mx.array = model.model.embed_tokens.as_linear(hidden)
+    return tied
 
 
-def hidden_states(model, inputs: mx.array, cache: list) -> mx.array:
+def hidden_states(model: nn.Module, inputs: mx.array, cache: Cache) -> mx.array:
     """The decoder stack of a Qwen3 model with the softmax and SwiGLU in NumPy (see the module doc)."""
     inner = model.model
     h = inner.embed_tokens(inputs)
@@ -87,10 +97,11 @@ def hidden_states(model, inputs: mx.array, cache: list) -> mx.array:
     for layer, layer_cache in zip(inner.layers, cache, strict=True):
         h = h + _attention(layer.self_attn, layer.input_layernorm(h), mask, layer_cache)
         h = h + _swiglu_mlp(layer.mlp, layer.post_attention_layernorm(h))
-    return inner.norm(h)
+    out: mx.array = inner.norm(h)
+    return out
 
 
-def _heads(attn, x: mx.array, offset=0) -> tuple[mx.array, mx.array, mx.array]:
+def _heads(attn: Attention, x: mx.array, offset: int = 0) -> tuple[mx.array, mx.array, mx.array]:
     """mlx_lm's Qwen3 queries, keys and values as (B, heads, L, dim), rotary applied from position `offset`."""
     B, L, _ = x.shape
     queries, keys, values = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
@@ -99,13 +110,13 @@ def _heads(attn, x: mx.array, offset=0) -> tuple[mx.array, mx.array, mx.array]:
     return queries, keys, values.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
 
 
-def _merge_heads(attn, out: mx.array) -> mx.array:
+def _merge_heads(attn: Attention, out: mx.array) -> mx.array:
     """(B, heads, L, dim) attention output through the output projection."""
     B, _, L, _ = out.shape
     return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
 
-def _attention(attn, x: mx.array, mask, cache) -> mx.array:
+def _attention(attn: Attention, x: mx.array, mask: Mask, cache: Any) -> mx.array:
     """mlx_lm's Qwen3 attention, its softmax taken in NumPy; the score and value products stay in MLX."""
     B, L, _ = x.shape
     queries, keys, values = _heads(attn, x, cache.offset)
@@ -121,7 +132,7 @@ def _attention(attn, x: mx.array, mask, cache) -> mx.array:
     return _merge_heads(attn, (weights @ values).reshape(B, attn.n_heads, L, dim))
 
 
-def _mask_array(mask, queries: int, keys: int) -> np.ndarray | None:
+def _mask_array(mask: Mask, queries: int, keys: int) -> np.ndarray | None:
     """mlx_lm's mask (None, "causal", or an array over (B, 1, L, S)) as an array broadcasting over grouped heads."""
     if mask is None:
         return None
@@ -145,15 +156,18 @@ def softmax(scores: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return scores
 
 
-def _swiglu_mlp(mlp, x: mx.array) -> mx.array:
+def _swiglu_mlp(mlp: MLP, x: mx.array) -> mx.array:
     """``down(silu(gate(x)) * up(x))`` with the SiLU in NumPy (`_swiglu_fn`, differentiable)."""
-    return mlp.down_proj(_swiglu_fn(mlp.gate_proj(x), mlp.up_proj(x)))
+    # mx.custom_function's __call__ is typed to return object; these return one array
+    activated = cast("mx.array", _swiglu_fn(mlp.gate_proj(x), mlp.up_proj(x)))
+    return mlp.down_proj(activated)
 
 
 def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """``gate * sigmoid(gate) * up`` in fp32; a very negative gate gives exactly 0, as the limit."""
     with np.errstate(over="ignore"):
-        return gate / (1.0 + np.exp(-gate)) * up
+        out: np.ndarray = gate / (1.0 + np.exp(-gate)) * up
+    return out
 
 
 def _to_numpy(array: mx.array) -> np.ndarray:
@@ -177,7 +191,7 @@ def _softmax_fn(scores: mx.array) -> mx.array:
 
 
 @_softmax_fn.vjp
-def _softmax_vjp(primals, cotangent, output):
+def _softmax_vjp(primals: tuple[mx.array], cotangent: mx.array, output: mx.array) -> tuple[mx.array]:
     return (output * (cotangent - (cotangent * output).sum(axis=-1, keepdims=True)),)
 
 
@@ -189,7 +203,7 @@ def _swiglu_fn(gate: mx.array, up: mx.array) -> mx.array:
 
 
 @_swiglu_fn.vjp
-def _swiglu_vjp(primals, cotangent, output):
+def _swiglu_vjp(primals: tuple[mx.array, mx.array], cotangent: mx.array, output: mx.array) -> tuple[mx.array, mx.array]:
     gate, up = primals
     sig = mx.array(_sigmoid(_to_numpy(gate.astype(mx.float32)))).astype(gate.dtype)
     silu = gate * sig
@@ -198,10 +212,11 @@ def _swiglu_vjp(primals, cotangent, output):
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return out
 
 
-def training_forward(model, kernels: Kernels = "auto") -> Callable[[mx.array], mx.array]:
+def training_forward(model: nn.Module, kernels: Kernels = "auto") -> Callable[[mx.array], mx.array]:
     """``forward(tokens) -> final hidden states`` of a full causal pass, differentiable, as ``model.model(tokens)``.
 
     Not for `mx.compile` (the NumPy steps evaluate their inputs); the trainer
@@ -212,7 +227,7 @@ def training_forward(model, kernels: Kernels = "auto") -> Callable[[mx.array], m
     return lambda tokens: training_hidden_states(model, tokens)
 
 
-def training_hidden_states(model, tokens: mx.array) -> mx.array:
+def training_hidden_states(model: nn.Module, tokens: mx.array) -> mx.array:
     """The decoder stack over whole right-padded sequences (causal mask only) with the NumPy-backed steps."""
     inner = model.model
     h = inner.embed_tokens(tokens)
@@ -221,14 +236,16 @@ def training_hidden_states(model, tokens: mx.array) -> mx.array:
     for layer in inner.layers:
         h = h + _causal_attention(layer.self_attn, layer.input_layernorm(h), causal)
         h = h + _swiglu_mlp(layer.mlp, layer.post_attention_layernorm(h))
-    return inner.norm(h)
+    out: mx.array = inner.norm(h)
+    return out
 
 
-def _causal_attention(attn, x: mx.array, causal: mx.array) -> mx.array:
+def _causal_attention(attn: Attention, x: mx.array, causal: mx.array) -> mx.array:
     B, L, _ = x.shape
     queries, keys, values = _heads(attn, x)
     kv_heads, dim = keys.shape[1], keys.shape[3]
     repeats = attn.n_heads // kv_heads
     grouped = (queries * attn.scale).reshape(B, kv_heads, repeats, L, dim)
     scores = mx.where(causal, grouped @ keys[:, :, None].swapaxes(-1, -2), float(_MASKED))
-    return _merge_heads(attn, (_softmax_fn(scores) @ values[:, :, None]).reshape(B, attn.n_heads, L, dim))
+    probs = cast("mx.array", _softmax_fn(scores))  # a custom_function: typed to return object
+    return _merge_heads(attn, (probs @ values[:, :, None]).reshape(B, attn.n_heads, L, dim))

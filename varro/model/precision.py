@@ -18,16 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import mlx.core as mx
+import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
 
 
 @contextmanager
-def float32_weights(model) -> Iterator:
+def float32_weights(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block `model` computes in float32; its exact weights are restored on leaving."""
     params = model.parameters()
-    if all(p.dtype == mx.float32 for _, p in tree_flatten(params)):
+    leaves = cast("list[tuple[str, mx.array]]", tree_flatten(params))  # no destination: a list
+    if all(p.dtype == mx.float32 for _, p in leaves):
         yield model
         return
     model.update(tree_map(lambda p: p.astype(mx.float32) if mx.issubdtype(p.dtype, mx.floating) else p, params))
