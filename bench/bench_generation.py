@@ -12,6 +12,7 @@ reports its own ratio, so load on a noisy machine hits both sides alike; the
 summary is the median ratio.
 
     .venv/bin/python bench/bench_generation.py [--models tiny,qwen3-0.6b] [--repeats 3] [--batch auto]
+    .venv/bin/python bench/bench_generation.py --models tiny --baseline batch_generate
 
 "qwen3-0.6b" is a Qwen3-0.6B-shaped model with random weights (no download);
 it never emits EOS, so every roll-out runs to max_tokens on both sides.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -124,6 +126,57 @@ def baseline(
                         break
             rollouts += 1
     return rollouts, tokens, time.perf_counter() - started
+
+
+def stock_batch(loaded: LoadedModel, prompts, group: int, sampler: SamplerSpec, completion_batch: int) -> dict:
+    """Stock `mlx_lm.batch_generate` on the same prompts (each repeated `group` times), the same sampler and budget.
+
+    It returns no behaviour log-probs (Varro's path includes its teacher-forced
+    pass), so this baseline does less work than the path it is compared with.
+    """
+    from mlx_lm.generate import batch_generate
+
+    sample = make_sampler(sampler.temperature, sampler.top_p, top_k=sampler.top_k)
+    rows = [ids for _, ids in prompts for _ in range(group)]
+    mx.random.seed(0)
+    started = time.perf_counter()
+    out = batch_generate(
+        loaded.model,
+        loaded.tokenizer,
+        rows,
+        max_tokens=sampler.max_tokens,
+        sampler=sample,
+        return_token_ids=True,
+        completion_batch_size=completion_batch,
+        prefill_batch_size=min(completion_batch, 8 if completion_batch == 32 else completion_batch),
+    )
+    tokens = sum(len(ids) for ids in out.token_ids)
+    return dict(n=len(rows), tokens=tokens, s=time.perf_counter() - started)
+
+
+def compare_stock(loaded: LoadedModel, prompts, sampler: SamplerSpec, batch: int, repeats: int) -> None:
+    """Varro's batched day against stock `batch_generate` (its defaults, and one batch as wide as Varro's)."""
+    print(f"\n== against stock mlx_lm.batch_generate, {len(prompts)} headlines x 8 = {8 * len(prompts)} prompts")
+    widths = (32, batch)  # batch_generate's default completion batch, and Varro's pass width
+    batch_generate_warm = stock_batch(loaded, prompts[:1], 2, sampler, 2)
+    del batch_generate_warm
+    ratios: dict[int, list[float]] = {w: [] for w in widths}
+    for k in range(repeats):
+        for width in widths:  # alternate: stock, Varro, stock, Varro, ...
+            stock = stock_batch(loaded, prompts, 8, sampler, width)
+            fast = batched(loaded, prompts, 8, sampler, batch)
+            ratio = (fast["n"] / fast["s"]) / (stock["n"] / stock["s"])
+            ratios[width].append(ratio)
+            print(
+                f"repeat {k + 1}, stock completion batch {width:3d}: stock {stock['s']:6.2f} s "
+                f"({stock['tokens']} tokens) | Varro {fast['s']:6.2f} s ({fast['tokens']} tokens, teacher pass "
+                f"included) | {ratio:.2f}x roll-outs/s, load {os.getloadavg()[0]:.2f}"
+            )
+    for width, values in ratios.items():
+        print(
+            f"stock completion batch {width}: median {statistics.median(values):.2f}x "
+            f"(range {min(values):.2f}-{max(values):.2f}x over {len(values)} repeats)"
+        )
 
 
 def warm_up(loaded: LoadedModel, prompts, sampler: SamplerSpec) -> None:
@@ -233,6 +286,12 @@ def main() -> None:
     parser.add_argument("--big-tokens", type=int, default=32, help="qwen3-0.6b: max tokens per roll-out")
     parser.add_argument("--big-headlines", type=int, default=8, help="qwen3-0.6b: headlines in the batched path")
     parser.add_argument("--big-dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--baseline",
+        default="generate",
+        choices=["generate", "batch_generate"],
+        help="tiny model: one mlx_lm.generate per roll-out (the original system), or stock mlx_lm.batch_generate",
+    )
     args = parser.parse_args()
     batch_setting = args.batch if args.batch == "auto" else int(args.batch)
     gen = VarroConfig().generation
@@ -243,6 +302,10 @@ def main() -> None:
         rows = batch_rows(
             batch_setting, tiny.model, group_size=8, max_tokens=sampler.max_tokens, kv_cache_mb=gen.kv_cache_mb
         )
+        if args.baseline == "batch_generate":
+            warm_up(tiny, prompts, sampler)
+            compare_stock(tiny, prompts, sampler, rows, args.repeats)
+            return
         compare(
             f"varro-tiny, {len(prompts)} headlines of {SAMPLE_DAY.stem} x 8 roll-outs, sampler {sampler.name} "
             f"(T={sampler.temperature}, top_p={sampler.top_p}, top_k={sampler.top_k}, "
