@@ -6,6 +6,7 @@ blow the memory bound, or record the wrong outcome.
 """
 
 import importlib.util
+import threading
 import time
 import tracemalloc
 import urllib.request
@@ -165,3 +166,41 @@ def test_a_megabyte_title_is_skipped_not_recorded(tmp_path, server):
     reports, _, day = fetch(cfg)
     assert [h.text for h in day.headlines] == ["Stocks rise"]
     assert reports["long"].skipped == {"headline over 1000 characters": 1}
+
+
+def test_a_resolver_that_never_answers_is_cut_at_the_attempt_deadline(tmp_path, server, monkeypatch):
+    """getaddrinfo takes no timeout; a hung DNS lookup must not hold the feed past its deadline.
+
+    A real hanging DNS server cannot run here, so the process's resolver is replaced by one that
+    hangs for the names of `.hang.test` (for 60 s, or until the test ends), knows no `.invalid`
+    name, resolves `.good.test` to loopback and the rest as the system does.
+    """
+    import socket
+
+    real, release = socket.getaddrinfo, threading.Event()
+
+    def resolver(host, *args, **kwargs):
+        if str(host).endswith(".hang.test"):
+            release.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if str(host).endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real("127.0.0.1" if str(host).endswith(".good.test") else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    port = server.httpd.server_address[1]
+    feeds = [
+        ("hung", f"http://feeds.hang.test:{port}/feeds/rss1.xml"),
+        ("named", f"http://feeds.good.test:{port}/feeds/rss2.xml"),
+        ("loopback", "/feeds/atom.xml"),
+        ("nowhere", "http://feeds.nowhere.invalid/rss"),
+    ]
+    cfg = config(tmp_path, server, feeds, timeout_s=1.5, retries=1, deadline_s=4)
+    try:
+        reports, elapsed, _ = fetch(cfg)
+    finally:
+        release.set()
+    assert reports["hung"].status == "failed" and "no complete answer within 1.5s" in reports["hung"].error
+    assert reports["named"].status == "ok" and reports["loopback"].status == "ok"
+    assert reports["nowhere"].error.startswith("connection failed: cannot resolve feeds.nowhere.invalid")
+    assert elapsed < cfg.deadline_s + 10, f"the lookup hangs 60 s; the fetch took {elapsed:.1f} s"
