@@ -129,11 +129,13 @@ def test_redirects_follow_http_only_within_the_hop_limit_and_record_the_final_ur
     assert [p for p, _ in server.requests if p.startswith("/redirect/")].count("/redirect/0") == 1
 
 
-def test_the_final_url_is_kept_with_the_read(tmp_path, server):
+def test_the_final_url_is_recorded_in_the_source_report(tmp_path, server):
     cfg = config(tmp_path, server, [("moved", "/redirect/1"), ("direct", "/feeds/rss1.xml")])
     seen = {}
-    collect("rss", TODAY, cfg, today=TODAY, on_source=lambda read: seen.setdefault(read.name, read.final_url))
+    day = collect("rss", TODAY, cfg, today=TODAY, on_source=lambda read: seen.setdefault(read.name, read.final_url))
     assert seen == {"moved": server.url("/feeds/rss1.xml"), "direct": None}
+    assert {r.source: r.final_url for r in day.reports} == seen
+    assert all(r.status == "ok" and r.error is None for r in day.reports)
 
 
 def test_retry_after_is_honoured_up_to_its_bound(tmp_path, server):
