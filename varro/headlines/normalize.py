@@ -103,13 +103,14 @@ _SECOND_LEVEL = {
 
 def clean_text(raw: str, *, source_title: str | None = None) -> str:
     """Display text: HTML read as HTML once (see `html_to_text`), control and bidi-control
-    characters removed, whitespace collapsed.
+    characters removed, whitespace collapsed, composed (NFC) but never compatibility-folded:
+    NFKC would record "3½%" as "31", FRACTION SLASH, "2%", and "…" as "...". Identity still folds (`text_key`).
 
     Aggregators append the publisher (" - Reuters"); that suffix is dropped when
     the item names the same publisher, so the story dedupes against the original.
     """
     text = _CONTROL.sub("", html_to_text(raw))
-    text = _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    text = _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
     if source_title:
         for sep in (" - ", " | ", " – ", " — "):
             suffix = f"{sep}{source_title.strip()}"
