@@ -206,3 +206,38 @@ def test_a_resolver_that_never_answers_is_cut_at_the_attempt_deadline(tmp_path, 
     assert reports["named"].status == "ok" and reports["loopback"].status == "ok"
     assert reports["nowhere"].error.startswith("connection failed: cannot resolve feeds.nowhere.invalid")
     assert elapsed < cfg.deadline_s + 10, f"the lookup hangs 60 s; the fetch took {elapsed:.1f} s"
+
+
+def test_a_day_of_hostile_feeds_ends_by_its_deadline_within_its_memory_bound(tmp_path, server, monkeypatch):
+    """Every hostile behaviour at once, retries allowed: the day ends by deadline_s (plus slack for a
+    loaded machine) and its peak Python memory stays within a bound set by max_bytes, far below what
+    any one server offers (a 50 MB stream, a 200 MB bomb, a 2 MB title), and the good feed still counts."""
+    import socket
+
+    real, release = socket.getaddrinfo, threading.Event()
+
+    def resolver(host, *args, **kwargs):
+        if str(host).endswith(".hang.test"):
+            release.wait(60)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    port = server.httpd.server_address[1]
+    hostile = ["/slowloris", "/slow-body", "/gzip-bomb", "/huge", "/huge-declared", "/long-title"]
+    hostile += ["/redirect/50", "/retry-after/20", f"http://dns.hang.test:{port}/feeds/rss1.xml"]
+    feeds = [(f"h{n}", path) for n, path in enumerate(hostile)] + [("good", "/feeds/rss1.xml")]
+    cfg = config(tmp_path, server, feeds, timeout_s=2, deadline_s=4, retries=3, max_bytes=500_000)
+    with urllib.request.urlopen(server.url("/gzip-bomb"), timeout=60) as warm:  # the server builds it once
+        warm.read()
+    tracemalloc.start()
+    try:
+        reports, elapsed, day = fetch(cfg)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        release.set()
+    assert [reports[f"h{n}"].status for n in range(len(hostile))] == ["failed"] * len(hostile)
+    assert reports["good"].status == "ok" and len(day.headlines) == 2
+    assert elapsed < cfg.deadline_s + 8, f"deadline_s={cfg.deadline_s:g}; the day took {elapsed:.1f} s"
+    bound = 16 * cfg.max_bytes + 16 * 2**20  # a few copies of one limit's bytes for each of 8 parallel feeds
+    assert peak < bound, f"peak {peak / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB"
