@@ -99,7 +99,7 @@ def test_clean_text_decodes_markup_and_drops_the_aggregator_suffix():
     [
         ("Gold < $2,000 as dollar index > 105", "Gold < $2,000 as dollar index > 105"),
         ("Apple <AAPL.O> rises 2% after results", "Apple <AAPL.O> rises 2% after results"),
-        ("Shares in <VOD.L> and </VOD.L> fall", "Shares in <VOD.L> and </vod.l> fall"),
+        ("Shares in <VOD.L> and </VOD.L> fall", "Shares in <VOD.L> and </VOD.L> fall"),
         ("&amp;amp;lt;script&amp;amp;gt; stays text", "&amp;lt;script&amp;gt; stays text"),
         ("&lt;script&gt;alert(1)&lt;/script&gt; Oil rises", "<script>alert(1)</script> Oil rises"),
         ("<script>alert(1)</script>Oil <style>p{}</style>rises", "Oil rises"),

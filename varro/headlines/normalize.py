@@ -143,9 +143,17 @@ class _TextExtractor(HTMLParser):
         elif not self.hidden:
             self.parts.append(" ")
 
+    def parse_endtag(self, i: int) -> int:
+        # HTMLParser hands handle_endtag the tag lower-cased; where it starts is kept so that a
+        # non-HTML one ("</VOD.L>") is given back as the publisher wrote it.
+        self._endtag_at = i
+        return super().parse_endtag(i)
+
     def handle_endtag(self, tag: str) -> None:
         if tag not in _HTML_TAGS:
-            self.handle_data(f"</{tag}>")
+            at = getattr(self, "_endtag_at", None)
+            end = self.rawdata.find(">", at) if at is not None else -1
+            self.handle_data(self.rawdata[at : end + 1] if at is not None and end >= 0 else f"</{tag}>")
         elif tag in _HIDDEN:
             self.hidden = max(0, self.hidden - 1)
         else:
