@@ -210,6 +210,13 @@ def test_cli_import_refuses_an_oversized_file_in_one_line_and_survives_bad_recor
     assert fetched.exit_code == 0, fetched.output
     assert "1 headlines recorded" in fetched.output and "unreadable date (line 2)" in fetched.output
     assert redis_client.keys("*cli*") != [], "the store's keys carry the namespace"
+    # a .json document: a record nested too deeply costs itself, not the file, nor a traceback
+    deep = tmp_path / "deep.json"
+    later = dict(record, published="2025-08-05T10:00:00Z")
+    deep.write_text(f"[{json.dumps(later)},\n{'[' * 100_000}{']' * 100_000}]")
+    kept = _cli(redis_server, tmp_path, "fetch", "--file", str(deep), "--date", "2025-08-05")
+    assert kept.exit_code == 0 and "Traceback" not in kept.output, kept.output
+    assert "1 headlines recorded" in kept.output and "JSON nested too deeply (record 2 at line 2)" in kept.output
 
 
 def test_cli_show_prints_control_characters_and_markup_as_text(redis_server, event_store, tmp_path):
