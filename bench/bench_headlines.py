@@ -6,8 +6,9 @@ Run: .venv/bin/python -m bench.bench_headlines [assemble|import|hostile ...]  (d
 - import: a 100,000-record JSONL over 20 days, as `varro headlines import` reads it
   (file_dates, then one collect per day): the first day and all twenty.
 - hostile: one fetch each from the loopback test server (tests/fixtures/feeds/server.py)
-  with the default config: a `gzip, gzip` bomb (200 MB decoded), a slowloris server
-  (a header byte every 2 s), a body dripping a byte every 2 s. Wall time and the
+  with the default config (see HOSTILE: a `gzip, gzip` bomb, a 50 MB stream, slowloris,
+  a dripping body, a 2 MB title, a redirect chain, Retry-After, a resolver that never
+  answers, a feed at the size limit), then all of them in one day. Wall time and the
   fetch's peak Python memory (tracemalloc), whatever the server does.
 """
 
@@ -15,8 +16,10 @@ import importlib.util
 import json
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
+import urllib.request
 from pathlib import Path
 
 import varro  # noqa: F401  (first, before anything may import mlx)
@@ -81,30 +84,79 @@ def file_import(records: int = 100_000, days: int = 20) -> None:
     )
 
 
-def hostile() -> None:
+HOSTILE = {
+    "/gzip-bomb": "`gzip, gzip` bomb, 200 MB decoded",
+    "/huge": "50 MB streamed without a length",
+    "/slowloris": "a header byte every 2 s",
+    "/slow-body": "the body a byte every 2 s",
+    "/long-title": "a 2 MB title",
+    "/redirect/50": "a 50-hop redirect chain",
+    "/retry-after/20": "429, Retry-After: 20",
+    "dns": "a resolver that never answers",
+    "/big-feed/9900000": "a well-formed 9.9 MB feed (at the limit)",
+    "/feeds/rss2.xml": "a normal feed",
+}
+
+
+def _server():
     spec = importlib.util.spec_from_file_location("varro_bench_feed_server", SERVER)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    server = module.FeedServer(drip_s=2.0).start()
+    return module.FeedServer(drip_s=2.0).start()
+
+
+def _hung_resolver():
+    """getaddrinfo that never answers for *.hang.test (a dead DNS server), as the tests fake it."""
+    import socket
+
+    real, release = socket.getaddrinfo, threading.Event()
+
+    def resolver(host, *args, **kwargs):
+        if str(host).endswith(".hang.test"):
+            release.wait(600)
+        return real(host, *args, **kwargs)
+
+    socket.getaddrinfo = resolver
+    return release
+
+
+def _measure(server, paths, tmp: str):
+    port = server.httpd.server_address[1]
+    urls = [f"http://dns.hang.test:{port}/feeds/rss1.xml" if p == "dns" else server.url(p) for p in paths]
+    feeds = Path(tmp) / "feeds.toml"
+    feeds.write_text("[markets]\n" + "".join(f'f{n} = "{url}"\n' for n, url in enumerate(urls)))
+    cfg = HeadlinesConfig(feeds_file=str(feeds))
+    tracemalloc.start()
+    start = time.perf_counter()
+    day = collect("rss", "2025-07-30", cfg, today="2025-07-30")
+    elapsed = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return cfg, day, elapsed, peak
+
+
+def hostile() -> None:
+    """Each hostile server alone, then all of them in one day; the default config throughout."""
+    server = _server()
+    release = _hung_resolver()
     try:
+        with urllib.request.urlopen(server.url("/gzip-bomb"), timeout=60) as warm:  # built once, not timed
+            warm.read()
         with tempfile.TemporaryDirectory() as tmp:
-            for path in ("/gzip-bomb", "/slowloris", "/slow-body", "/feeds/rss2.xml"):
-                feeds = Path(tmp) / "feeds.toml"
-                feeds.write_text(f'[markets]\nfeed = "{server.url(path)}"\n')
-                cfg = HeadlinesConfig(feeds_file=str(feeds), retries=0)
-                tracemalloc.start()
-                start = time.perf_counter()
-                day = collect("rss", "2025-07-30", cfg, today="2025-07-30")
-                elapsed = time.perf_counter() - start
-                _, peak = tracemalloc.get_traced_memory()
-                tracemalloc.stop()
+            for path, what in HOSTILE.items():
+                cfg, day, elapsed, peak = _measure(server, [path], tmp)
                 report = day.reports[0]
                 outcome = report.error or f"{report.status}, {report.fetched} items"
-                print(
-                    f"hostile {path} (timeout_s={cfg.timeout_s:g}, max_bytes={cfg.max_bytes:,}): "
-                    f"{elapsed:.2f} s, peak {peak / 2**20:.1f} MiB: {outcome}"
-                )
+                print(f"hostile {what} ({path}): {elapsed:.2f} s, peak {peak / 2**20:.1f} MiB: {outcome[:90]}")
+            cfg, day, elapsed, peak = _measure(server, list(HOSTILE), tmp)
+            ok = sum(r.status == "ok" for r in day.reports)
+            print(
+                f"hostile day, all {len(HOSTILE)} at once (timeout_s={cfg.timeout_s:g}, deadline_s={cfg.deadline_s:g}, "
+                f"retries={cfg.retries}, max_bytes={cfg.max_bytes:,}): {elapsed:.2f} s, peak {peak / 2**20:.1f} MiB, "
+                f"{ok} feeds ok"
+            )
     finally:
+        release.set()
         server.stop()
 
 

@@ -61,8 +61,11 @@ class SourceReport(msgspec.Struct, frozen=True, kw_only=True):
     dropped_by_filter: int = 0
     duplicates: int = 0
     skipped: dict[str, int] = {}
-    error: str | None = None
+    error: str | None = None  # why the source failed; None when it was read
     payload: ArtifactRef | None = None
+    # Added with defaults, so reports recorded before them decode unchanged (no schema bump):
+    warnings: dict[str, int] = {}  # read, but not cleanly (a recovered XML slip, a stray byte), by count
+    final_url: str | None = None  # where a feed was served from after redirects, when not its own URL
 
 
 # --------------------------------------------------------------- generation

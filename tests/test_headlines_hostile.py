@@ -6,6 +6,7 @@ blow the memory bound, or record the wrong outcome.
 """
 
 import importlib.util
+import threading
 import time
 import tracemalloc
 import urllib.request
@@ -128,11 +129,13 @@ def test_redirects_follow_http_only_within_the_hop_limit_and_record_the_final_ur
     assert [p for p, _ in server.requests if p.startswith("/redirect/")].count("/redirect/0") == 1
 
 
-def test_the_final_url_is_kept_with_the_read(tmp_path, server):
+def test_the_final_url_is_recorded_in_the_source_report(tmp_path, server):
     cfg = config(tmp_path, server, [("moved", "/redirect/1"), ("direct", "/feeds/rss1.xml")])
     seen = {}
-    collect("rss", TODAY, cfg, today=TODAY, on_source=lambda read: seen.setdefault(read.name, read.final_url))
+    day = collect("rss", TODAY, cfg, today=TODAY, on_source=lambda read: seen.setdefault(read.name, read.final_url))
     assert seen == {"moved": server.url("/feeds/rss1.xml"), "direct": None}
+    assert {r.source: r.final_url for r in day.reports} == seen
+    assert all(r.status == "ok" and r.error is None for r in day.reports)
 
 
 def test_retry_after_is_honoured_up_to_its_bound(tmp_path, server):
@@ -165,3 +168,98 @@ def test_a_megabyte_title_is_skipped_not_recorded(tmp_path, server):
     reports, _, day = fetch(cfg)
     assert [h.text for h in day.headlines] == ["Stocks rise"]
     assert reports["long"].skipped == {"headline over 1000 characters": 1}
+
+
+def test_a_resolver_that_never_answers_is_cut_at_the_attempt_deadline(tmp_path, server, monkeypatch):
+    """getaddrinfo takes no timeout; a hung DNS lookup must not hold the feed past its deadline.
+
+    A real hanging DNS server cannot run here, so the process's resolver is replaced by one that
+    hangs for the names of `.hang.test` (for 60 s, or until the test ends), knows no `.invalid`
+    name, resolves `.good.test` to loopback and the rest as the system does.
+    """
+    import socket
+
+    real, release = socket.getaddrinfo, threading.Event()
+
+    def resolver(host, *args, **kwargs):
+        if str(host).endswith(".hang.test"):
+            release.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if str(host).endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real("127.0.0.1" if str(host).endswith(".good.test") else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    port = server.httpd.server_address[1]
+    feeds = [
+        ("hung", f"http://feeds.hang.test:{port}/feeds/rss1.xml"),
+        ("named", f"http://feeds.good.test:{port}/feeds/rss2.xml"),
+        ("loopback", "/feeds/atom.xml"),
+        ("nowhere", "http://feeds.nowhere.invalid/rss"),
+    ]
+    cfg = config(tmp_path, server, feeds, timeout_s=1.5, retries=1, deadline_s=4)
+    try:
+        reports, elapsed, _ = fetch(cfg)
+    finally:
+        release.set()
+    assert reports["hung"].status == "failed" and "no complete answer within 1.5s" in reports["hung"].error
+    assert reports["named"].status == "ok" and reports["loopback"].status == "ok"
+    assert reports["nowhere"].error.startswith("connection failed: cannot resolve feeds.nowhere.invalid")
+    assert elapsed < cfg.deadline_s + 10, f"the lookup hangs 60 s; the fetch took {elapsed:.1f} s"
+
+
+def test_a_day_of_hostile_feeds_ends_by_its_deadline_within_its_memory_bound(tmp_path, server, monkeypatch):
+    """Every hostile behaviour at once, retries allowed: the day ends by deadline_s (plus slack for a
+    loaded machine) and its peak Python memory stays within a bound set by max_bytes, far below what
+    any one server offers (a 50 MB stream, a 200 MB bomb, a 2 MB title), and the good feed still counts."""
+    import socket
+
+    real, release = socket.getaddrinfo, threading.Event()
+
+    def resolver(host, *args, **kwargs):
+        if str(host).endswith(".hang.test"):
+            release.wait(60)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    port = server.httpd.server_address[1]
+    hostile = ["/slowloris", "/slow-body", "/gzip-bomb", "/huge", "/huge-declared", "/long-title"]
+    hostile += ["/redirect/50", "/retry-after/20", f"http://dns.hang.test:{port}/feeds/rss1.xml"]
+    feeds = [(f"h{n}", path) for n, path in enumerate(hostile)] + [("good", "/feeds/rss1.xml")]
+    cfg = config(tmp_path, server, feeds, timeout_s=2, deadline_s=4, retries=3, max_bytes=500_000)
+    with urllib.request.urlopen(server.url("/gzip-bomb"), timeout=60) as warm:  # the server builds it once
+        warm.read()
+    tracemalloc.start()
+    try:
+        reports, elapsed, day = fetch(cfg)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        release.set()
+    assert [reports[f"h{n}"].status for n in range(len(hostile))] == ["failed"] * len(hostile)
+    assert reports["good"].status == "ok" and len(day.headlines) == 2
+    assert elapsed < cfg.deadline_s + 8, f"deadline_s={cfg.deadline_s:g}; the day took {elapsed:.1f} s"
+    bound = 16 * cfg.max_bytes + 16 * 2**20  # a few copies of one limit's bytes for each of 8 parallel feeds
+    assert peak < bound, f"peak {peak / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB"
+
+
+def test_a_feed_too_big_to_parse_by_the_deadline_fails_without_holding_up_the_day(tmp_path, server):
+    """A well-formed 8 MB feed of tiny items takes feedparser many seconds of CPU, which no socket
+    deadline covers: the day still ends by deadline_s, the feed failing with that reason."""
+    size = 8_000_000
+    with urllib.request.urlopen(server.url(f"/big-feed/{size}"), timeout=120) as warm:  # built once, not timed
+        served = len(warm.read())
+    feeds = [("big", f"/big-feed/{size}"), ("good", "/feeds/rss1.xml")]
+    cfg = config(tmp_path, server, feeds, timeout_s=10, deadline_s=2.5, max_bytes=size + 1000)
+    try:
+        reports, elapsed, day = fetch(cfg)
+    finally:  # the abandoned parse ends by itself; waited for here only so it slows no later test
+        for thread in threading.enumerate():
+            if thread.name == "parse big":
+                assert thread.daemon
+                thread.join(300)
+    assert reports["big"].error == (
+        f"parsing its {served:,} bytes did not finish by the day's fetch deadline (headlines.deadline_s=2.5)"
+    )
+    assert reports["good"].status == "ok" and len(day.headlines) == 2
+    assert elapsed < cfg.deadline_s + 5, f"deadline_s=2.5; the day took {elapsed:.1f} s"

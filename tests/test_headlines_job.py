@@ -95,6 +95,24 @@ def test_a_recorded_rss_day_is_returned_without_touching_the_network(make_ctx, s
     assert len(server.requests) == requests
 
 
+def test_the_recorded_reports_carry_warnings_and_the_final_url_apart_from_errors(make_ctx, server, tmp_path):
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(
+        f'[markets]\nmoved = "{server.url("/redirect/1")}"\nslips = "{server.url("/feeds/slips.xml")}"\n'
+        f'gone = "{server.url("/missing")}"\n'
+    )
+    ctx = make_ctx(HeadlinesConfig(feeds_file=str(feeds), timeout_s=2.0, retries=0))
+    fetched = fetch_headlines(ctx, "2025-07-30", source="rss", today="2025-07-30")
+    # the reports are no input of the event's id: a day keeps its id whatever its reports hold
+    assert fetched.event.event_id == derive_event_id("test", "HeadlinesFetched", "2025-07-30", ["rss"])
+    moved, slips, gone = ctx.store.latest_of(type(fetched.event), "2025-07-30").sources  # as decoded from the log
+    assert (moved.status, moved.error, moved.warnings) == ("ok", None, {})
+    assert moved.final_url == server.url("/feeds/rss1.xml")
+    assert (slips.status, slips.error, slips.final_url) == ("ok", None, None)
+    assert list(slips.warnings) == [next(iter(slips.warnings))] and "undefined entity" in next(iter(slips.warnings))
+    assert (gone.status, gone.error, gone.warnings) == ("failed", "HTTP 404 Not Found", {})
+
+
 def test_a_day_without_a_single_headline_records_nothing(make_ctx, tmp_path):
     ctx = make_ctx()
     broken = tmp_path / "broken.csv"
@@ -192,6 +210,13 @@ def test_cli_import_refuses_an_oversized_file_in_one_line_and_survives_bad_recor
     assert fetched.exit_code == 0, fetched.output
     assert "1 headlines recorded" in fetched.output and "unreadable date (line 2)" in fetched.output
     assert redis_client.keys("*cli*") != [], "the store's keys carry the namespace"
+    # a .json document: a record nested too deeply costs itself, not the file, nor a traceback
+    deep = tmp_path / "deep.json"
+    later = dict(record, published="2025-08-05T10:00:00Z")
+    deep.write_text(f"[{json.dumps(later)},\n{'[' * 100_000}{']' * 100_000}]")
+    kept = _cli(redis_server, tmp_path, "fetch", "--file", str(deep), "--date", "2025-08-05")
+    assert kept.exit_code == 0 and "Traceback" not in kept.output, kept.output
+    assert "1 headlines recorded" in kept.output and "JSON nested too deeply (record 2 at line 2)" in kept.output
 
 
 def test_cli_show_prints_control_characters_and_markup_as_text(redis_server, event_store, tmp_path):

@@ -90,6 +90,8 @@ def test_clean_text_decodes_markup_and_drops_the_aggregator_suffix():
     assert clean_text("Nvidia hits record - Example Wire", source_title="Example Wire") == "Nvidia hits record"
     assert clean_text("Nvidia hits record - Example Wire") == "Nvidia hits record - Example Wire"
     assert text_key("“Quoted” – dash") == text_key('"quoted" - dash')
+    # identity still folds what display keeps, so a full-width copy of a story is a duplicate
+    assert headline_id(clean_text("\uff21\uff22\uff23 rises \uff13%")) == headline_id(clean_text("ABC rises 3%"))
 
 
 @pytest.mark.parametrize(
@@ -97,7 +99,7 @@ def test_clean_text_decodes_markup_and_drops_the_aggregator_suffix():
     [
         ("Gold < $2,000 as dollar index > 105", "Gold < $2,000 as dollar index > 105"),
         ("Apple <AAPL.O> rises 2% after results", "Apple <AAPL.O> rises 2% after results"),
-        ("Shares in <VOD.L> and </VOD.L> fall", "Shares in <VOD.L> and </vod.l> fall"),
+        ("Shares in <VOD.L> and </VOD.L> fall", "Shares in <VOD.L> and </VOD.L> fall"),
         ("&amp;amp;lt;script&amp;amp;gt; stays text", "&amp;lt;script&amp;gt; stays text"),
         ("&lt;script&gt;alert(1)&lt;/script&gt; Oil rises", "<script>alert(1)</script> Oil rises"),
         ("<script>alert(1)</script>Oil <style>p{}</style>rises", "Oil rises"),
@@ -106,6 +108,9 @@ def test_clean_text_decodes_markup_and_drops_the_aggregator_suffix():
         ("S&P 500 rises; AT&T &amp; Verizon", "S&P 500 rises; AT&T & Verizon"),
         ("Oil\x00 rises\x07\x1b[31m 2%\u202e", "Oil rises[31m 2%"),
         ("\u2066Fed\u2069 holds\u200f", "Fed holds"),
+        # composed, never compatibility-folded: NFKC would give "31\u20442%", "...", "TM", "="
+        ("Cafe\u0301 prices up 3½% … Acme™", "Café prices up 3½% … Acme™"),
+        ("円相場、1ドル\uff1d150円台", "円相場、1ドル\uff1d150円台"),
     ],
 )
 def test_clean_text_reads_html_once_and_keeps_the_publishers_text(raw, text):

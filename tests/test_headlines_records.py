@@ -46,20 +46,59 @@ def test_each_bad_jsonl_line_costs_only_itself_and_is_named_by_line(tmp_path):
     }
 
 
-def test_json_documents_skip_bad_records_by_index_and_refuse_deep_nesting_clearly(tmp_path):
-    doc = (
-        '[{"text": "Gold rises 1%", "link": "https://g.example.com/1"},'
-        ' {"text": "Oil \\udc00 rises", "link": "https://o.example.com"},'
-        ' {"text": "Oil rises 2%", "link": "https://o.example.com/2", "published": ' + "1" * 5000 + "}]"
+def test_json_documents_skip_each_bad_record_by_number_and_line_and_keep_the_rest(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    doc = "\n".join(
+        [
+            "[",
+            '{"text": "Gold rises 1%", "link": "https://g.example.com/1"},',
+            ' {"text": "Oil \\udc00 rises", "link": "https://o.example.com"},',
+            ' {"text": "Oil rises 2%", "link": "https://o.example.com/2", "published": ' + "1" * 5000 + "},",
+            ' {"text": "Oil rises 3%", "link": "https://o.example.com/3", "deep": ' + deep + "},",
+            " " + deep + ",",
+            ' {"text": "Oil rises 4%" "link": "https://o.example.com/4"},',  # a missing comma inside the record
+            ' {"text": "Gold rises 5%", "link": "https://g.example.com/5"}',
+            "]",
+        ]
     )
     path = tmp_path / "a.json"
     path.write_text(doc)
     read = read_file(path)
-    assert read.status == "ok" and [i.title for i in read.items] == ["Gold rises 1%"]
-    assert read.skipped == {"text is not valid Unicode (lone surrogate) (record 2)": 1, "unreadable date (record 3)": 1}
-    deep = tmp_path / "deep.json"
-    deep.write_text("[" * 100_000 + "]" * 100_000)
-    assert read_file(deep).error == "invalid JSON: nested too deeply to read"
+    assert read.status == "ok" and [i.title for i in read.items] == ["Gold rises 1%", "Gold rises 5%"]
+    assert read.skipped == {
+        "text is not valid Unicode (lone surrogate) (record 2 at line 3)": 1,
+        "unreadable date (record 3 at line 4)": 1,
+        "JSON nested too deeply (record 4 at line 5, record 5 at line 6)": 2,
+        "unreadable JSON record (record 6 at line 7)": 1,
+    }
+    # the same records under "headlines", beside a member too deep to read that is not looked at
+    wrapped = tmp_path / "b.json"
+    wrapped.write_text('{"meta": ' + deep + ',\n "headlines": ' + doc + ', "more": ' + deep + "}")
+    again = read_file(wrapped)
+    assert again.status == "ok" and [i.title for i in again.items] == ["Gold rises 1%", "Gold rises 5%"]
+    assert sum(again.skipped.values()) == 5 and "JSON nested too deeply (record 4 at line 6, record 5 at line 7)" in (
+        again.skipped
+    )
+
+
+@pytest.mark.parametrize(
+    "doc, error",
+    [
+        (
+            '[{"text": "a", "link": "https://a.example.com"} {"text": "b"}]',
+            "line 1: expected ',' or ']' after record 1",
+        ),
+        ('[\n{"text": "a", "link": "https://a.example.com"},\n{"text": "b', "invalid JSON at line 3"),
+        ("[" * 100_000, "nested too deeply to read, and never closed"),
+        ('[{"text": "a", "link": "https://a.example.com"}] []', "line 1: extra data after the list"),
+        ('{"meta": [["a"], "headlines": []}', "the value of 'meta' never ends"),
+    ],
+)
+def test_a_json_document_whose_structure_breaks_fails_with_where(tmp_path, doc, error):
+    path = tmp_path / "x.json"
+    path.write_text(doc)
+    read = read_file(path)
+    assert read.status == "failed" and error in read.error, read.error
 
 
 def test_csv_unterminated_quote_and_oversized_record_cost_one_line(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -144,7 +145,9 @@ def _fetch_day(cfg: VarroConfig, date: str, source: str, files: tuple[Path, ...]
                 detail += f" (warning: {'; '.join(read.warnings)})"
             if read.final_url:
                 detail += f" (from {read.final_url})"
-            progress.console.print(f"  {read.name}: {mark}{detail}", highlight=False)
+            # what a server sent is text, never markup or terminal escapes
+            line = f"  {escape(display_safe(read.name))}: {mark}{escape(display_safe(detail))}"
+            progress.console.print(line, highlight=False)
             progress.advance(task)
 
         try:
@@ -171,21 +174,36 @@ def _fetch_day(cfg: VarroConfig, date: str, source: str, files: tuple[Path, ...]
 
 
 def summary_table(reports: list[SourceReport], title: str) -> Table:
-    """Per source: fetched / kept / dropped by the filter / duplicates / skipped / error."""
+    """Per source: fetched / kept / dropped by the filter / duplicates / skipped / warnings / error.
+
+    Reasons and warnings quote what a server or file sent, so they are shown as text, never as markup.
+    """
     table = Table(
-        "source", "status", "fetched", "kept", "dropped by filter", "duplicates", "skipped", "error", title=title
+        "source",
+        "status",
+        "fetched",
+        "kept",
+        "dropped by filter",
+        "duplicates",
+        "skipped",
+        "warnings",
+        "error",
+        title=title,
     )
     for r in reports:
         skipped = ", ".join(f"{reason} ×{n}" for reason, n in r.skipped.items())
+        warnings = "; ".join(f"{note} ×{n}" if n > 1 else note for note, n in r.warnings.items())
+        source = f"{r.source} (from {r.final_url})" if r.final_url else r.source
         table.add_row(
-            r.source,
+            Text(display_safe(source)),
             r.status,
             str(r.fetched),
             str(r.kept),
             str(r.dropped_by_filter),
             str(r.duplicates),
-            skipped,
-            r.error or "",
+            Text(display_safe(skipped)),
+            Text(display_safe(warnings)),
+            Text(display_safe(r.error or "")),
         )
     totals = [sum(getattr(r, f) for r in reports) for f in ("fetched", "kept", "dropped_by_filter", "duplicates")]
     table.add_row(
@@ -193,6 +211,7 @@ def summary_table(reports: list[SourceReport], title: str) -> Table:
         f"{sum(r.status == 'failed' for r in reports)} failed",
         *map(str, totals),
         str(sum(sum(r.skipped.values()) for r in reports)),
+        "",
         "",
     )
     return table

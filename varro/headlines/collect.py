@@ -170,7 +170,8 @@ def assemble(
     Only items published within [earliest, latest] count for `date`. Undated
     items take their file's date (YYYY-MM-DD in its name) or else `date`; with
     no `latest` (live feeds), an item dated after the next day is kept undated
-    and counted. A read's warnings go into its report's error, marked "warning:".
+    and counted. A read's warnings and final URL go into its report beside the
+    counts; `error` is for failures only.
     """
     horizon = shift_date(date, 1)  # no story fetched on `date` was published later than this
     seen_ids: set[str] = set()
@@ -194,6 +195,7 @@ def assemble(
             "skipped": Counter(read.skipped),
             "warnings": Counter(read.warnings),
             "error": read.error,
+            "final_url": read.final_url,
         }
         rows.append(row)
         for item in _dated_within(read, earliest, latest, row["skipped"]):
@@ -249,7 +251,9 @@ def assemble(
             dropped_by_filter=r["dropped_by_filter"],
             duplicates=r["duplicates"],
             skipped=dict(sorted(r["skipped"].items())),
-            error=r["error"] or _warning(r["warnings"]),
+            error=r["error"],
+            warnings=dict(sorted(r["warnings"].items())),
+            final_url=r["final_url"],
         )
         for r in rows
     ]
@@ -269,13 +273,6 @@ def _dated_within(read: SourceRead, earliest: str, latest: str | None, skipped: 
         else:
             positions.extend(where)
     return [read.items[i] for i in sorted(positions)]
-
-
-def _warning(warnings: Counter[str]) -> str | None:
-    """A source that was read, with notes: recorded in its report's error field, marked as a warning."""
-    if not warnings:
-        return None
-    return "warning: " + "; ".join(f"{w} (x{n})" if n > 1 else w for w, n in sorted(warnings.items()))
 
 
 def _cap(chosen: list[tuple[int, Headline]], date: str, cap: int, rows: list[dict]) -> list[tuple[int, Headline]]:

@@ -6,7 +6,7 @@ bounded: each attempt ends by one wall-clock deadline (connect, headers and
 body together, see `transport`), the day by another; a few retries with
 exponential backoff for timeouts, 429 and 5xx; a byte limit on the decoded
 body checked as each encoding layer produces it (see `decoding`); redirects
-followed by hand, each hop re-checked. Whatever goes wrong ends as a failed
+followed by hand, each hop re-checked; the parse, too, ends by the day's deadline. Whatever goes wrong ends as a failed
 `SourceRead` with the reason; it never raises into the day's other feeds.
 """
 
@@ -176,12 +176,44 @@ def fetch_feed(
                 status, answer = "not_modified", _Answer(304, answer.headers, previous, answer.url)
     except _Fatal as exc:
         return SourceRead.failed(feed.name, feed.category, str(exc))
-    read = parse_feed(answer.body, feed, content_type=answer.headers.get("content-type", ""), final_url=answer.url)
+    read = _parse_by(until, answer, feed, cfg)
     if read.status == "ok":
         read.status = status
         if state is not None and status == "ok":
             state.remember(feed.url, answer.headers, sha256_hex(answer.body))
     return read
+
+
+def _parse_by(until: float, answer: _Answer, feed: Feed, cfg: HeadlinesConfig) -> SourceRead:
+    """`parse_feed` of the answer, waited for until the monotonic `until` (the day's deadline).
+
+    feedparser cannot be interrupted, and a feed at `max_bytes` of tiny items takes
+    seconds of CPU per megabyte, so the parse runs on a daemon thread of its own; one
+    still running at the deadline fails its feed and is abandoned (it ends by itself,
+    its work bounded by `max_bytes`, and holds up neither the day nor the process's exit).
+    """
+    result: list[SourceRead] = []
+    done = threading.Event()
+
+    def parse() -> None:
+        try:
+            content_type = answer.headers.get("content-type", "")
+            result.append(parse_feed(answer.body, feed, content_type=content_type, final_url=answer.url))
+        except Exception as exc:  # isolation boundary, as in fetch_all: a parser surprise fails this feed only
+            result.append(SourceRead.failed(feed.name, feed.category, f"unexpected {type(exc).__name__}: {exc}"))
+        finally:
+            done.set()
+
+    threading.Thread(target=parse, name=f"parse {feed.name}", daemon=True).start()
+    if not done.wait(max(0.0, until - time.monotonic())):
+        return SourceRead.failed(
+            feed.name,
+            feed.category,
+            f"parsing its {len(answer.body):,} bytes did not finish by the day's fetch deadline "
+            f"(headlines.deadline_s={cfg.deadline_s:g})",
+            answer.body,
+        )
+    return result[0]
 
 
 def _download_with_retries(

@@ -3,10 +3,11 @@
 Each record needs a text (``text``/``title``/``headline``) and a link
 (``link``/``url``); ``source``, ``published`` and ``category`` are optional. A
 file that cannot be read as a whole (missing, over `max_bytes`, no usable
-header, not one JSON document) fails with the reason; a bad record (unreadable
-JSON, a lone surrogate, a 5000-digit number, nesting too deep, an unreadable
-date, an unbalanced CSV quote, an oversized CSV record) is skipped and
-counted under a reason that names its line, so one typo never costs the rest.
+header, a JSON document whose brackets or commas cannot be followed) fails with
+the reason; a bad record (unreadable JSON, a lone surrogate, a 5000-digit
+number, nesting too deep, an unreadable date, an unbalanced CSV quote, an
+oversized CSV record) is skipped and counted under a reason that names its
+line (and, in a .json document, its record number), so one typo never costs the rest.
 
 A file is read once: the parsed read is kept (a few files, keyed by path, size,
 mtime and inode) so importing a file's twenty days parses it once, not twenty times.
@@ -100,7 +101,8 @@ def _parse(payload: bytes, kind: str, name: str, category: Category, hint: str |
             return SourceRead.failed(
                 name, category, f"not UTF-8 text: byte 0x{payload[exc.start]:02x} at offset {exc.start}", payload
             )
-        records = _csv_records(text, read, skips) if kind == "csv" else _json_records(text, read)
+        # a JSON document may still fail part-way (its structure broken after some records): read it whole first
+        records = _csv_records(text, read, skips) if kind == "csv" else list(_json_records(text, read, skips))
     if read.status == "failed":
         return read
     for where, record in records:
@@ -136,21 +138,133 @@ class _Skips:
             read.skipped[f"{reason} ({', '.join(places)}{more})"] += n
 
 
-def _json_records(text: str, read: SourceRead) -> list[tuple[str, object]]:
-    try:
-        data = json.loads(text, parse_int=_parse_int)
-    except json.JSONDecodeError as exc:
-        _fail(read, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
-        return []
-    except RecursionError:
-        _fail(read, "invalid JSON: nested too deeply to read")
-        return []
-    if isinstance(data, dict):
-        data = data.get("headlines", data.get("items"))
-    if not isinstance(data, list):
+def _json_records(text: str, read: SourceRead, skips: _Skips) -> Iterator[tuple[str, object]]:
+    """The records of a JSON document (a list, or an object whose "headlines" or "items" is one),
+    each parsed on its own: a record nested too deeply or unreadable inside its brackets is skipped
+    and placed; only a document whose structure cannot be followed fails the file."""
+    pos = _space(text, 0)
+    top_level = text.startswith("[", pos)
+    if text.startswith("{", pos):
+        pos = _record_list(text, pos, read)
+        if pos is None:
+            return
+    elif not text.startswith("[", pos):
         _fail(read, 'JSON must be a list of headline objects or {"headlines": [...]}')
-        return []
-    return [(f"record {n}", record) for n, record in enumerate(data, 1)]
+        return
+    lines = _LineCounter(text)
+    pos = _space(text, pos + 1)
+    number = 0
+    while not text.startswith("]", pos):
+        number += 1
+        where = f"record {number} at line {lines.at(pos)}"
+        try:
+            record, end = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError) as exc:
+            end = _value_end(text, pos)
+            if end is None:
+                _fail(read, _json_problem(exc, text, pos))
+                return
+            skips.add("JSON nested too deeply" if isinstance(exc, RecursionError) else "unreadable JSON record", where)
+        else:
+            yield where, record
+        pos = _space(text, end)
+        if text.startswith(",", pos):
+            pos = _space(text, pos + 1)
+        elif not text.startswith("]", pos):
+            _fail(read, f"invalid JSON at line {lines.at(pos)}: expected ',' or ']' after record {number}")
+            return
+    if top_level and _space(text, pos + 1) < len(text):
+        _fail(read, f"invalid JSON at line {lines.at(_space(text, pos + 1))}: extra data after the list")
+
+
+def _record_list(text: str, pos: int, read: SourceRead) -> int | None:
+    """Where the record list of a ``{"headlines": [...]}`` document starts (its "["); the other
+    members are stepped over unparsed, so a deep one elsewhere costs nothing. None: failed."""
+    found: dict[str, int] = {}
+    pos = _space(text, pos + 1)
+    while not text.startswith("}", pos):
+        try:
+            key, pos = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError) as exc:
+            _fail(read, _json_problem(exc, text, pos))
+            return None
+        pos = _space(text, pos)
+        if not isinstance(key, str) or not text.startswith(":", pos):
+            _fail(read, f"invalid JSON at line {text.count(chr(10), 0, pos) + 1}: expected a member name and ':'")
+            return None
+        pos = _space(text, pos + 1)
+        if key == "headlines" and text.startswith("[", pos):
+            return pos  # what follows the list is not read
+        found[key] = pos
+        end = _value_end(text, pos)
+        if end is None:
+            _fail(read, f"invalid JSON at line {text.count(chr(10), 0, pos) + 1}: the value of {key[:40]!r} never ends")
+            return None
+        pos = _space(text, end)
+        if text.startswith(",", pos):
+            pos = _space(text, pos + 1)
+        elif not text.startswith("}", pos):
+            _fail(read, f"invalid JSON at line {text.count(chr(10), 0, pos) + 1}: expected ',' or '}}'")
+            return None
+    start = found.get("headlines", found.get("items"))
+    if start is None or not text.startswith("[", start):
+        _fail(read, 'JSON must be a list of headline objects or {"headlines": [...]}')
+        return None
+    return start
+
+
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
+_SPACE = re.compile(r"[ \t\n\r]*")
+# A string (which JSON keeps on one line), a quote that opens one never closed on its line, or a bracket.
+_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|"[^\n]*|[\[\]{}]')
+_SCALAR_END = re.compile(r'"(?:[^"\\\n]|\\.)*"|[,\]}]')
+_CLOSES = {"]": "[", "}": "{"}
+
+
+def _space(text: str, pos: int) -> int:
+    match = _SPACE.match(text, pos)
+    return match.end() if match else pos
+
+
+def _value_end(text: str, pos: int) -> int | None:
+    """Where the JSON value at `pos` ends, found by its brackets alone (no recursion, no parsing):
+    a record's bad contents are then skipped whole. None when its brackets never balance."""
+    if pos >= len(text):
+        return None
+    if text[pos] not in "[{":  # a scalar, read or not: it runs to the next "," or closing bracket
+        match = _SCALAR_END.search(text, pos)
+        while match and match.group().startswith('"'):
+            match = _SCALAR_END.search(text, match.end())
+        return match.start() if match else None
+    stack: list[str] = []
+    for match in _TOKEN.finditer(text, pos):
+        token = match.group()
+        if token in ("[", "{"):
+            stack.append(token)
+        elif token in _CLOSES:
+            if not stack or stack.pop() != _CLOSES[token]:
+                return None
+            if not stack:
+                return match.end()
+    return None
+
+
+def _json_problem(exc: BaseException, text: str, pos: int) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    return f"invalid JSON at line {text.count(chr(10), 0, pos) + 1}: nested too deeply to read, and never closed"
+
+
+class _LineCounter:
+    """Line numbers of increasing offsets, counted once over the text, not from its start each time."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, pos: int) -> int:
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
 
 
 def _jsonl_records(payload: bytes, skips: _Skips) -> Iterator[tuple[str, object]]:

@@ -103,13 +103,14 @@ _SECOND_LEVEL = {
 
 def clean_text(raw: str, *, source_title: str | None = None) -> str:
     """Display text: HTML read as HTML once (see `html_to_text`), control and bidi-control
-    characters removed, whitespace collapsed.
+    characters removed, whitespace collapsed, composed (NFC) but never compatibility-folded:
+    NFKC would record "3½%" as "31", FRACTION SLASH, "2%", and "…" as "...". Identity still folds (`text_key`).
 
     Aggregators append the publisher (" - Reuters"); that suffix is dropped when
     the item names the same publisher, so the story dedupes against the original.
     """
     text = _CONTROL.sub("", html_to_text(raw))
-    text = _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    text = _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
     if source_title:
         for sep in (" - ", " | ", " – ", " — "):
             suffix = f"{sep}{source_title.strip()}"
@@ -142,9 +143,17 @@ class _TextExtractor(HTMLParser):
         elif not self.hidden:
             self.parts.append(" ")
 
+    def parse_endtag(self, i: int) -> int:
+        # HTMLParser hands handle_endtag the tag lower-cased; where it starts is kept so that a
+        # non-HTML one ("</VOD.L>") is given back as the publisher wrote it.
+        self._endtag_at = i
+        return super().parse_endtag(i)
+
     def handle_endtag(self, tag: str) -> None:
         if tag not in _HTML_TAGS:
-            self.handle_data(f"</{tag}>")
+            at = getattr(self, "_endtag_at", None)
+            end = self.rawdata.find(">", at) if at is not None else -1
+            self.handle_data(self.rawdata[at : end + 1] if at is not None and end >= 0 else f"</{tag}>")
         elif tag in _HIDDEN:
             self.hidden = max(0, self.hidden - 1)
         else:

@@ -9,13 +9,22 @@ together end by the deadline however the server paces them.
 
 A TLS read or handshake is bounded the same way: CPython's ssl module counts a
 socket timeout down across the whole call, however the record trickles in (this
-is relied on, not tested here: the tests use plain HTTP on loopback). Known gap:
-name resolution (getaddrinfo) is not bounded by the deadline.
+is relied on, not tested here: the tests use plain HTTP on loopback).
+
+Name resolution is bounded too: getaddrinfo takes no timeout and blocks for as
+long as the system resolver likes (a dead DNS server: tens of seconds per
+name), so each lookup runs on a daemon thread of its own and the attempt waits
+for it only until the deadline. A lookup still hung then is abandoned, never
+joined (a daemon thread does not hold up the process's exit), and at most
+`MAX_PENDING_LOOKUPS` may be pending at once, so a resolver that never answers
+costs a few idle threads, not the day.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +33,9 @@ import httpcore
 import httpx
 
 _local = threading.local()
+
+MAX_PENDING_LOOKUPS = 16
+_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
 
 
 @contextlib.contextmanager
@@ -69,10 +81,59 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    """The addresses `host` resolves to, in the resolver's order, within `timeout` seconds.
+
+    httpcore.ConnectTimeout when the resolver has not answered by then (the
+    lookup is left to finish on its own thread), httpcore.ConnectError when it
+    says the name does not resolve.
+    """
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(host))]  # a literal address: nothing to look up
+    started = time.monotonic()
+    if not _lookups.acquire(timeout=None if timeout is None else max(0.0, timeout)):
+        raise httpcore.ConnectTimeout(f"resolving {host}: {MAX_PENDING_LOOKUPS} earlier lookups still pending")
+    answer: list = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+        finally:
+            _lookups.release()
+            done.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+    if not done.wait(left):
+        raise httpcore.ConnectTimeout(f"resolving {host} did not finish within the attempt's deadline")
+    result = answer[0]
+    if isinstance(result, OSError):
+        raise httpcore.ConnectError(f"cannot resolve {host}: {result}")
+    addresses = list(dict.fromkeys(info[4][0] for info in result))
+    if not addresses:
+        raise httpcore.ConnectError(f"cannot resolve {host}: no address")
+    return addresses
+
+
 class _DeadlineBackend(httpcore.SyncBackend):
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(super().connect_tcp(host, port, bounded, local_address, socket_options))
+        # The name is resolved here, bounded; the connects below are given literal addresses only.
+        addresses = resolve(host, port, _bounded(timeout, httpcore.ConnectTimeout))
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                stream = super().connect_tcp(
+                    address, port, _bounded(timeout, httpcore.ConnectTimeout), local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:  # refused or unreachable: try the next address
+                failure = exc
+                continue
+            return _DeadlineStream(stream)
+        assert failure is not None
+        raise failure
 
 
 class _DeadlineTransport(httpx.HTTPTransport):
