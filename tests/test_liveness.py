@@ -345,3 +345,130 @@ def test_a_fetch_worker_killed_mid_job_stalls_its_job_within_the_bound(runtime, 
     print(f"\nliveness_s={LIVENESS_S}: fetch job stalled {stalled_after:.1f}s after kill -9")
     assert stalled_after < LIVENESS_S + 3
     assert namespace_status(runtime, NS).states[DAY] == "stalled"
+
+
+def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_one_epoch(
+    redis_server, redis_client, tmp_path
+):
+    """The real train job, its worker's process group killed three times: once the epoch's update is
+    computed, once the checkpoint's files are written but not yet renamed into the store, and once
+    `EpochTrained` is recorded but the projection links not moved. Each time a standby worker takes
+    the job over by itself; the store never shows a partial checkpoint, the rolling checkpoint is
+    the old one until the new one is whole, and the day ends with exactly one `EpochTrained`."""
+    from liveness_tasks import TRAIN_GATES
+
+    from events.ids import shift_date
+    from varro.checkpoints import checkpoint_sha256, dated_path, rolling_path, store_dir
+    from workers import tasks
+    from workers.dispatcher import plan
+
+    ns, outcome_day = "train", shift_date(DAY, 1)
+    cfg = load_config(
+        overrides={
+            "ns": ns,
+            "data_dir": str(tmp_path),
+            "generation": {"max_headlines": 2, "profiles": {"default": {"name": "default", "max_tokens": 24}}},
+            "train": {"minibatches": 2, "microbatch_size": 16},
+            "workers": {"liveness_s": LIVENESS_S, "retries": len(TRAIN_GATES)},
+        },
+        environ={},
+    )
+    rt = Runtime.create(cfg, redis=redis_client)
+    set_runtime(rt)
+    store = rt.store(ns)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    workers: list[ModelWorkerProcess] = []
+
+    def run_planned(event) -> None:
+        """What a worker does with the one job `event` makes due (in this process)."""
+        (spec,) = plan(event, store)
+        getattr(tasks, spec.stage)(ns, spec.date, spec.cause, spec.correlation_id, **spec.kwargs)
+
+    def visible_checkpoints() -> list[Path]:
+        """What readers of the store can see: every entry but the hidden temporaries, each whole."""
+        found = [p for p in store_dir(tmp_path).iterdir() if not p.name.startswith(".")]
+        for path in found:
+            assert checkpoint_sha256(path) == path.name, f"partial checkpoint {path}"
+        return found
+
+    def start_worker() -> ModelWorkerProcess:
+        worker = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / f"worker{len(workers) + 1}.log", ns=ns)
+        workers.append(worker)
+        return worker
+
+    try:
+        for day in (DAY, outcome_day):  # roll out DAY, fetch the day after, rank DAY against it
+            request_day(rt.context(ns), day, trigger="manual", source="sample")
+            run_planned(store.latest("DailyRunRequested", day))
+            run_planned(store.latest("HeadlinesFetched", day))
+        (spec,) = plan(store.latest("Ranked", DAY), store)
+        assert spec.stage == "train"
+        store_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+        queue(MODEL_QUEUE, rt.redis).enqueue_call(
+            "liveness_tasks.gated_train",
+            kwargs={
+                "ns": ns,
+                "date": DAY,
+                "cause": spec.cause,
+                "correlation_id": spec.correlation_id,
+                "markers": str(markers),
+            },
+            job_id=spec.job_id,
+            timeout=cfg.workers.job_timeout_s,
+            retry=Retry(max=cfg.workers.retries),
+            meta={"ns": ns, "date": DAY, "stage": "train"},
+        )
+        holder = start_worker()
+        took_over_after = []
+        for number, gate in enumerate(TRAIN_GATES, start=1):
+            wait_for(lambda g=gate: (markers / f"held-{g}").exists(), 240, f"no worker held at {gate}")
+            standby = start_worker()  # already running when the holder dies, as under a supervisor
+            wait_for(lambda: len(namespace_status(rt, ns).workers) >= 2, 120, "the standby worker never registered")
+            killed_at = holder.kill_group()
+            holder.stop()
+
+            trained = store.all_for("EpochTrained", DAY)
+            assert len(trained) == (1 if gate == "publishing" else 0), gate
+            assert not rolling_path(tmp_path, ns).exists() and not dated_path(tmp_path, ns, DAY).exists(), gate
+            if gate == "saving":  # killed with every file written: the save is still hidden
+                assert [p.name[:5] for p in store_dir(tmp_path).iterdir()] == [".tmp-"]
+            assert [p.name for p in visible_checkpoints()] == [t.checkpoint.sha256 for t in trained], gate
+            if gate != TRAIN_GATES[-1]:
+                wait_for(
+                    lambda a=number + 1: [n for n, _, _ in attempts(markers)][-1:] == [a],
+                    30 * LIVENESS_S,
+                    f"the standby did not take the job over after the kill at {gate}:\n{standby.output()}",
+                )
+            else:
+                wait_for(
+                    lambda: rolling_path(tmp_path, ns).exists(),
+                    30 * LIVENESS_S,
+                    f"the job was not finished after the kill at {gate}:\n{standby.output()}",
+                )
+            took_over_after.append(time.time() - killed_at)
+            holder = standby
+        wait_for(
+            lambda: fetch_job(MODEL_QUEUE, rt.redis, spec.job_id).get_status().value == "finished",
+            60,
+            "the last attempt did not finish",
+        )
+    finally:
+        for worker in workers:
+            worker.stop()
+        set_runtime(None)
+        rt.models.release()
+    print(
+        f"\nliveness_s={LIVENESS_S}: train job taken over "
+        + ", ".join(
+            f"{after:.1f}s after kill -9 {gate}" for gate, after in zip(TRAIN_GATES, took_over_after, strict=True)
+        )
+    )
+    (trained,) = store.all_for("EpochTrained", DAY)
+    assert [n for n, _, _ in attempts(markers)] == [1, 2, 3, 4]
+    assert len({pid for _, pid, _ in attempts(markers)}) == 4  # each attempt in another worker
+    assert rolling_path(tmp_path, ns).resolve() == store_dir(tmp_path).resolve() / trained.checkpoint.sha256
+    assert dated_path(tmp_path, ns, DAY).resolve() == rolling_path(tmp_path, ns).resolve()
+    assert [p.name for p in visible_checkpoints()] == [trained.checkpoint.sha256]
+    assert store.verify().ok
+    assert fetch_job(MODEL_QUEUE, rt.redis, spec.job_id).retries_left == 0
