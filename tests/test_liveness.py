@@ -472,3 +472,37 @@ def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_
     assert [p.name for p in visible_checkpoints()] == [trained.checkpoint.sha256]
     assert store.verify().ok
     assert fetch_job(MODEL_QUEUE, rt.redis, spec.job_id).retries_left == 0
+
+
+def test_a_job_dequeued_as_the_server_died_is_put_back_unspent_and_run_once(runtime):
+    """RQ dequeues by moving a job id into the queue's intermediate list; the worker then records the
+    job as started. If the server dies in between (the move kept, its reply lost), no worker holds the
+    job and it has no heartbeat to lapse; RQ's own clean-up would fail it a minute later, spending a
+    retry. Recovery puts it back at the head of its queue, retries untouched, and it runs once."""
+    from workers.inprocess import drain
+
+    request_day(runtime.context(NS), DAY, trigger="manual", source="sample")
+    dispatcher = Dispatcher(runtime.redis, runtime.cfg, name="test-dispatcher")
+    dispatcher.step(NS)
+    fetch_queue = queue(FETCH_QUEUE, runtime.redis)
+    (job_id,) = fetch_queue.get_job_ids()
+    runtime.redis.lmove(fetch_queue.key, fetch_queue.intermediate_queue_key)  # the dequeue the server kept
+    assert fetch_queue.get_job_ids() == []
+
+    assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.5) == []  # first sighting
+    time.sleep(0.6)
+    assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.5) == [job_id]
+    assert fetch_queue.get_job_ids() == [job_id]
+    assert runtime.redis.llen(fetch_queue.intermediate_queue_key) == 0
+    job = fetch_job(FETCH_QUEUE, runtime.redis, job_id)
+    assert job.get_status().value == "queued" and job.retries_left == runtime.cfg.workers.retries
+
+    drain(runtime, dispatcher, [NS])
+    assert kinds(runtime) == ["DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated"]
+
+    # a job that did start (a worker serving several queues keeps its id in the list) is left alone
+    runtime.redis.rpush(fetch_queue.intermediate_queue_key, job_id)
+    runtime.redis.zadd(fetch_queue.started_job_registry.key, {f"{job_id}:exec": time.time() + 60})
+    for _ in range(2):
+        assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.0) == []
+    assert runtime.redis.llen(fetch_queue.intermediate_queue_key) == 1
