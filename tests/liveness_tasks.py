@@ -98,3 +98,43 @@ def gated_train(ns: str, date: str, cause: str, correlation_id: str, markers: st
         return tasks.train(ns, date, cause, correlation_id, force=force)
     finally:  # the worker process lives on: the next job gets the real functions
         train_module.train_epoch, checkpoints.fsync_dir, train_module.publish = real_epoch, real_fsync, real_publish
+
+
+def paired_train(ns: str, date: str, cause: str, correlation_id: str, markers: str, copy: str) -> str | None:
+    """The real train job, run as two copies of one job in two workers at once (`copy` tells them apart).
+
+    Each copy waits for the other twice: at the rename that moves its finished
+    checkpoint into the store (both have checked that no checkpoint of that hash
+    is there yet), and at the append of `EpochTrained`. So both publish the
+    same bytes and record the same event at the same moment.
+    """
+    import types
+
+    import varro.checkpoints as checkpoints
+    from events.store import EventStore
+
+    folder = Path(markers)
+
+    def meet(point: str) -> None:
+        (folder / f"{point}-{copy}").write_text(f"{os.getpid()}\n")
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob(f"{point}-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def rename(src, dst):
+        if Path(src).name.startswith(".tmp-"):
+            meet("rename")
+        return os.rename(src, dst)
+
+    real_os, real_append = checkpoints.os, EventStore.append
+
+    def append(self, event, *args, **kwargs):
+        meet("append")
+        return real_append(self, event, *args, **kwargs)
+
+    checkpoints.os = types.SimpleNamespace(**{**vars(os), "rename": rename})  # type: ignore[assignment]
+    EventStore.append = append  # type: ignore[method-assign]
+    try:
+        return tasks.train(ns, date, cause, correlation_id)
+    finally:
+        checkpoints.os, EventStore.append = real_os, real_append  # type: ignore[method-assign]

@@ -347,6 +347,38 @@ def test_a_fetch_worker_killed_mid_job_stalls_its_job_within_the_bound(runtime, 
     assert namespace_status(runtime, NS).states[DAY] == "stalled"
 
 
+def train_config(data_dir: Path, ns: str, retries: int):
+    """Small enough for a train job of a few seconds on varro-tiny."""
+    return load_config(
+        overrides={
+            "ns": ns,
+            "data_dir": str(data_dir),
+            "generation": {"max_headlines": 2, "profiles": {"default": {"name": "default", "max_tokens": 24}}},
+            "train": {"minibatches": 2, "microbatch_size": 16},
+            "workers": {"liveness_s": LIVENESS_S, "retries": retries},
+        },
+        environ={},
+    )
+
+
+def train_job_due(rt: Runtime, ns: str):
+    """Roll out DAY, fetch the day after and rank DAY against it (in this process, as workers would);
+    returns the train job's spec that the `Ranked` event makes due."""
+    from events.ids import shift_date
+    from workers import tasks
+    from workers.dispatcher import plan
+
+    store = rt.store(ns)
+    for day in (DAY, shift_date(DAY, 1)):
+        request_day(rt.context(ns), day, trigger="manual", source="sample")
+        for kind in ("DailyRunRequested", "HeadlinesFetched"):
+            (spec,) = plan(store.latest(kind, day), store)
+            getattr(tasks, spec.stage)(ns, spec.date, spec.cause, spec.correlation_id, **spec.kwargs)
+    (spec,) = plan(store.latest("Ranked", DAY), store)
+    assert spec.stage == "train"
+    return spec
+
+
 def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_one_epoch(
     redis_server, redis_client, tmp_path
 ):
@@ -357,33 +389,16 @@ def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_
     the old one until the new one is whole, and the day ends with exactly one `EpochTrained`."""
     from liveness_tasks import TRAIN_GATES
 
-    from events.ids import shift_date
     from varro.checkpoints import checkpoint_sha256, dated_path, rolling_path, store_dir
-    from workers import tasks
-    from workers.dispatcher import plan
 
-    ns, outcome_day = "train", shift_date(DAY, 1)
-    cfg = load_config(
-        overrides={
-            "ns": ns,
-            "data_dir": str(tmp_path),
-            "generation": {"max_headlines": 2, "profiles": {"default": {"name": "default", "max_tokens": 24}}},
-            "train": {"minibatches": 2, "microbatch_size": 16},
-            "workers": {"liveness_s": LIVENESS_S, "retries": len(TRAIN_GATES)},
-        },
-        environ={},
-    )
+    ns = "train"
+    cfg = train_config(tmp_path, ns, retries=len(TRAIN_GATES))
     rt = Runtime.create(cfg, redis=redis_client)
     set_runtime(rt)
     store = rt.store(ns)
     markers = tmp_path / "markers"
     markers.mkdir()
     workers: list[ModelWorkerProcess] = []
-
-    def run_planned(event) -> None:
-        """What a worker does with the one job `event` makes due (in this process)."""
-        (spec,) = plan(event, store)
-        getattr(tasks, spec.stage)(ns, spec.date, spec.cause, spec.correlation_id, **spec.kwargs)
 
     def visible_checkpoints() -> list[Path]:
         """What readers of the store can see: every entry but the hidden temporaries, each whole."""
@@ -398,12 +413,7 @@ def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_
         return worker
 
     try:
-        for day in (DAY, outcome_day):  # roll out DAY, fetch the day after, rank DAY against it
-            request_day(rt.context(ns), day, trigger="manual", source="sample")
-            run_planned(store.latest("DailyRunRequested", day))
-            run_planned(store.latest("HeadlinesFetched", day))
-        (spec,) = plan(store.latest("Ranked", DAY), store)
-        assert spec.stage == "train"
+        spec = train_job_due(rt, ns)
         store_dir(tmp_path).mkdir(parents=True, exist_ok=True)
         queue(MODEL_QUEUE, rt.redis).enqueue_call(
             "liveness_tasks.gated_train",
