@@ -389,7 +389,16 @@ def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_
     the old one until the new one is whole, and the day ends with exactly one `EpochTrained`."""
     from liveness_tasks import TRAIN_GATES
 
-    from varro.checkpoints import checkpoint_sha256, dated_path, rolling_path, store_dir
+    from events.ids import shift_date
+    from varro.checkpoints import (
+        TrainerState,
+        checkpoint_sha256,
+        dated_path,
+        publish,
+        rolling_path,
+        save_checkpoint,
+        store_dir,
+    )
 
     ns = "train"
     cfg = train_config(tmp_path, ns, retries=len(TRAIN_GATES))
@@ -414,7 +423,19 @@ def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_
 
     try:
         spec = train_job_due(rt, ns)
-        store_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+        # the rolling checkpoint before this training: a real one in the store (the base's weights, saved
+        # as a checkpoint), published for the day before, so "old" is a checkpoint and not nothing
+        base = rt.models.load(store.latest("RolloutsGenerated", DAY).checkpoint)
+        old = save_checkpoint(
+            base.model,
+            parent_dir=base.path,
+            data_dir=tmp_path,
+            base_model=base.ref.base_model,
+            trainer_state=TrainerState(),
+            parent_manifest=base.manifest,
+        )
+        publish(old, tmp_path, ns, shift_date(DAY, -1))
+        old_dir = store_dir(tmp_path).resolve() / old.sha256
         queue(MODEL_QUEUE, rt.redis).enqueue_call(
             "liveness_tasks.gated_train",
             kwargs={
@@ -440,10 +461,12 @@ def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_
 
             trained = store.all_for("EpochTrained", DAY)
             assert len(trained) == (1 if gate == "publishing" else 0), gate
-            assert not rolling_path(tmp_path, ns).exists() and not dated_path(tmp_path, ns, DAY).exists(), gate
+            assert rolling_path(tmp_path, ns).resolve() == old_dir, gate  # still the old one
+            assert not dated_path(tmp_path, ns, DAY).exists(), gate
             if gate == "saving":  # killed with every file written: the save is still hidden
-                assert [p.name[:5] for p in store_dir(tmp_path).iterdir()] == [".tmp-"]
-            assert [p.name for p in visible_checkpoints()] == [t.checkpoint.sha256 for t in trained], gate
+                assert sorted(p.name[:5] for p in store_dir(tmp_path).iterdir()) == [".tmp-", old.sha256[:5]]
+            expected = sorted([old.sha256, *(t.checkpoint.sha256 for t in trained)])
+            assert sorted(p.name for p in visible_checkpoints()) == expected, gate
             if gate != TRAIN_GATES[-1]:
                 wait_for(
                     lambda a=number + 1: [n for n, _, _ in attempts(markers)][-1:] == [a],
@@ -452,7 +475,7 @@ def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_
                 )
             else:
                 wait_for(
-                    lambda: rolling_path(tmp_path, ns).exists(),
+                    lambda: rolling_path(tmp_path, ns).resolve() != old_dir,
                     30 * LIVENESS_S,
                     f"the job was not finished after the kill at {gate}:\n{standby.output()}",
                 )
@@ -479,7 +502,7 @@ def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_
     assert len({pid for _, pid, _ in attempts(markers)}) == 4  # each attempt in another worker
     assert rolling_path(tmp_path, ns).resolve() == store_dir(tmp_path).resolve() / trained.checkpoint.sha256
     assert dated_path(tmp_path, ns, DAY).resolve() == rolling_path(tmp_path, ns).resolve()
-    assert [p.name for p in visible_checkpoints()] == [trained.checkpoint.sha256]
+    assert sorted(p.name for p in visible_checkpoints()) == sorted([old.sha256, trained.checkpoint.sha256])
     assert store.verify().ok
     assert fetch_job(MODEL_QUEUE, rt.redis, spec.job_id).retries_left == 0
 
