@@ -533,9 +533,12 @@ def test_a_job_dequeued_as_the_server_died_is_put_back_unspent_and_run_once(runt
     drain(runtime, dispatcher, [NS])
     assert kinds(runtime) == ["DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated"]
 
-    # a job that did start (a worker serving several queues keeps its id in the list) is left alone
+    # a job that did start is left alone, running (in the started registry) or ended: a worker serving
+    # several queues leaves its ids in the list, and RQ's own clean-up takes them out
     runtime.redis.rpush(fetch_queue.intermediate_queue_key, job_id)
-    runtime.redis.zadd(fetch_queue.started_job_registry.key, {f"{job_id}:exec": time.time() + 60})
     for _ in range(2):
         assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.0) == []
+    runtime.redis.zadd(fetch_queue.started_job_registry.key, {f"{job_id}:exec": time.time() + 60})
+    assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.0) == []
     assert runtime.redis.llen(fetch_queue.intermediate_queue_key) == 1
+    assert fetch_job(FETCH_QUEUE, runtime.redis, job_id).get_status().value == "finished"

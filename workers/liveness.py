@@ -27,6 +27,7 @@ from typing import Any
 
 import redis as redis_lib
 import structlog
+from rq.job import JobStatus
 
 from workers.queues import queue
 from workers.reconnect import CONNECTION_ERRORS
@@ -129,8 +130,9 @@ def requeue_undelivered(q: Any, after_s: float) -> list[str]:
     holds the job: it has no heartbeat to lapse, and RQ's own clean-up fails it
     a minute later as "stuck", spending a retry on a job that never ran (with
     `workers.retries = 0` the day stops). A job id found there without a place in
-    the started registry, first seen more than `after_s` ago, is moved back
-    to the front of its queue instead, its retries untouched. Call it under
+    the started registry, still queued (a job that starts is marked started),
+    first seen more than `after_s` ago, is moved back to the front of its
+    queue instead, its retries untouched. Call it under
     the queue's maintenance lock. A second start of a job that did begin is
     harmless: its event id repeats.
     """
@@ -145,7 +147,10 @@ def requeue_undelivered(q: Any, after_s: float) -> list[str]:
         first_seen = intermediate.get_first_seen(job_id)
         if first_seen is None or (datetime.now(UTC) - first_seen).total_seconds() <= after_s:
             continue
-        gone = q.fetch_job(job_id) is None  # deleted meanwhile: nothing to run
+        job = q.fetch_job(job_id)
+        gone = job is None  # deleted meanwhile: nothing to run
+        if job is not None and job.get_status(refresh=False) != JobStatus.QUEUED:
+            continue  # it did start (and may have ended): not undelivered; RQ's clean-up has it
         with q.connection.pipeline() as pipe:  # MULTI: the id is in exactly one of the two lists
             pipe.lrem(intermediate.key, 1, job_id)
             if not gone:
