@@ -18,8 +18,8 @@ from events.server import EmbeddedServer, ServerError
 
 # scheme://userinfo@ : the userinfo (user, password or token) is what is hidden
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
-# redis-py also takes the password as a query parameter
-_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|username)=)[^&\s]*", re.IGNORECASE)
+# redis-py also takes the password as a query parameter, and a TLS client key's passphrase (rediss://)
+_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|username|ssl_password)=)[^&\s]*", re.IGNORECASE)
 
 
 def redact(text: str, url: str | None = None) -> str:

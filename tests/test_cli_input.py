@@ -352,3 +352,14 @@ def test_a_cron_firing_whose_file_is_gone_fails_permanently_and_records_nothing(
     finally:
         set_runtime(None)
     assert not redis_client.exists(stream_key("cron"))
+
+
+def test_rebuild_of_a_log_whose_checkpoints_are_not_here_writes_the_files_and_says_so(
+    cli, event_store, sample_events, tmp_path
+):
+    """A log restored (or synthesised) without its checkpoint files: the projection files are still
+    rebuilt, and the missing checkpoint is one line naming it, not a traceback."""
+    fill(event_store, sample_events, "nockpt")
+    missing = sample_events("nockpt", "2025-01-02")["EpochTrained"].checkpoint.sha256
+    one_clean_error(cli("rebuild", "--ns", "nockpt"), 1, "not its checkpoint links", missing)
+    assert (tmp_path / "data" / "timestamped_storage_nockpt" / "index.json").is_file()

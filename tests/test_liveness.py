@@ -345,3 +345,200 @@ def test_a_fetch_worker_killed_mid_job_stalls_its_job_within_the_bound(runtime, 
     print(f"\nliveness_s={LIVENESS_S}: fetch job stalled {stalled_after:.1f}s after kill -9")
     assert stalled_after < LIVENESS_S + 3
     assert namespace_status(runtime, NS).states[DAY] == "stalled"
+
+
+def train_config(data_dir: Path, ns: str, retries: int):
+    """Small enough for a train job of a few seconds on varro-tiny."""
+    return load_config(
+        overrides={
+            "ns": ns,
+            "data_dir": str(data_dir),
+            "generation": {"max_headlines": 2, "profiles": {"default": {"name": "default", "max_tokens": 24}}},
+            "train": {"minibatches": 2, "microbatch_size": 16},
+            "workers": {"liveness_s": LIVENESS_S, "retries": retries},
+        },
+        environ={},
+    )
+
+
+def train_job_due(rt: Runtime, ns: str):
+    """Roll out DAY, fetch the day after and rank DAY against it (in this process, as workers would);
+    returns the train job's spec that the `Ranked` event makes due."""
+    from events.ids import shift_date
+    from workers import tasks
+    from workers.dispatcher import plan
+
+    store = rt.store(ns)
+    for day in (DAY, shift_date(DAY, 1)):
+        request_day(rt.context(ns), day, trigger="manual", source="sample")
+        for kind in ("DailyRunRequested", "HeadlinesFetched"):
+            (spec,) = plan(store.latest(kind, day), store)
+            getattr(tasks, spec.stage)(ns, spec.date, spec.cause, spec.correlation_id, **spec.kwargs)
+    (spec,) = plan(store.latest("Ranked", DAY), store)
+    assert spec.stage == "train"
+    return spec
+
+
+def test_a_train_job_killed_mid_training_mid_save_and_before_publishing_records_one_epoch(
+    redis_server, redis_client, tmp_path
+):
+    """The real train job, its worker's process group killed three times: once the epoch's update is
+    computed, once the checkpoint's files are written but not yet renamed into the store, and once
+    `EpochTrained` is recorded but the projection links not moved. Each time a standby worker takes
+    the job over by itself; the store never shows a partial checkpoint, the rolling checkpoint is
+    the old one until the new one is whole, and the day ends with exactly one `EpochTrained`."""
+    from liveness_tasks import TRAIN_GATES
+
+    from events.ids import shift_date
+    from varro.checkpoints import (
+        TrainerState,
+        checkpoint_sha256,
+        dated_path,
+        publish,
+        rolling_path,
+        save_checkpoint,
+        store_dir,
+    )
+
+    ns = "train"
+    cfg = train_config(tmp_path, ns, retries=len(TRAIN_GATES))
+    rt = Runtime.create(cfg, redis=redis_client)
+    set_runtime(rt)
+    store = rt.store(ns)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    workers: list[ModelWorkerProcess] = []
+
+    def visible_checkpoints() -> list[Path]:
+        """What readers of the store can see: every entry but the hidden temporaries, each whole."""
+        found = [p for p in store_dir(tmp_path).iterdir() if not p.name.startswith(".")]
+        for path in found:
+            assert checkpoint_sha256(path) == path.name, f"partial checkpoint {path}"
+        return found
+
+    def start_worker() -> ModelWorkerProcess:
+        worker = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / f"worker{len(workers) + 1}.log", ns=ns)
+        workers.append(worker)
+        return worker
+
+    try:
+        spec = train_job_due(rt, ns)
+        # the rolling checkpoint before this training: a real one in the store (the base's weights, saved
+        # as a checkpoint), published for the day before, so "old" is a checkpoint and not nothing
+        base = rt.models.load(store.latest("RolloutsGenerated", DAY).checkpoint)
+        old = save_checkpoint(
+            base.model,
+            parent_dir=base.path,
+            data_dir=tmp_path,
+            base_model=base.ref.base_model,
+            trainer_state=TrainerState(),
+            parent_manifest=base.manifest,
+        )
+        publish(old, tmp_path, ns, shift_date(DAY, -1))
+        old_dir = store_dir(tmp_path).resolve() / old.sha256
+        queue(MODEL_QUEUE, rt.redis).enqueue_call(
+            "liveness_tasks.gated_train",
+            kwargs={
+                "ns": ns,
+                "date": DAY,
+                "cause": spec.cause,
+                "correlation_id": spec.correlation_id,
+                "markers": str(markers),
+            },
+            job_id=spec.job_id,
+            timeout=cfg.workers.job_timeout_s,
+            retry=Retry(max=cfg.workers.retries),
+            meta={"ns": ns, "date": DAY, "stage": "train"},
+        )
+        holder = start_worker()
+        took_over_after = []
+        for number, gate in enumerate(TRAIN_GATES, start=1):
+            wait_for(lambda g=gate: (markers / f"held-{g}").exists(), 240, f"no worker held at {gate}")
+            standby = start_worker()  # already running when the holder dies, as under a supervisor
+            wait_for(lambda: len(namespace_status(rt, ns).workers) >= 2, 120, "the standby worker never registered")
+            killed_at = holder.kill_group()
+            holder.stop()
+
+            trained = store.all_for("EpochTrained", DAY)
+            assert len(trained) == (1 if gate == "publishing" else 0), gate
+            assert rolling_path(tmp_path, ns).resolve() == old_dir, gate  # still the old one
+            assert not dated_path(tmp_path, ns, DAY).exists(), gate
+            if gate == "saving":  # killed with every file written: the save is still hidden
+                assert sorted(p.name[:5] for p in store_dir(tmp_path).iterdir()) == [".tmp-", old.sha256[:5]]
+            expected = sorted([old.sha256, *(t.checkpoint.sha256 for t in trained)])
+            assert sorted(p.name for p in visible_checkpoints()) == expected, gate
+            if gate != TRAIN_GATES[-1]:
+                wait_for(
+                    lambda a=number + 1: [n for n, _, _ in attempts(markers)][-1:] == [a],
+                    30 * LIVENESS_S,
+                    f"the standby did not take the job over after the kill at {gate}:\n{standby.output()}",
+                )
+            else:
+                wait_for(
+                    lambda: rolling_path(tmp_path, ns).resolve() != old_dir,
+                    30 * LIVENESS_S,
+                    f"the job was not finished after the kill at {gate}:\n{standby.output()}",
+                )
+            took_over_after.append(time.time() - killed_at)
+            holder = standby
+        wait_for(
+            lambda: fetch_job(MODEL_QUEUE, rt.redis, spec.job_id).get_status().value == "finished",
+            60,
+            "the last attempt did not finish",
+        )
+    finally:
+        for worker in workers:
+            worker.stop()
+        set_runtime(None)
+        rt.models.release()
+    print(
+        f"\nliveness_s={LIVENESS_S}: train job taken over "
+        + ", ".join(
+            f"{after:.1f}s after kill -9 {gate}" for gate, after in zip(TRAIN_GATES, took_over_after, strict=True)
+        )
+    )
+    (trained,) = store.all_for("EpochTrained", DAY)
+    assert [n for n, _, _ in attempts(markers)] == [1, 2, 3, 4]
+    assert len({pid for _, pid, _ in attempts(markers)}) == 4  # each attempt in another worker
+    assert rolling_path(tmp_path, ns).resolve() == store_dir(tmp_path).resolve() / trained.checkpoint.sha256
+    assert dated_path(tmp_path, ns, DAY).resolve() == rolling_path(tmp_path, ns).resolve()
+    assert sorted(p.name for p in visible_checkpoints()) == sorted([old.sha256, trained.checkpoint.sha256])
+    assert store.verify().ok
+    assert fetch_job(MODEL_QUEUE, rt.redis, spec.job_id).retries_left == 0
+
+
+def test_a_job_dequeued_as_the_server_died_is_put_back_unspent_and_run_once(runtime):
+    """RQ dequeues by moving a job id into the queue's intermediate list; the worker then records the
+    job as started. If the server dies in between (the move kept, its reply lost), no worker holds the
+    job and it has no heartbeat to lapse; RQ's own clean-up would fail it a minute later, spending a
+    retry. Recovery puts it back at the head of its queue, retries untouched, and it runs once."""
+    from workers.inprocess import drain
+
+    request_day(runtime.context(NS), DAY, trigger="manual", source="sample")
+    dispatcher = Dispatcher(runtime.redis, runtime.cfg, name="test-dispatcher")
+    dispatcher.step(NS)
+    fetch_queue = queue(FETCH_QUEUE, runtime.redis)
+    (job_id,) = fetch_queue.get_job_ids()
+    runtime.redis.lmove(fetch_queue.key, fetch_queue.intermediate_queue_key)  # the dequeue the server kept
+    assert fetch_queue.get_job_ids() == []
+
+    assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.5) == []  # first sighting
+    time.sleep(0.6)
+    assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.5) == [job_id]
+    assert fetch_queue.get_job_ids() == [job_id]
+    assert runtime.redis.llen(fetch_queue.intermediate_queue_key) == 0
+    job = fetch_job(FETCH_QUEUE, runtime.redis, job_id)
+    assert job.get_status().value == "queued" and job.retries_left == runtime.cfg.workers.retries
+
+    drain(runtime, dispatcher, [NS])
+    assert kinds(runtime) == ["DailyRunRequested", "HeadlinesFetched", "RolloutsGenerated"]
+
+    # a job that did start is left alone, running (in the started registry) or ended: a worker serving
+    # several queues leaves its ids in the list, and RQ's own clean-up takes them out
+    runtime.redis.rpush(fetch_queue.intermediate_queue_key, job_id)
+    for _ in range(2):
+        assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.0) == []
+    runtime.redis.zadd(fetch_queue.started_job_registry.key, {f"{job_id}:exec": time.time() + 60})
+    assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.0) == []
+    assert runtime.redis.llen(fetch_queue.intermediate_queue_key) == 1
+    assert fetch_job(FETCH_QUEUE, runtime.redis, job_id).get_status().value == "finished"

@@ -44,6 +44,12 @@ def _invoke(*args: str):
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("redis://:p@ss@host/0", "redis://***@host/0"),  # an unescaped @ in the password hides it all
         ("unix://:pw@/tmp/valkey.sock?db=0", "unix://***@/tmp/valkey.sock?db=0"),
+        # TLS: the client key's passphrase travels in the query too (redis-py's ssl_password)
+        (
+            "rediss://h:6380/0?ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_password=kp",
+            "rediss://h:6380/0?ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_password=***",
+        ),
+        ("rediss://h/0?ssl_password=kp&ssl_cert_reqs=required", "rediss://h/0?ssl_password=***&ssl_cert_reqs=required"),
     ],
 )
 def test_redact_hides_credentials_in_urls(text, shown):

@@ -310,7 +310,12 @@ def save_checkpoint(
                 aside = store / f".corrupt-{digest}-{os.getpid()}"
                 os.rename(final, aside)
                 shutil.rmtree(aside, ignore_errors=True)
-            os.rename(tmp, final)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another writer (the same job run twice) published these very bytes first
+                if not (final.exists() and _intact(final, digest)):
+                    raise
+                shutil.rmtree(tmp)
             fsync_dir(store)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

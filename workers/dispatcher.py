@@ -232,7 +232,16 @@ def refuse_if_dispatched(redis: redis_lib.Redis, ns: str, *, me: str) -> None:
 
 
 class Dispatcher:
-    """Consumes namespace streams through a consumer group and enqueues jobs on RQ."""
+    """Consumes namespace streams through a consumer group and enqueues jobs on RQ.
+
+    An entry another dispatcher read and never acked (it was killed between
+    enqueueing and acking) is taken over once it has been idle for
+    `min_idle_ms`: by default liveness_s, the bound within which a dead
+    worker's job is re-run too, and never more than the former fixed 60 s. A
+    live dispatcher holds an entry only while it plans and enqueues, and taking
+    one over from a slow one is harmless: the job ids repeat, so RQ refuses
+    the second enqueue.
+    """
 
     def __init__(
         self,
@@ -240,12 +249,12 @@ class Dispatcher:
         cfg: VarroConfig,
         *,
         name: str = "dispatcher",
-        min_idle_ms: int = 60_000,
+        min_idle_ms: int | None = None,
     ):
         self.redis = redis
         self.cfg = cfg
         self.name = name
-        self.min_idle_ms = min_idle_ms
+        self.min_idle_ms = min(60_000, cfg.workers.liveness_s * 1000) if min_idle_ms is None else min_idle_ms
         self._consumers: dict[str, Consumer] = {}
         self.queues = {q: queue(q, redis) for q in (FETCH_QUEUE, MODEL_QUEUE)}
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import redis as redis_lib
 import structlog
+from rq.job import JobStatus
 
 from workers.queues import queue
 from workers.reconnect import CONNECTION_ERRORS
@@ -71,9 +72,17 @@ def stalled_job_ids(redis: redis_lib.Redis, name: str) -> list[str]:
     return [str(job_id) for job_id in queue(name, redis).started_job_registry.get_expired_job_ids()]
 
 
-def recover_abandoned(redis: redis_lib.Redis, names: Iterable[str]) -> list[str]:
+# A job id this long in a queue's intermediate list without having started was taken by a
+# dequeue whose reply was lost; a live worker starts its job within milliseconds.
+UNDELIVERED_AFTER_S = 10.0
+
+
+def recover_abandoned(
+    redis: redis_lib.Redis, names: Iterable[str], *, undelivered_after_s: float = UNDELIVERED_AFTER_S
+) -> list[str]:
     """Re-run (or fail, when no retries are left) every stalled job of these queues; returns their ids.
 
+    Also puts back on its queue, unspent, every undelivered job (`requeue_undelivered`).
     Runs under RQ's per-queue maintenance lock, the one its workers clean
     registries under, so two processes recovering at once re-enqueue a job once.
     """
@@ -81,6 +90,11 @@ def recover_abandoned(redis: redis_lib.Redis, names: Iterable[str]) -> list[str]
     for name in names:
         q = queue(name, redis)
         registry = q.started_job_registry
+        if redis.exists(q.intermediate_queue_key) and q.acquire_maintenance_lock():
+            try:
+                recovered += requeue_undelivered(q, undelivered_after_s)
+            finally:
+                q.release_maintenance_lock()
         if not registry.get_expired_job_ids() or not q.acquire_maintenance_lock():
             continue
         try:
@@ -105,6 +119,48 @@ def recover_abandoned(redis: redis_lib.Redis, names: Iterable[str]) -> list[str]
             )
             recovered.append(job_id)
     return recovered
+
+
+def requeue_undelivered(q: Any, after_s: float) -> list[str]:
+    """Put back at the head of queue `q` each job a worker dequeued but never received; returns their ids.
+
+    RQ dequeues by moving a job id from the queue into the queue's
+    intermediate list, and a worker then records the job as started. When the
+    server dies between the two (the move is kept, its reply lost), no worker
+    holds the job: it has no heartbeat to lapse, and RQ's own clean-up fails it
+    a minute later as "stuck", spending a retry on a job that never ran (with
+    `workers.retries = 0` the day stops). A job id found there without a place in
+    the started registry, still queued (a job that starts is marked started),
+    first seen more than `after_s` ago, is moved back to the front of its
+    queue instead, its retries untouched. Call it under
+    the queue's maintenance lock. A second start of a job that did begin is
+    harmless: its event id repeats.
+    """
+    intermediate = q.intermediate_queue
+    started = set(q.started_job_registry.get_job_ids(cleanup=False))
+    requeued = []
+    for job_id in intermediate.get_job_ids():
+        if job_id in started:
+            continue
+        if intermediate.set_first_seen(job_id):  # first sighting: a worker may be starting it right now
+            continue
+        first_seen = intermediate.get_first_seen(job_id)
+        if first_seen is None or (datetime.now(UTC) - first_seen).total_seconds() <= after_s:
+            continue
+        job = q.fetch_job(job_id)
+        gone = job is None  # deleted meanwhile: nothing to run
+        if job is not None and job.get_status(refresh=False) != JobStatus.QUEUED:
+            continue  # it did start (and may have ended): not undelivered; RQ's clean-up has it
+        with q.connection.pipeline() as pipe:  # MULTI: the id is in exactly one of the two lists
+            pipe.lrem(intermediate.key, 1, job_id)
+            if not gone:
+                pipe.lpush(q.key, job_id)
+            pipe.delete(intermediate.get_first_seen_key(job_id))
+            pipe.execute()
+        if not gone:
+            log.warning("undelivered job requeued", job_id=job_id, queue=q.name)
+            requeued.append(job_id)
+    return requeued
 
 
 def worker_state(worker: Any, liveness_s: float, now: datetime | None = None) -> str:
