@@ -30,12 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import varro  # noqa: F401  (first: preloads OpenBLAS before anything imports mlx)
+
+# isort: split
 import mlx.core as mx
 from mlx_lm import generate as mlx_generate
 from mlx_lm.generate import generate_step
 from mlx_lm.sample_utils import make_sampler
 
-import varro  # noqa: F401  (preloads the BLAS before mlx)
 from events.schema import CheckpointRef, Headline, SamplerSpec
 from varro.config import VarroConfig
 from varro.generation import batch_rows, behaviour_logprobs, generate_rollouts, sample_responses

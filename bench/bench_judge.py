@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import varro  # noqa: F401  (first: preloads OpenBLAS before anything imports mlx)
+
+# isort: split
 import mlx.core as mx
 import numpy as np
 from mlx_lm.models import qwen3
@@ -21,7 +24,6 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-import varro  # noqa: F401  (preloads OpenBLAS before mlx)
 from varro.judging.base import RoundAnswer, RoundRequest, best_position
 from varro.judging.local import MlxJudge
 from varro.judging.prompt import JudgePrompt

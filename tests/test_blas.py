@@ -35,3 +35,29 @@ def test_asking_for_the_reference_blas_is_quiet():
         env={**os.environ, "VARRO_BLAS": "reference"},
     )
     assert done.stdout.strip() == "False" and "WARNING" not in done.stderr
+
+
+def _top_level_imports(path):
+    import ast
+
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module
+
+
+def test_every_benchmark_and_script_imports_varro_before_mlx():
+    """A benchmark that imports mlx first measures the 30x slower reference BLAS (this happened: an
+    import sorter moved `import varro` below `import mlx.core` and bench_generation ran on it)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    late = []
+    for path in sorted([*root.glob("bench/*.py"), *root.glob("scripts/*.py")]):
+        names = list(_top_level_imports(path))
+        first_mlx = next((i for i, n in enumerate(names) if n.split(".")[0] in ("mlx", "mlx_lm")), None)
+        first_varro = next((i for i, n in enumerate(names) if n.split(".")[0] in ("varro", "jobs", "workers")), None)
+        if first_mlx is not None and (first_varro is None or first_varro > first_mlx):
+            late.append(path.name)
+    assert not late, f"import varro before mlx in {late}"
