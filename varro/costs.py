@@ -33,6 +33,17 @@ OPS_PER_LAYER_TRAIN = 3 * OPS_PER_LAYER_FORWARD
 OPS_PER_SAMPLED_TOKEN = 12
 # AdamW reads gradient, weight, m and v and writes weight, m and v (fused: once each).
 ADAMW_PASSES = 7
+# Eager MLX runs every norm, rotary, residual, SiLU and softmax as its own pass over
+# memory: per token and layer, about this many passes over hidden + MLP-width floats
+# forward, and this many forward and backward together. Calibrated on varro-tiny's
+# measured GSPO step (bench_train, 0.20 s for 8 x 215 tokens, of which matmuls are
+# 0.05 s); the Qwen3-0.6B shape is the out-of-sample check (BENCHMARKS.md).
+ELEMENTWISE_PASSES_FORWARD = 35
+ELEMENTWISE_PASSES_TRAIN = 100
+# The same for the attention scores (per head and key) and the log-softmax over the vocabulary.
+SCORE_PASSES = 5
+VOCAB_PASSES_FORWARD = 4
+VOCAB_PASSES_TRAIN = 12
 # Activations one token keeps per layer for the backward pass, in hidden-size units
 # (inputs of each projection, norms, rotary outputs) plus 4 x the MLP width
 # (gate, up, their product, the SiLU), float32.
@@ -93,6 +104,20 @@ class Shape:
         head = 2 * self.hidden * self.vocab * (tokens if head_tokens is None else head_tokens)
         return self.layers * (layers + attention) + head
 
+    def elementwise_bytes(
+        self, tokens: float, context: float, *, train: bool, head_tokens: float | None = None
+    ) -> float:
+        """Bytes the non-matmul passes move over `tokens` tokens attending to `context` positions."""
+        passes = ELEMENTWISE_PASSES_TRAIN if train else ELEMENTWISE_PASSES_FORWARD
+        scale = ELEMENTWISE_PASSES_TRAIN / ELEMENTWISE_PASSES_FORWARD if train else 1.0
+        layers = (
+            tokens
+            * self.layers
+            * (passes * (self.hidden + self.intermediate) + scale * SCORE_PASSES * self.heads * context)
+        )
+        vocab = (VOCAB_PASSES_TRAIN if train else VOCAB_PASSES_FORWARD) * self.vocab
+        return FLOAT32 * (layers + (tokens if head_tokens is None else head_tokens) * vocab)
+
     def kv_bytes_per_token(self) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * FLOAT32
 
@@ -106,8 +131,13 @@ class Machine:
     op_overhead_s: float  # seconds to dispatch and run one tiny operation
     runtime_bytes: float = 0.0  # resident memory of a process that has loaded MLX and mlx_lm, before any model
 
-    def seconds(self, flops: float, moved_bytes: float, ops: float) -> float:
-        return max(flops / self.matmul_flops, moved_bytes / self.bandwidth) + ops * self.op_overhead_s
+    def seconds(self, flops: float, moved_bytes: float, ops: float, elementwise_bytes: float = 0.0) -> float:
+        """Matmuls (bound by FLOPs or by reading their operands), then the elementwise passes, then dispatch.
+
+        Eager execution runs them one after another, so they add up.
+        """
+        matmuls = max(flops / self.matmul_flops, moved_bytes / self.bandwidth)
+        return matmuls + elementwise_bytes / self.bandwidth + ops * self.op_overhead_s
 
 
 @dataclass(frozen=True)
@@ -151,11 +181,13 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
         shape.forward_flops(rows * work.prompt_tokens, work.prompt_tokens / 2, head_tokens=rows),
         weights,
         shape.layers * OPS_PER_LAYER_FORWARD,
+        shape.elementwise_bytes(rows * work.prompt_tokens, work.prompt_tokens / 2, train=False, head_tokens=rows),
     )
     step = machine.seconds(
         shape.forward_flops(rows, mean_context),
         weights + rows * mean_context * shape.kv_bytes_per_token(),
         shape.layers * OPS_PER_LAYER_FORWARD + OPS_PER_SAMPLED_TOKEN,
+        shape.elementwise_bytes(rows, mean_context, train=False),
     )
     decode = prefill + work.response_tokens * step
     # The teacher-forced pass recording the behaviour log-probs: one forward over every token, per pass.
@@ -164,6 +196,7 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
         shape.forward_flops(tokens, (work.prompt_tokens + work.response_tokens) / 2),
         weights,
         shape.layers * OPS_PER_LAYER_FORWARD,
+        shape.elementwise_bytes(tokens, (work.prompt_tokens + work.response_tokens) / 2, train=False),
     )
     kv = rows * (work.prompt_tokens + work.response_tokens) * shape.kv_bytes_per_token()
     logits = rows * shape.vocab * FLOAT32 * 2
@@ -190,6 +223,7 @@ def _training(shape: Shape, work: Workload, machine: Machine, *, chunk: int) -> 
         shape.forward_flops(tokens, length / 2),
         weights * microbatches,
         microbatches * shape.layers * OPS_PER_LAYER_FORWARD,
+        shape.elementwise_bytes(tokens, length / 2, train=False),
     )
     # Each sequence's forward and backward once per epoch (backward = 2 x forward FLOPs), plus
     # the checkpointed head's recompute.
@@ -198,6 +232,7 @@ def _training(shape: Shape, work: Workload, machine: Machine, *, chunk: int) -> 
         3 * shape.forward_flops(tokens, length / 2) + head_recompute,
         3 * weights * microbatches,
         microbatches * shape.layers * OPS_PER_LAYER_TRAIN,
+        shape.elementwise_bytes(tokens, length / 2, train=True),
     )
     optimizer = work.minibatches * machine.seconds(0.0, ADAMW_PASSES * weights + 2 * weights, 0)
     activations = (
