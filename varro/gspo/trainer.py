@@ -36,7 +36,8 @@ The loop, in the order it runs:
    micro-batches of `microbatch_size` whose losses are each divided by the
    part's sequence count, so k micro-batches give exactly the part's gradient.
    Gradients are clipped to `grad_clip` (global norm), then AdamW (with bias
-   correction, as in PyTorch) updates the trainable weights.
+   correction, as in PyTorch) updates the trainable weights, as one fused kernel per
+   parameter that is bit for bit `optim.AdamW` (`varro.gspo.optimizer`).
 5. After the epoch, one more pass measures the new policy against π_old.
 
 Metrics: each is defined once, on its field of `events.schema.EpochMetrics`;
