@@ -77,7 +77,7 @@ def gated_train(ns: str, date: str, cause: str, correlation_id: str, markers: st
             (folder / f"held-{name}").write_text(f"{time.time()}\n")
             time.sleep(600)  # until the test kills this worker
 
-    real_epoch, real_fsync, real_publish = train_module.train_epoch, checkpoints.fsync_dir, train_module.publish
+    real_epoch, real_fsync, real_publish = train_module.train_epoch, checkpoints.fsync_dir, checkpoints.publish
 
     def epoch(*args, **kwargs):
         result = real_epoch(*args, **kwargs)
@@ -93,11 +93,12 @@ def gated_train(ns: str, date: str, cause: str, correlation_id: str, markers: st
         hold("publishing")
         return real_publish(*args, **kwargs)
 
-    train_module.train_epoch, checkpoints.fsync_dir, train_module.publish = epoch, fsync_dir, publish
+    # the data directory's store publishes through varro.checkpoints.publish
+    train_module.train_epoch, checkpoints.fsync_dir, checkpoints.publish = epoch, fsync_dir, publish
     try:
         return tasks.train(ns, date, cause, correlation_id, force=force)
     finally:  # the worker process lives on: the next job gets the real functions
-        train_module.train_epoch, checkpoints.fsync_dir, train_module.publish = real_epoch, real_fsync, real_publish
+        train_module.train_epoch, checkpoints.fsync_dir, checkpoints.publish = real_epoch, real_fsync, real_publish
 
 
 def paired_train(ns: str, date: str, cause: str, correlation_id: str, markers: str, copy: str) -> str | None:
