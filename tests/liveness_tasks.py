@@ -139,3 +139,18 @@ def paired_train(ns: str, date: str, cause: str, correlation_id: str, markers: s
         return tasks.train(ns, date, cause, correlation_id)
     finally:
         checkpoints.os, EventStore.append = real_os, real_append  # type: ignore[method-assign]
+
+
+def overrunning(markers: str, seconds: float) -> None:
+    """A job that runs past its timeout: each attempt leaves a marker, then outstays its limit."""
+    folder = Path(markers)
+    attempt = len(list(folder.glob("overrun-*"))) + 1
+    (folder / f"overrun-{attempt}-pid-{os.getpid()}").write_text(f"{time.time()}\n")
+    time.sleep(seconds)
+    (folder / f"overrun-{attempt}-finished").write_text("the timeout did not stop me\n")
+
+
+def after_overrun(markers: str) -> str:
+    """The next job on the same worker: it runs only if the worker outlived the timed-out job."""
+    (Path(markers) / "after-overrun").write_text(f"{os.getpid()}\n")
+    return "ran"

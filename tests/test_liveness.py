@@ -542,3 +542,35 @@ def test_a_job_dequeued_as_the_server_died_is_put_back_unspent_and_run_once(runt
     assert recover_abandoned(runtime.redis, [FETCH_QUEUE], undelivered_after_s=0.0) == []
     assert runtime.redis.llen(fetch_queue.intermediate_queue_key) == 1
     assert fetch_job(FETCH_QUEUE, runtime.redis, job_id).get_status().value == "finished"
+
+
+@pytest.mark.slow
+def test_a_job_past_its_timeout_is_stopped_retried_then_failed_and_the_worker_goes_on(redis_server, runtime, tmp_path):
+    """`workers.job_timeout_s` is a hard limit on the model worker: the job is stopped at it (not left
+    to finish), retried under the retry policy, failed with the timeout as its reason when no retry is
+    left, and the same worker process then takes the next job."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    model_queue = queue(MODEL_QUEUE, runtime.redis)
+    model_queue.enqueue_call(
+        "liveness_tasks.overrunning",
+        kwargs={"markers": str(markers), "seconds": 60.0},
+        job_id="varro_overrun",
+        timeout=2,
+        retry=Retry(max=1),
+    )
+    model_queue.enqueue_call("liveness_tasks.after_overrun", kwargs={"markers": str(markers)}, job_id="varro_after")
+    worker = ModelWorkerProcess(redis_server.url, tmp_path, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: (markers / "after-overrun").exists(), 120, f"the next job never ran:\n{worker.output()}")
+        job = fetch_job(MODEL_QUEUE, runtime.redis, "varro_overrun")
+        assert job is not None
+        wait_for(lambda: job.get_status().value == "failed", 120, f"the job never failed:\n{worker.output()}")
+        assert "JobTimeoutException" in (job.latest_result().exc_string or "")
+        started = sorted(p.name for p in markers.glob("overrun-*-pid-*"))
+        assert len(started) == 2, started  # the first attempt and its one retry
+        assert not list(markers.glob("overrun-*-finished"))  # stopped at the limit, never ran to its end
+        pids = {name.rsplit("-", 1)[1] for name in started} | {(markers / "after-overrun").read_text().strip()}
+        assert pids == {str(worker.pid)}  # one process throughout: the timeout did not take the worker down
+    finally:
+        worker.stop()
