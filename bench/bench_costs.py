@@ -14,6 +14,7 @@ gradients and AdamW) measured against the estimate of that step; a whole
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -67,9 +68,7 @@ def tiny_day(machine: costs.Machine) -> None:
     )
     # the day's own counts: generated headlines and prompt length as the events recorded them
     prompt = round(train_response - response)
-    work = costs.Workload(
-        **{**work.__dict__, "headlines": generated["headlines"], "holdout_share": 0.0, "prompt_tokens": prompt}
-    )
+    work = dataclasses.replace(work, headlines=generated["headlines"], holdout_share=0.0, prompt_tokens=prompt)
     generate, train = costs.estimate_day(shape, work, machine, logprob_chunk=cfg.train.logprob_chunk)
     print(
         f"varro-tiny day {day}: {work.rollouts} roll-outs, {prompt} prompt + {round(response)} response tokens "

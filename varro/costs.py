@@ -118,8 +118,9 @@ class Shape:
         vocab = (VOCAB_PASSES_TRAIN if train else VOCAB_PASSES_FORWARD) * self.vocab
         return FLOAT32 * (layers + (tokens if head_tokens is None else head_tokens) * vocab)
 
-    def kv_bytes_per_token(self) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * FLOAT32
+    def kv_bytes_per_token(self, itemsize: int = FLOAT32) -> int:
+        """As `varro.generation.batching.kv_bytes_per_token` counts it for a loaded model."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * itemsize
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,7 @@ def workload(
     cfg: Any, shape: Shape, *, headlines: int, prompt_tokens: int, response_tokens: int | None, kv_itemsize: int
 ) -> Workload:
     """A day's `Workload` from the run's config: the same batch rule generation uses (`varro.generation.batching`)."""
-    from varro.generation.batching import MAX_AUTO_ROWS, PROMPT_ALLOWANCE
+    from varro.generation.batching import auto_rows
 
     gen, train = cfg.generation, cfg.train
     profile = gen.profiles.get(gen.sampler)
@@ -326,9 +327,12 @@ def workload(
         raise UsageProblem(f"generation.sampler {gen.sampler!r} is not one of generation.profiles")
     max_tokens = int(profile.max_tokens)
     if gen.batch_size == "auto":
-        per_row = shape.kv_bytes_per_token() // FLOAT32 * kv_itemsize * (PROMPT_ALLOWANCE + max_tokens)
-        rows = min(MAX_AUTO_ROWS, gen.kv_cache_mb * 2**20 // per_row)
-        rows = max(gen.group_size, rows // gen.group_size * gen.group_size)
+        rows = auto_rows(
+            shape.kv_bytes_per_token(kv_itemsize),
+            group_size=gen.group_size,
+            max_tokens=max_tokens,
+            kv_cache_mb=gen.kv_cache_mb,
+        )
     else:
         rows = int(gen.batch_size)
     return Workload(

@@ -39,7 +39,12 @@ def batch_rows(batch_size: int | str, model: nn.Module, *, group_size: int, max_
         if not isinstance(batch_size, int) or batch_size < 1:
             raise GenerationError(f'batch_size must be >= 1 or "auto", got {batch_size!r}')
         return batch_size
-    per_row = kv_bytes_per_token(model) * (PROMPT_ALLOWANCE + max_tokens)
+    return auto_rows(kv_bytes_per_token(model), group_size=group_size, max_tokens=max_tokens, kv_cache_mb=kv_cache_mb)
+
+
+def auto_rows(kv_bytes: int, *, group_size: int, max_tokens: int, kv_cache_mb: int) -> int:
+    """The "auto" rule from the KV-cache bytes of one token of one row (also what `varro.costs` plans with)."""
+    per_row = kv_bytes * (PROMPT_ALLOWANCE + max_tokens)
     rows = min(MAX_AUTO_ROWS, kv_cache_mb * 2**20 // per_row)
     return max(group_size, rows // group_size * group_size)
 
