@@ -3,14 +3,17 @@
 MLX's `optim.AdamW` evaluates its update as about ten separate elementwise ops
 per parameter, each a full pass over memory with its own output buffer. On the
 CPU that is memory traffic, not arithmetic: at Qwen3-0.6B's 596M parameters the
-update took 6.7–9.4 s of a 25–32 s step, more than PyTorch's whole optimizer
-(BENCHMARKS.md). `FusedAdamW` runs the same op sequence, in the same order and
-the same float32 roundings, through `mx.compile`, which fuses it into one
+update took 7.8 s of a 21.6–26.5 s step, plus 0.7 s to materialise the clipped
+gradients; fused, it takes 3.6–5.0 s (BENCHMARKS.md, measured idle).
+`FusedAdamW` runs the same op sequence, in the same order and the same float32
+roundings, through `mx.compile`, which fuses it into one
 kernel: the step reads g, p, m, v once and writes p, m, v once.
 
 The result is identical to `optim.AdamW(..., bias_correction=True)` (tested bit
-for bit, state included), so a run recorded with the stock optimizer replays
-with this one. Where MLX's CPU compiler cannot run (it needs `g++` at run time),
+for bit, state included, on x86-64), so a run recorded with the stock optimizer
+replays with this one. MLX compiles CPU kernels with `g++ -O3` and no `-march`,
+so x86-64 gets no fused multiply-add; on aarch64, where GCC may contract a*b + c
+into one FMA, the last bits are not checked here. Where MLX's CPU compiler cannot run (it needs `g++` at run time),
 `mx.compile` falls back to the unfused ops: slower, same numbers. Fusion happens
 on the CPU only; on a GPU the stock ops are already bandwidth-fast and their
 kernels there are not the ones this equivalence was checked against.
