@@ -79,3 +79,32 @@ def test_unsupported_models_and_inputs_are_refused(model):
         token_logprobs(model, mx.zeros((1, 1), dtype=mx.int32), chunk=4)
     with pytest.raises(UnsupportedModelError):
         token_logprobs(nn.Linear(2, 2), mx.zeros((1, 4), dtype=mx.int32), chunk=4)
+
+
+@pytest.mark.parametrize("head", ["numpy", "mlx"])
+def test_chunk_head_matches_a_float64_oracle_in_value_and_gradient(head):
+    """Both output heads (NumPy's exp under the CPU default, MLX's checkpointed one) against float64."""
+    from varro.gspo.logprobs import _checkpointed, _numpy_chunk_logprobs
+
+    fn = _numpy_chunk_logprobs if head == "numpy" else _checkpointed
+    rng = np.random.default_rng(7)
+    hidden, weight = rng.normal(0, 1, (2, 5, 16)), rng.normal(0, 0.5, (VOCAB, 16))
+    targets, cot, inv_temp = rng.integers(0, VOCAB, (2, 5)), rng.normal(0, 1, (2, 5)), 1 / 0.7
+
+    logits = hidden @ weight.T * inv_temp
+    top = logits.max(-1, keepdims=True)
+    lse = top + np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    want = np.take_along_axis(logits, targets[..., None], -1)[..., 0] - lse[..., 0]
+    d_logits = -cot[..., None] * np.exp(logits - lse)
+    np.put_along_axis(
+        d_logits, targets[..., None], np.take_along_axis(d_logits, targets[..., None], -1) + cot[..., None], -1
+    )
+    d_logits *= inv_temp
+    want_dh, want_dw = d_logits @ weight, d_logits.reshape(-1, VOCAB).T @ hidden.reshape(-1, 16)
+
+    primals = [mx.array(hidden, dtype=mx.float32), mx.array(weight, dtype=mx.float32)]
+    t, it = mx.array(targets.astype(np.int32)), mx.array(inv_temp, dtype=mx.float32)
+    (got,), (dh, dw) = mx.vjp(lambda h, w: fn(h, w, t, it), primals, [mx.array(cot, dtype=mx.float32)])
+    np.testing.assert_allclose(np.array(got), want, atol=2e-5)
+    np.testing.assert_allclose(np.array(dh), want_dh, atol=2e-5)
+    np.testing.assert_allclose(np.array(dw), want_dw, atol=2e-5)
