@@ -121,3 +121,25 @@ def test_model_cost_cli_names_a_bad_directory(tmp_path):
     result = CliRunner().invoke(main, ["model", "cost", str(tmp_path / "bad"), "--data-dir", str(tmp_path)])
     assert result.exit_code != 0
     assert "does not describe a decoder model" in result.output
+
+
+def test_a_bf16_checkpoint_decodes_in_bf16_and_keeps_a_float32_copy_for_the_teacher_pass():
+    cfg = load_config(None, environ={})
+    shape = costs.Shape.from_config(QWEN3_06B)
+    machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
+    stages = {}
+    for dtype in ("float32", "bfloat16"):
+        itemsize = costs.dtype_bytes({"torch_dtype": dtype})
+        work = costs.workload(cfg, shape, headlines=16, prompt_tokens=140, response_tokens=None, kv_itemsize=itemsize)
+        stages[dtype] = (work, costs.estimate_day(shape, work, machine)[0])
+    (w32, g32), (w16, g16) = stages["float32"], stages["bfloat16"]
+    assert w16.itemsize == 2 and w32.itemsize == 4
+    rows = min(w16.rows_per_pass, w16.rollouts)
+    kv16 = rows * (w16.prompt_tokens + w16.response_tokens) * shape.kv_bytes_per_token(2)
+    logits = rows * shape.vocab * 4 * 2
+    assert g16.peak_bytes == shape.params * (2 + 4) + kv16 + logits  # bf16 weights, their fp32 copy, bf16 KV
+    # half the bytes per decoding step's weight read and KV, so per pass of the same rows it is cheaper
+    per_pass16 = g16.parts["decode"] / -(-w16.rollouts // rows)
+    rows32 = min(w32.rows_per_pass, w32.rollouts)
+    per_pass32 = g32.parts["decode"] / -(-w32.rollouts // rows32)
+    assert rows >= rows32 and per_pass16 / rows < per_pass32 / rows32

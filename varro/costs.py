@@ -155,6 +155,7 @@ class Workload:
     microbatch_size: int
     holdout_share: float
     reference_pass: bool
+    itemsize: int = FLOAT32  # bytes per weight and KV element as the checkpoint stores them (`dtype_bytes`)
 
     @property
     def generated_headlines(self) -> int:
@@ -177,7 +178,9 @@ class StageCost:
 def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
     rows = max(1, min(work.rows_per_pass, work.rollouts))
     passes = -(-work.rollouts // rows)
-    weights = shape.params * FLOAT32
+    # Decoding runs in the checkpoint's dtype; the teacher-forced pass on a float32 copy (varro.model.precision).
+    weights = shape.params * work.itemsize
+    weights32 = shape.params * FLOAT32
     mean_context = work.prompt_tokens + work.response_tokens / 2
     prefill = machine.seconds(
         shape.forward_flops(rows * work.prompt_tokens, work.prompt_tokens / 2, head_tokens=rows),
@@ -187,7 +190,7 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
     )
     step = machine.seconds(
         shape.forward_flops(rows, mean_context),
-        weights + rows * mean_context * shape.kv_bytes_per_token(),
+        weights + rows * mean_context * shape.kv_bytes_per_token(work.itemsize),
         shape.layers * OPS_PER_LAYER_FORWARD + OPS_PER_SAMPLED_TOKEN,
         shape.elementwise_bytes(rows, mean_context, train=False),
     )
@@ -196,16 +199,16 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
     tokens = rows * (work.prompt_tokens + work.response_tokens)
     teacher = machine.seconds(
         shape.forward_flops(tokens, (work.prompt_tokens + work.response_tokens) / 2),
-        weights,
+        weights32,
         shape.layers * OPS_PER_LAYER_FORWARD,
         shape.elementwise_bytes(tokens, (work.prompt_tokens + work.response_tokens) / 2, train=False),
     )
-    kv = rows * (work.prompt_tokens + work.response_tokens) * shape.kv_bytes_per_token()
+    kv = rows * (work.prompt_tokens + work.response_tokens) * shape.kv_bytes_per_token(work.itemsize)
     logits = rows * shape.vocab * FLOAT32 * 2
     return StageCost(
         "generate",
         passes * (decode + teacher),
-        machine.runtime_bytes + weights + kv + logits,
+        machine.runtime_bytes + weights + (weights32 if work.itemsize != FLOAT32 else 0) + kv + logits,
         f"{work.rollouts} roll-outs in {passes} pass(es) of {rows} rows; "
         f"{work.response_tokens} decode steps of {step * 1e3:.1f} ms, teacher pass {teacher:.1f} s per pass",
         {"decode": passes * decode, "teacher": passes * teacher},
@@ -346,4 +349,5 @@ def workload(
         microbatch_size=train.microbatch_size,
         holdout_share=gen.holdout_share,
         reference_pass=train.beta > 0,
+        itemsize=kv_itemsize,
     )
