@@ -39,9 +39,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -190,7 +191,7 @@ def store_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / "checkpoints"
 
 
-def _write(path: Path, writer, size: int = 0) -> None:
+def _write(path: Path, writer: Callable[[Path], object], size: int = 0) -> None:
     """Run `writer(path)` and fsync the file; a failure is DiskWriteError naming the file and the cause.
 
     MLX reports a short write as a bare RuntimeError ("Unable to write N bytes
@@ -205,6 +206,14 @@ def _write(path: Path, writer, size: int = 0) -> None:
             raise
         detail = "" if isinstance(exc, OSError) else str(exc)
         raise DiskWriteError(path, write_cause(path, exc, size), detail) from exc
+
+
+def _load_arrays(path: Path) -> dict[str, mx.array]:
+    """A safetensors file's arrays (mx.load's return type covers .npy and metadata too; this is neither)."""
+    loaded = mx.load(str(path))
+    if not isinstance(loaded, dict):
+        raise TypeError(f"{path} holds a single array, not named tensors")
+    return dict(loaded)
 
 
 def _save_safetensors(path: Path, arrays: dict[str, mx.array]) -> None:
@@ -231,6 +240,10 @@ def _config_bytes(parent: Path, manifest: Mapping[str, str] | None = None) -> by
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
+def _copier(source: Path) -> Callable[[Path], object]:
+    return lambda target: shutil.copyfile(source, target)
+
+
 def _copy_tokenizer_files(parent: Path, target: Path, names: Iterable[str] | None = None) -> list[str]:
     """Copy the parent's tokenizer files (those of `names` when given); returns the names copied."""
     copied = []
@@ -240,7 +253,7 @@ def _copy_tokenizer_files(parent: Path, target: Path, names: Iterable[str] | Non
             continue
         if name.startswith("model") and name.endswith(".safetensors"):
             continue
-        _write(target / name, lambda p, s=src: shutil.copyfile(s, p))
+        _write(target / name, _copier(src))
         copied.append(name)
     return copied
 
@@ -283,19 +296,21 @@ def save_checkpoint(
     except OSError as exc:
         raise DiskWriteError(store, write_cause(store, exc)) from None
     try:
-        weights = {k: v.astype(mx.float32) for k, v in tree_flatten(model.parameters())}
+        leaves = cast("list[tuple[str, mx.array]]", tree_flatten(model.parameters()))  # no destination: a list
+        weights = {k: v.astype(mx.float32) for k, v in leaves}
         _save_safetensors(tmp / WEIGHTS, weights)
         config = _config_bytes(parent, parent_manifest)
         _write(tmp / "config.json", lambda p: p.write_bytes(config))
-        copied = _copy_tokenizer_files(parent, tmp, None if parent_manifest is None else parent_manifest)
+        copied = _copy_tokenizer_files(parent, tmp, parent_manifest)
         if optimizer_state:
             _save_safetensors(tmp / OPTIMIZER, dict(optimizer_state))
         state = json.dumps(asdict(trainer_state), sort_keys=True).encode()
         _write(tmp / TRAINER_STATE, lambda p: p.write_bytes(state))
         files = checkpoint_manifest(tmp)
-        for name in copied if parent_manifest is not None else ():
-            if files[name] != parent_manifest[name]:  # the parent's file changed after it was verified
-                raise IntegrityError(parent / name, parent_manifest[name], files[name])
+        for name in copied:
+            want = None if parent_manifest is None else parent_manifest[name]
+            if want is not None and files[name] != want:  # the parent's file changed after it was verified
+                raise IntegrityError(parent / name, want, files[name])
         digest = manifest_sha256(files)
         manifest = json.dumps({"sha256": digest, "files": files}, indent=1, sort_keys=True).encode()
         _write(tmp / MANIFEST, lambda p: p.write_bytes(manifest))
@@ -350,7 +365,7 @@ def load_trainer_state(
         raw = _verified_bytes(state_file, manifest[TRAINER_STATE]) if TRAINER_STATE in manifest else None
         opt = verified_file(root, OPTIMIZER, manifest)
     state = TrainerState(**json.loads(raw)) if raw is not None else TrainerState()
-    optimizer = dict(mx.load(str(opt))) if opt is not None else None
+    optimizer = _load_arrays(opt) if opt is not None else None
     return state, optimizer
 
 
