@@ -230,3 +230,16 @@ def test_an_unknown_attention_path_is_refused():
     tokenizer = make_tokenizer(chat=False)
     with pytest.raises(ValueError, match="attention must be"):
         MlxJudge(make_model(len(tokenizer.vocab)), tokenizer, attention="fast")
+
+
+def test_a_model_whose_attention_cannot_be_routed_stays_on_the_mlx_path_or_is_refused_for_numpy():
+    from types import SimpleNamespace
+
+    from varro.judging.base import JudgeError
+
+    tokenizer = make_tokenizer(chat=False)
+    opaque = SimpleNamespace(layers=[SimpleNamespace(mlp=None)])  # no self_attn to route
+    assert not shared_prefix.route(opaque)
+    assert not MlxJudge(opaque, tokenizer).numpy_attention
+    with pytest.raises(JudgeError, match="attention = 'numpy' needs"):
+        MlxJudge(opaque, tokenizer, attention="numpy")
