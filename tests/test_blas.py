@@ -61,3 +61,21 @@ def test_every_benchmark_and_script_imports_varro_before_mlx():
         if first_mlx is not None and (first_varro is None or first_varro > first_mlx):
             late.append(path.name)
     assert not late, f"import varro before mlx in {late}"
+
+
+def test_numpy_matmuls_go_single_threaded_inside_the_block_and_back_afterwards():
+    """The local judge's many small attention products run on one of NumPy's BLAS threads (a
+    stalled second thread cost seconds a round on a shared machine); the count is restored after."""
+    from varro import blas
+
+    found = blas._numpy_blas_threads()
+    if found is None:
+        pytest.skip("this NumPy does not bundle scipy-openblas")
+    get, put = found
+    put(2)
+    try:
+        with blas.numpy_blas_single_thread() as told:
+            assert told and get() == 1
+        assert get() == 2
+    finally:
+        put(os.cpu_count() or 1)

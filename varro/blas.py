@@ -12,11 +12,14 @@ Set `VARRO_BLAS=reference` to keep the bundled BLAS (benchmarks), or
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 _CANDIDATES = (
     "libopenblas.so.0",
@@ -113,3 +116,53 @@ def resolved_sgemm_library() -> str | None:
         return None
     fname: bytes = info.dli_fname  # a c_char_p field: ctypes hands it over as bytes
     return fname.decode()
+
+
+# ------------------------------------------------------- NumPy's own BLAS
+#
+# NumPy's wheels carry their own OpenBLAS (scipy-openblas), separate from the one
+# MLX is routed to above, with its own thread pool. Many small products in a row
+# (the local judge's attention tiles) are no faster on two of its threads than on
+# one, and on a shared machine, where a waiting pool thread is not scheduled, each
+# product can stall for a time slice: measured 3-20 s instead of 0.7 s for the
+# same attention (BENCHMARKS.md, judge).
+
+_NUMPY_BLAS: tuple[Any, Any] | bool | None = False  # False: not looked up yet
+
+
+def _numpy_blas_threads() -> tuple[Any, Any] | None:
+    """(get, set) of NumPy's bundled OpenBLAS thread count, or None where NumPy has another BLAS."""
+    global _NUMPY_BLAS
+    if _NUMPY_BLAS is False:
+        _NUMPY_BLAS = None
+        import glob
+
+        import numpy as np
+
+        libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+        for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas*.so*"))):
+            try:
+                lib = ctypes.CDLL(path)
+                get, put = lib.scipy_openblas_get_num_threads64_, lib.scipy_openblas_set_num_threads64_
+            except (OSError, AttributeError):
+                continue
+            get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+            _NUMPY_BLAS = (get, put)
+            break
+    return _NUMPY_BLAS if isinstance(_NUMPY_BLAS, tuple) else None
+
+
+@contextlib.contextmanager
+def numpy_blas_single_thread() -> Iterator[bool]:
+    """NumPy's matmuls on one BLAS thread inside the block; yields whether NumPy's BLAS could be told."""
+    found = _numpy_blas_threads()
+    if found is None:
+        yield False
+        return
+    get, put = found
+    before = get()
+    put(1)
+    try:
+        yield True
+    finally:
+        put(before)

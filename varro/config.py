@@ -66,7 +66,8 @@ class ModelConfig(Base, frozen=True):
     # "auto" = NumPy on the CPU for Qwen3 models (MLX's CPU exp is scalar; see
     # varro.model.forward), MLX's own elsewhere. Recorded with each run because
     # the two differ in the last bits, but not part of any event's identity
-    # (like the BLAS thread count). The local judge always uses MLX's.
+    # (like the BLAS thread count). The local judge does not read this: its attention
+    # runs in NumPy on the CPU and its projections and SwiGLU in MLX (varro.judging.local).
     kernels: Literal["auto", "mlx", "numpy"] = "auto"
 
 

@@ -11,12 +11,23 @@ Batched and prefix-sharing: every prompt of a day starts with the same text
 day and shared by all rows; each round then runs one batched forward over the
 round texts of all groups (in chunks of `batch_size` rows). The round texts
 differ in length, so they are left-padded *after* the shared prefix: row i is
-``[prefix | pad_i | round_i]``. `SharedPrefixCache` masks the pad columns and
-gives each row RoPE positions that continue the prefix without a gap, so every
-row computes exactly what an unpadded forward of its own prompt would. The
-forward runs in two calls (all but the last column, then the last column) so
-that the output projection is only applied where a letter is read, never to
-the whole batch of positions.
+``[prefix | pad_i | round_i]``, with RoPE positions that continue the prefix
+without a gap (`SharedPrefixCache`, varro.judging.shared_prefix).
+
+Attention, where the time goes: on the CPU (``attention="auto"``) the layers'
+attention runs in NumPy, one row and one block of 64 queries at a time, over
+the prefix keys and the row's own suffix keys only, so pad columns and pad
+queries are never computed and each score tile stays in cache
+(`shared_prefix.attention`; MLX's CPU `exp` is scalar, and the scores are most
+of a round's work). ``attention="mlx"``, and any model whose layers cannot be
+routed, keeps mlx_lm's own attention over the broadcast prefix with a mask
+over the pad columns. Either way every row computes what an unpadded forward
+of its own prompt would, up to float32 rounding (tested on both paths).
+
+The forward runs in two calls (all but the last column, then the last column)
+so that the output projection is only applied where a letter is read. Of the
+first call only the keys and values are read, so its last layer's attention
+is left to MLX's lazy path and never evaluated.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 import numpy as np
@@ -32,46 +43,9 @@ from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 from varro.judging.base import LETTERS, JudgeError, RoundAnswer, RoundRequest, best_position
 from varro.judging.prompt import JudgePrompt
+from varro.judging.shared_prefix import SharedPrefixCache, route
 
 _SPLIT = "\x00VARRO-ROUND\x00"
-
-
-class SharedPrefixCache:
-    """Per-layer KV cache for rows ``[prefix | pad_i | suffix_i]`` sharing one prefix.
-
-    Quacks like mlx_lm's caches where the attention layers touch them:
-    `offset` (here one RoPE position per row), `update_and_fetch`, `make_mask`
-    and `state`.
-    """
-
-    def __init__(self, keys: mx.array, values: mx.array, pads: Sequence[int]):
-        rows = len(pads)
-        self.prefix_len = keys.shape[2]
-        self.keys = mx.broadcast_to(keys, (rows, *keys.shape[1:]))
-        self.values = mx.broadcast_to(values, (rows, *values.shape[1:]))
-        self.pads = mx.array(list(pads))
-        self.offset = self.prefix_len - self.pads
-        self.columns = self.prefix_len
-
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        self.keys = mx.concatenate([self.keys, keys], axis=2)
-        self.values = mx.concatenate([self.values, values], axis=2)
-        self.offset = self.offset + keys.shape[2]
-        self.columns += keys.shape[2]
-        return self.keys, self.values
-
-    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None) -> mx.array:
-        if window_size is not None:
-            raise JudgeError("the batched judge does not support sliding-window attention")
-        cols = mx.arange(self.columns + n)
-        causal = mx.arange(self.columns, self.columns + n)[:, None] >= cols[None]
-        start = self.prefix_len + self.pads[:, None]
-        visible = (cols[None] < self.prefix_len) | (cols[None] >= start)
-        return causal[None, None] & visible[:, None, None, :]
-
-    @property
-    def state(self) -> tuple[mx.array, mx.array]:
-        return self.keys, self.values
 
 
 @dataclass(frozen=True)
@@ -124,15 +98,25 @@ class MlxJudge:
         batch_size: int = 32,
         prompt: JudgePrompt = JudgePrompt(),
         chat: bool | None = None,
+        # "auto": NumPy's blocked attention on the CPU, mlx_lm's elsewhere (see the module docstring)
+        attention: Literal["auto", "mlx", "numpy"] = "auto",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if attention not in ("auto", "mlx", "numpy"):
+            raise ValueError(f"attention must be 'auto', 'mlx' or 'numpy', got {attention!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
         self.prompt = prompt
         self.template = prompt_template(tokenizer, chat=chat)
+        # NumPy's attention where the model's layers can be routed to it: on the CPU for "auto"
+        self.numpy_attention = (
+            attention == "numpy" or (attention == "auto" and mx.default_device() == mx.cpu)
+        ) and route(model)
+        if attention == "numpy" and not self.numpy_attention:
+            raise JudgeError("attention = 'numpy' needs mlx_lm attention layers (self_attn calling its module's sdpa)")
         self._prefixes: OrderedDict[tuple[int, ...], list[tuple[mx.array, mx.array]]] = OrderedDict()
 
     # --------------------------------------------------------------- text
@@ -209,8 +193,12 @@ class MlxJudge:
         width = max(len(t) for t in tails)
         pads = [width - len(t) for t in tails]
         tokens = mx.array([[0] * pad + tail for pad, tail in zip(pads, tails, strict=True)])
-        cache = [SharedPrefixCache(k, v, pads) for k, v in prefix]
+        cache = [SharedPrefixCache(k, v, pads, numpy=self.numpy_attention) for k, v in prefix]
         if width > 1:
+            # Of this call only the keys and values are read (by the next). The last layer's attention
+            # output feeds nothing, so it stays on the lazy MLX path, which is never evaluated.
+            cache[-1].numpy = False
             self.model(tokens[:, :-1], cache=cache)
+            cache[-1].numpy = self.numpy_attention
         logits = self.model(tokens[:, -1:], cache=cache)[:, -1, :].astype(mx.float32)
         return np.array(logits)

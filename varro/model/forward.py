@@ -10,8 +10,9 @@ rotary embedding, KV cache, output head) unchanged and hand only those two
 steps to NumPy, in fp32: `inference_forward` for sampling and the
 teacher-forced pass, `training_forward` for training, where the two steps are
 MLX custom functions with hand-written vector-Jacobian products. (The local
-judge stays on MLX's: its attention over a long shared prefix is bound by
-memory passes, where NumPy's extra passes lose.)
+judge has its own NumPy attention, varro.judging.shared_prefix: over its long
+shared prefix whole-array passes like these lose to memory traffic, so it goes
+one cache-sized block of queries at a time.)
 
 The two paths are different floating-point programs for the same function:
 both are as close to a float64 forward (about 5e-5 on logits of about 20,
