@@ -52,8 +52,13 @@ class HeadlinesConfig(Base, frozen=True):
     retry_after_max_s: float = 30.0
     max_redirects: int = 5
     # Decoded bytes of one feed (after every Content-Encoding layer), and the size of one headline file.
+    # JSONL and CSV files are read record by record (memory holds one record, not the file), so for them
+    # max_file_bytes bounds the import's time and the items it keeps; a .json document is read whole.
     max_bytes: int = 10_000_000
     max_file_bytes: int = 64_000_000
+    # One JSONL line (a longer one is skipped and counted by its line number, never read whole);
+    # a CSV record's own bound is 100,000 characters.
+    max_record_bytes: int = 10_000_000
     user_agent: str = "Varro/0.1 (+https://github.com/varro-ml/varro; financial-headline research bot)"
 
 
@@ -390,6 +395,7 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("headlines.retry_after_max_s", h.retry_after_max_s >= 0, ">= 0"),
         ("headlines.max_redirects", h.max_redirects >= 0, ">= 0"),
         ("headlines.max_file_bytes", h.max_file_bytes > 0, "> 0"),
+        ("headlines.max_record_bytes", h.max_record_bytes > 0, "> 0"),
         ("judge.retries", j.retries >= 0, ">= 0"),
         ("judge.http_timeout_s", j.http_timeout_s > 0, "> 0"),
         ("judge.http_concurrency", j.http_concurrency >= 1, ">= 1"),

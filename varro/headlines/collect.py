@@ -25,7 +25,7 @@ from varro.config import HeadlinesConfig
 from varro.headlines.feeds import Feed, FeedState, fetch_feed, load_feeds
 from varro.headlines.files import read_file
 from varro.headlines.finance import finance_match
-from varro.headlines.items import SourceRead
+from varro.headlines.items import FilePayload, SourceRead
 from varro.headlines.normalize import (
     MAX_HEADLINE_CHARS,
     canonical_url,
@@ -57,7 +57,7 @@ class NoHeadlinesError(VarroError, RuntimeError):
 class DayHeadlines:
     headlines: list[Headline]
     reports: list[SourceReport]
-    payloads: dict[str, bytes]
+    payloads: dict[str, bytes | FilePayload]  # a streamed file's bytes stay in the file
 
 
 def collect(
@@ -89,7 +89,7 @@ def collect(
             raise ValueError("the files source needs at least one file path")
         reads = []
         for path in paths:
-            reads.append(read_file(Path(path), max_bytes=cfg.max_file_bytes))
+            reads.append(read_file(Path(path), max_bytes=cfg.max_file_bytes, max_record_bytes=cfg.max_record_bytes))
             report(reads[-1])
     elif kind == "rss":
         check_source_dates(kind, [date], today=today)
@@ -178,7 +178,7 @@ def assemble(
     seen_urls: set[str] = set()
     chosen: list[tuple[int, Headline]] = []
     rows: list[dict] = []
-    payloads: dict[str, bytes] = {}
+    payloads: dict[str, bytes | FilePayload] = {}
     names: Counter[str] = Counter()
     for index, read in enumerate(reads):
         names[read.name] += 1
@@ -323,10 +323,10 @@ def file_dates(paths: Sequence[Path], cfg: HeadlinesConfig | None = None) -> lis
 
     The files are parsed here once; the days' `collect` calls reuse the parsed reads.
     """
-    limit = (cfg or HeadlinesConfig()).max_file_bytes
+    cfg = cfg or HeadlinesConfig()
     dates: set[str] = set()
     for path in paths:
-        read = read_file(Path(path), max_bytes=limit)
+        read = read_file(Path(path), max_bytes=cfg.max_file_bytes, max_record_bytes=cfg.max_record_bytes)
         if read.status == "failed":
             raise ValueError(f"{path}: {read.error}")
         for item in read.items:
