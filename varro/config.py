@@ -50,6 +50,9 @@ class HeadlinesConfig(Base, frozen=True):
     backoff_s: float = 0.5
     # A 429/503 Retry-After is honoured up to this many seconds; a longer one ends the feed's attempts.
     retry_after_max_s: float = 30.0
+    # Redirects are followed to http(s) only, on the feed's port or 80/443; a feed whose own URL answered
+    # from a public address is never redirected to a loopback, private, link-local, unspecified, multicast
+    # or reserved one (judged on the address connected to); a feed that is itself internal may be.
     max_redirects: int = 5
     # Decoded bytes of one feed (after every Content-Encoding layer), and the size of one headline file.
     # JSONL and CSV files are read record by record (memory holds one record, not the file), so for them

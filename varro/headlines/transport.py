@@ -18,6 +18,13 @@ for it only until the deadline. A lookup still hung then is abandoned, never
 joined (a daemon thread does not hold up the process's exit), and at most
 `MAX_PENDING_LOOKUPS` may be pending at once, so a resolver that never answers
 costs a few idle threads, not the day.
+
+Where a request may go is judged here too (`public_only`): inside that scope a
+connection to a loopback, private, link-local, unspecified, multicast or
+reserved address is refused with InternalAddressRefused, judged on the address
+the socket is connected to when each request goes out, so neither a name that
+rebinds between lookups nor a kept-alive connection opened for an intranet feed
+gets a public feed's redirect onto the machine's own network.
 """
 
 from __future__ import annotations
@@ -60,14 +67,72 @@ def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
+class InternalAddressRefused(Exception):
+    """A connection the thread's `public_only` scope forbids: the address is loopback, private and so on.
+
+    Not an httpcore error, so httpx passes it through unmapped and the caller tells it from a
+    network failure (it is never retried).
+    """
+
+
+def internal_address(address: str) -> str | None:
+    """What makes `address` internal (loopback, private, link-local, unspecified, multicast,
+    reserved), None for a public one. An IPv4-mapped IPv6 address is judged as its IPv4 one."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind in ("loopback", "link_local", "unspecified", "multicast", "private", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None
+
+
+@contextlib.contextmanager
+def public_only(enabled: bool = True) -> Iterator[None]:
+    """While enabled, this thread's requests may only go to public addresses: a connection to an
+    internal one (see `internal_address`) raises InternalAddressRefused instead of sending anything.
+
+    The address judged is the one the socket is connected to, for a new connection and a reused
+    keep-alive one alike, so a name that resolves (or rebinds) to an internal address is refused
+    however it got there. Through a proxy the connection is to the proxy; there the target
+    name's addresses, as resolved here, are judged instead (the proxy's own lookup may differ).
+    """
+    outer = getattr(_local, "public_only", False)
+    _local.public_only = enabled or outer
+    try:
+        yield
+    finally:
+        _local.public_only = outer
+
+
+def last_address(*, forget: bool = False) -> str | None:
+    """The address this thread's latest request was sent to (a proxied one: its target's first address);
+    None when none was sent through this module's transport since `forget`."""
+    address = getattr(_local, "last_address", None)
+    if forget:
+        _local.last_address = None
+    return address
+
+
+def _check_address(address: str, host: str) -> None:
+    _local.last_address = address
+    kind = internal_address(address) if getattr(_local, "public_only", False) else None
+    if kind is not None:
+        named = f"{host} is" if host == address else f"{host} resolves to {address},"
+        raise InternalAddressRefused(f"{named} a {kind} address")
+
+
 class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, inner: httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream, address: str | None = None, host: str = ""):
         self._inner = inner
+        self._address, self._host = address, host  # where the socket is connected; None: not judged (a proxy)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._address is not None:  # every request, a reused connection's too, is judged as it goes out
+            _check_address(self._address, self._host)
         self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
@@ -75,7 +140,7 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
         tls = self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout))
-        return _DeadlineStream(tls)
+        return _DeadlineStream(tls, self._address, self._host)
 
     def get_extra_info(self, info: str):
         return self._inner.get_extra_info(info)
@@ -119,9 +184,17 @@ def resolve(host: str, port: int, timeout: float | None) -> list[str]:
 
 
 class _DeadlineBackend(httpcore.SyncBackend):
+    def __init__(self, *, judged: bool = True) -> None:
+        self.judged = judged  # False behind a proxy: the connections go to the proxy, not to the feeds
+
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         # The name is resolved here, bounded; the connects below are given literal addresses only.
         addresses = resolve(host, port, _bounded(timeout, httpcore.ConnectTimeout))
+        if self.judged and getattr(_local, "public_only", False):
+            public = [a for a in addresses if internal_address(a) is None]
+            if not public:
+                _check_address(addresses[0], host)  # raises, naming the address
+            addresses = public
         failure: Exception | None = None
         for address in addresses:
             try:
@@ -131,7 +204,7 @@ class _DeadlineBackend(httpcore.SyncBackend):
             except httpcore.ConnectError as exc:  # refused or unreachable: try the next address
                 failure = exc
                 continue
-            return _DeadlineStream(stream)
+            return _DeadlineStream(stream, address if self.judged else None, host)
         assert failure is not None
         raise failure
 

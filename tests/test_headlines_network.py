@@ -1,0 +1,156 @@
+"""Where a feed fetch may connect: redirects of a public feed stay on public addresses.
+
+Tests reach loopback only, so "public" is injected: 127.0.0.1 is taken as a public
+address, 127.0.0.2 stays what it is (loopback, internal). Everything else is the real
+path: real keep-alive HTTP/1.1 servers on both addresses (the same port, so the
+port rule lets the redirect through), the real transport and its resolver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from varro.config import HeadlinesConfig
+from varro.headlines import feeds, transport
+from varro.headlines.collect import collect
+from varro.headlines.feeds import Feed, fetch_feed
+from varro.headlines.transport import bounded_client
+
+pytestmark = pytest.mark.timeout(120)
+
+FEED = (Path(__file__).parent / "fixtures" / "feeds" / "rss1.xml").read_bytes()
+TODAY = "2025-07-30"
+PUBLIC, INTERNAL = "127.0.0.1", "127.0.0.2"
+
+
+class KeepAliveServer:
+    """HTTP/1.1 with keep-alive on `host`: /feed (an RSS feed), /to?<url> (a 302 there); requests recorded."""
+
+    def __init__(self, host: str, port: int = 0):
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                if self.path.startswith("/to?"):
+                    code, body, extra = 302, b"", {"Location": unquote(self.path[4:])}
+                else:
+                    code, body, extra = 200, FEED, {"Content-Type": "application/rss+xml"}
+                self.send_response(code)
+                for key, value in extra.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.host, self.port = host, self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"http://{host or self.host}:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def servers(monkeypatch):
+    """(public, internal): servers on 127.0.0.1 and 127.0.0.2 at one port; 127.0.0.1 judged public."""
+    real = transport.internal_address
+
+    def judged(address: str) -> str | None:
+        return None if address == PUBLIC else real(address)
+
+    monkeypatch.setattr(transport, "internal_address", judged)
+    monkeypatch.setattr(feeds, "internal_address", judged)
+    public = KeepAliveServer(PUBLIC)
+    internal = KeepAliveServer(INTERNAL, public.port)
+    yield public, internal
+    public.stop()
+    internal.stop()
+
+
+def feeds_config(tmp_path, entries) -> HeadlinesConfig:
+    lines = ["[markets]"] + [f'{name} = "{url}"' for name, url in entries]
+    (tmp_path / "feeds.toml").write_text("\n".join(lines) + "\n")
+    return HeadlinesConfig(feeds_file=str(tmp_path / "feeds.toml"), timeout_s=5, retries=2, backoff_s=0.01)
+
+
+def test_a_public_feed_is_not_redirected_to_an_internal_address(tmp_path, servers, monkeypatch):
+    public, internal = servers
+    resolver = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):  # a name that resolves to the internal address
+        return resolver(INTERNAL if host == "rebind.test" else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    to_internal = internal.url("/feed")
+    by_name = internal.url("/feed", host="rebind.test")
+    cfg = feeds_config(
+        tmp_path,
+        [
+            ("inward", public.url(f"/to?{to_internal}")),
+            ("by-name", public.url(f"/to?{by_name}")),
+            ("outward", public.url(f"/to?{public.url('/feed')}")),
+            ("intranet", internal.url(f"/to?{to_internal}")),
+        ],
+    )
+    day = collect("rss", TODAY, cfg, today=TODAY)
+    reports = {r.source: r for r in day.reports}
+    assert reports["inward"].error == (
+        f"HTTP 302 redirect to {to_internal!r} refused: {INTERNAL} is a loopback address, and the feed itself is public"
+    )
+    assert reports["by-name"].error == (
+        f"HTTP 302 redirect to {by_name!r} refused: rebind.test resolves to {INTERNAL}, a loopback address, "
+        "and the feed itself is public"
+    )
+    assert reports["outward"].status == "ok" and reports["outward"].final_url == public.url("/feed")
+    assert reports["intranet"].status == "ok", "an internal feed may redirect inside its own network"
+    assert internal.requests.count("/feed") == 1, "only the intranet feed's own redirect reached the internal server"
+    assert sorted(public.requests).count(f"/to?{to_internal}") == 1, "a refused redirect is not retried"
+
+
+def test_a_kept_alive_internal_connection_is_not_reused_for_a_public_feed_s_redirect(servers):
+    """The pool holds a live connection to the internal server; the public feed's redirect there is
+    judged as its request goes out, not only when a connection is opened."""
+    public, internal = servers
+    cfg = HeadlinesConfig(timeout_s=5, retries=0)
+    with bounded_client(cfg.user_agent) as client:
+        intranet = fetch_feed(client, Feed("intranet", internal.url("/feed"), "markets"), cfg)
+        assert intranet.status == "ok" and internal.requests == ["/feed"]
+        inward = fetch_feed(client, Feed("inward", public.url(f"/to?{internal.url('/feed')}"), "markets"), cfg)
+    assert inward.status == "failed" and f"refused: {INTERNAL} is a loopback address" in inward.error
+    assert internal.requests == ["/feed"], "nothing was sent on the kept-alive internal connection"
+
+
+def test_internal_addresses_are_named_by_kind():
+    kinds = {
+        "127.0.0.1": "loopback",
+        "::1": "loopback",
+        "::ffff:10.1.2.3": "private",
+        "192.168.1.9": "private",
+        "169.254.169.254": "link-local",
+        "fe80::1%eth0": "link-local",
+        "0.0.0.0": "unspecified",
+        "224.0.0.1": "multicast",
+        "93.184.216.34": None,
+        "2606:4700::1111": None,
+    }
+    assert {address: transport.internal_address(address) for address in kinds} == kinds
