@@ -94,12 +94,15 @@ def collect(
     elif kind == "rss":
         check_source_dates(kind, [date], today=today)
         feeds = load_feeds(cfg.feeds_file)
-        reads = fetch_all(feeds, cfg, client=client, state_path=state_path, recall=recall, on_source=report)
+        until = time.monotonic() + cfg.deadline_s  # the whole live day: fetch, parse and assembly
+        reads = fetch_all(
+            feeds, cfg, client=client, state_path=state_path, recall=recall, on_source=report, day_deadline=until
+        )
+        return assemble(reads, date, cfg, earliest=shift_date(date, -1), latest=None, deadline=until)
     else:
         raise ValueError(f"unknown headline source {kind!r}: use one of {', '.join(SOURCE_KINDS)}")
     # A feed read this morning rightly carries last night's stories; a file day is exactly its day.
-    earliest, latest = (shift_date(date, -1), None) if kind == "rss" else (date, date)
-    return assemble(reads, date, cfg, earliest=earliest, latest=latest)
+    return assemble(reads, date, cfg, earliest=date, latest=date)
 
 
 def check_source_dates(kind: str, dates: Sequence[str], *, today: str | None = None) -> None:
@@ -131,17 +134,20 @@ def fetch_all(
     state_path: Path | None = None,
     recall: Callable[[str], bytes | None] | None = None,
     on_source: Callable[[SourceRead], None] = lambda read: None,
+    day_deadline: float | None = None,
 ) -> list[SourceRead]:
     """Fetch feeds concurrently; results come back in feed order whatever finishes first.
 
-    All of it ends by `cfg.deadline_s`: a feed still running or waiting then fails
-    with that reason. Pass `client` only for tests; the default client is the one
-    whose sockets honour each attempt's deadline (`transport.bounded_client`).
+    All of it ends by the monotonic `day_deadline` (default: `cfg.deadline_s` from now): a
+    feed still running or waiting then fails with that reason. Pass `client` only for tests;
+    the default client is the one whose sockets honour each attempt's deadline
+    (`transport.bounded_client`).
     """
     state = FeedState(state_path) if state_path is not None else None
     own_client = client is None
     http = client or bounded_client(cfg.user_agent)
-    day_deadline = time.monotonic() + cfg.deadline_s
+    if day_deadline is None:
+        day_deadline = time.monotonic() + cfg.deadline_s
 
     def one(feed: Feed) -> SourceRead:
         try:
@@ -163,7 +169,13 @@ def fetch_all(
 
 
 def assemble(
-    reads: Sequence[SourceRead], date: str, cfg: HeadlinesConfig, *, earliest: str, latest: str | None
+    reads: Sequence[SourceRead],
+    date: str,
+    cfg: HeadlinesConfig,
+    *,
+    earliest: str,
+    latest: str | None,
+    deadline: float | None = None,
 ) -> DayHeadlines:
     """Normalise, filter general news, dedupe (text and URL), then cap the day.
 
@@ -172,7 +184,15 @@ def assemble(
     no `latest` (live feeds), an item dated after the next day is kept undated
     and counted. A read's warnings and final URL go into its report beside the
     counts; `error` is for failures only.
+
+    With a monotonic `deadline` (live feeds: the day's fetch deadline), items not
+    reached by then are counted, not assembled, so the day ends by it. The work is
+    bounded anyway (about 2 s per feed at headlines.max_bytes of tiny items, see
+    BENCHMARKS.md), but a day of many such feeds would overrun the deadline by that
+    times the feeds whose parse finished; file days take no deadline (a backfill
+    must be the same day however slow the machine).
     """
+    late = f"not assembled by the day's fetch deadline (headlines.deadline_s={cfg.deadline_s:g})"
     horizon = shift_date(date, 1)  # no story fetched on `date` was published later than this
     seen_ids: set[str] = set()
     seen_urls: set[str] = set()
@@ -199,6 +219,9 @@ def assemble(
         }
         rows.append(row)
         for item in _dated_within(read, earliest, latest, row["skipped"]):
+            if deadline is not None and time.monotonic() >= deadline:
+                row["skipped"][late] += 1
+                continue
             # The date first: it is the cheap test, and a file holds many days for each one kept.
             published = to_utc_iso(item.published)
             if published and latest is None and published[:10] > horizon:
