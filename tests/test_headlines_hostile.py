@@ -273,7 +273,7 @@ def test_assembly_ends_by_the_day_deadline_too(tmp_path, server, monkeypatch):
     clean = collect_module.clean_text
     monkeypatch.setattr(collect_module, "clean_text", lambda *a, **k: time.sleep(0.01) or clean(*a, **k))
     cfg = config(tmp_path, server, [("good", "/feeds/rss1.xml"), ("big", "/big-feed/150000")], deadline_s=3)
-    reports, elapsed, day = fetch(cfg)
+    reports, elapsed, _ = fetch(cfg)
     late = "not assembled by the day's fetch deadline (headlines.deadline_s=3)"
     big = reports["big"]
     assert reports["good"].kept == 2 and big.status == "ok"
