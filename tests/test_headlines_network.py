@@ -1,31 +1,37 @@
-"""Where a feed fetch may connect: redirects of a public feed stay on public addresses.
+"""Where a feed fetch may connect: redirects of a public feed stay on public addresses, and a
+proxy is the configured one, bounded like a direct connection, never the environment's.
 
 Tests reach loopback only, so "public" is injected: 127.0.0.1 is taken as a public
 address, 127.0.0.2 stays what it is (loopback, internal). Everything else is the real
 path: real keep-alive HTTP/1.1 servers on both addresses (the same port, so the
-port rule lets the redirect through), the real transport and its resolver.
+port rule lets the redirect through), a real forward proxy, the real transport and
+its resolver.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import pytest
+import structlog
 
 from varro.config import HeadlinesConfig
-from varro.headlines import feeds, transport
+from varro.headlines import transport
 from varro.headlines.collect import collect
 from varro.headlines.feeds import Feed, fetch_feed
 from varro.headlines.transport import bounded_client
 
 pytestmark = pytest.mark.timeout(120)
 
-FEED = (Path(__file__).parent / "fixtures" / "feeds" / "rss1.xml").read_bytes()
+FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
+FEED = (FIXTURES / "rss1.xml").read_bytes()
 TODAY = "2025-07-30"
 PUBLIC, INTERNAL = "127.0.0.1", "127.0.0.2"
 
@@ -79,7 +85,6 @@ def servers(monkeypatch):
         return None if address == PUBLIC else real(address)
 
     monkeypatch.setattr(transport, "internal_address", judged)
-    monkeypatch.setattr(feeds, "internal_address", judged)
     public = KeepAliveServer(PUBLIC)
     internal = KeepAliveServer(INTERNAL, public.port)
     yield public, internal
@@ -154,3 +159,113 @@ def test_internal_addresses_are_named_by_kind():
         "2606:4700::1111": None,
     }
     assert {address: transport.internal_address(address) for address in kinds} == kinds
+
+
+class ForwardProxy:
+    """A CONNECT-less HTTP forward proxy on loopback: takes ``GET http://host:port/path``, asks the
+    upstream in origin form, and relays the answer as it arrives, byte by byte if it trickles."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        with client, contextlib.suppress(OSError):
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                if not (chunk := client.recv(4096)):
+                    return
+                head += chunk
+            method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+            self.requests.append(target)
+            parts = urlsplit(target)
+            with socket.create_connection((parts.hostname, parts.port or 80), timeout=120) as upstream:
+                path = parts.path + (f"?{parts.query}" if parts.query else "")
+                upstream.sendall(f"{method} {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
+                while data := upstream.recv(4096):
+                    client.sendall(data)
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def feed_server():
+    spec = importlib.util.spec_from_file_location("varro_test_feed_server", FIXTURES / "server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    srv = module.FeedServer(drip_s=0.3).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def proxy():
+    relay = ForwardProxy()
+    yield relay
+    relay.stop()
+
+
+def proxied_day(tmp_path, feed_server, **settings):
+    feeds = [("good", feed_server.url("/feeds/rss1.xml")), ("loris", feed_server.url("/slowloris"))]
+    cfg = feeds_config(tmp_path, feeds)
+    cfg = HeadlinesConfig(**{**settings_of(cfg), "timeout_s": 1.5, "retries": 0, **settings})
+    start = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        day = collect("rss", TODAY, cfg, today=TODAY)
+    return {r.source: r for r in day.reports}, time.monotonic() - start, logs
+
+
+def settings_of(cfg: HeadlinesConfig) -> dict:
+    return {name: getattr(cfg, name) for name in cfg.__struct_fields__}
+
+
+def test_a_slowloris_behind_the_configured_proxy_is_cut_at_the_attempt_deadline(tmp_path, feed_server, proxy):
+    """The header bytes trickle through the proxy one every 0.3 s; the proxy connection is the
+    bounded transport's, so the 1.5 s attempt deadline still ends it."""
+    reports, elapsed, _ = proxied_day(tmp_path, feed_server, proxy=proxy.url)
+    assert reports["good"].status == "ok" and reports["good"].kept == 2
+    assert reports["loris"].error == "no complete answer within 1.5s (gave up after 1 attempt)"
+    assert sorted(proxy.requests) == sorted([feed_server.url("/feeds/rss1.xml"), feed_server.url("/slowloris")])
+    assert elapsed < 30, f"the slowloris drips for 60 s; the day took {elapsed:.1f} s"
+
+
+def test_environment_proxies_are_not_used_and_say_so(tmp_path, feed_server, proxy, monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    reports, elapsed, logs = proxied_day(tmp_path, feed_server)
+    assert proxy.requests == [], "a proxy from the environment was used"
+    assert reports["good"].status == "ok"
+    assert reports["loris"].error == "no complete answer within 1.5s (gave up after 1 attempt)"
+    assert elapsed < 30, f"the slowloris drips for 60 s; the day took {elapsed:.1f} s"
+    [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert warning["event"] == "environment proxy ignored: feeds use headlines.proxy only"
+    assert warning["variables"] == "HTTP_PROXY,HTTPS_PROXY,ALL_PROXY"
+
+
+@pytest.mark.parametrize("url", ["socks5://127.0.0.1:1080", "127.0.0.1:3128", "http://", "http://h:port"])
+def test_a_proxy_that_is_not_an_http_url_is_a_config_error(url):
+    from varro.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"headlines\.proxy: must be an http:// or https:// URL"):
+        load_config(overrides={"headlines": {"proxy": url}}, environ={})
+
+
+def test_the_proxy_is_a_machine_setting_never_recorded_with_a_run():
+    from varro.config import config_from_recorded, load_config, recorded_config_bytes
+
+    here = load_config(overrides={"headlines": {"proxy": "http://user:s3cret@10.0.0.1:3128"}}, environ={})
+    recorded = recorded_config_bytes(here)
+    assert b"s3cret" not in recorded and b'"proxy"' not in recorded
+    there = load_config(overrides={"headlines": {"proxy": "http://10.9.9.9:3128"}}, environ={})
+    assert config_from_recorded(recorded, machine=there).headlines.proxy == "http://10.9.9.9:3128"

@@ -15,6 +15,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -62,6 +63,10 @@ class HeadlinesConfig(Base, frozen=True):
     # One JSONL line (a longer one is skipped and counted by its line number, never read whole);
     # a CSV record's own bound is 100,000 characters.
     max_record_bytes: int = 10_000_000
+    # An http:// or https:// forward proxy for feeds ("http://user:pass@proxy:3128"), through the same
+    # deadline-bound transport. The environment's HTTP_PROXY/HTTPS_PROXY/ALL_PROXY are not used (httpx
+    # would reach them past every deadline). A machine setting: never recorded with a run's config.
+    proxy: str | None = None
     user_agent: str = "Varro/0.1 (+https://github.com/varro-ml/varro; financial-headline research bot)"
 
 
@@ -360,6 +365,15 @@ def load_config(
     return cfg
 
 
+def _proxy_url_ok(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _lookup(cfg: VarroConfig, key: str) -> Any:
     value: Any = cfg
     for part in key.split("."):
@@ -399,6 +413,11 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("headlines.max_redirects", h.max_redirects >= 0, ">= 0"),
         ("headlines.max_file_bytes", h.max_file_bytes > 0, "> 0"),
         ("headlines.max_record_bytes", h.max_record_bytes > 0, "> 0"),
+        (
+            "headlines.proxy",
+            h.proxy is None or _proxy_url_ok(h.proxy),
+            "an http:// or https:// URL with a host (or unset)",
+        ),
         ("judge.retries", j.retries >= 0, ">= 0"),
         ("judge.http_timeout_s", j.http_timeout_s > 0, "> 0"),
         ("judge.http_concurrency", j.http_concurrency >= 1, ">= 1"),
@@ -435,11 +454,16 @@ def _keyed(message: str) -> str:
 _MACHINE_KEYS = ("ns", "data_dir", "redis_url", "artifacts")
 
 
+_MACHINE_HEADLINES_KEYS = ("proxy",)  # how this machine reaches the web (and maybe a password), not the experiment
+
+
 def recorded_config_bytes(cfg: VarroConfig) -> bytes:
     """Canonical JSON of the experiment settings, stored with each run request."""
     data = msgspec.to_builtins(cfg)
     for key in _MACHINE_KEYS:
         data.pop(key, None)
+    for key in _MACHINE_HEADLINES_KEYS:
+        data.get("headlines", {}).pop(key, None)
     return msgspec.json.encode(data, order="sorted")
 
 
@@ -455,6 +479,8 @@ def config_from_recorded(data: bytes, *, machine: VarroConfig, ns: str | None = 
             redis_url=machine.redis_url,
             artifacts=msgspec.to_builtins(machine.artifacts),
         )
+        for key in _MACHINE_HEADLINES_KEYS:
+            recorded.setdefault("headlines", {})[key] = getattr(machine.headlines, key)
         return msgspec.convert(recorded, VarroConfig)
     except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
         raise ConfigError(f"recorded config cannot be read: {_keyed(str(exc))}") from None

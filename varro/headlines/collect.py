@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+import structlog
 
 from events.errors import PermanentError, VarroError
 from events.ids import sha256_hex, shift_date, today_utc, validate_date
@@ -34,11 +35,12 @@ from varro.headlines.normalize import (
     source_name,
     to_utc_iso,
 )
-from varro.headlines.transport import bounded_client
+from varro.headlines.transport import bounded_client, environment_proxies
 
 SourceKind = Literal["sample", "files", "rss"]
 SOURCE_KINDS: tuple[str, ...] = ("sample", "files", "rss")
 _MAX_PARALLEL_FEEDS = 8
+log = structlog.get_logger("varro.headlines")
 
 
 class PastDateError(PermanentError, ValueError):
@@ -145,7 +147,9 @@ def fetch_all(
     """
     state = FeedState(state_path) if state_path is not None else None
     own_client = client is None
-    http = client or bounded_client(cfg.user_agent)
+    http = client or bounded_client(cfg.user_agent, cfg.proxy)
+    if client is None and cfg.proxy is None and (ignored := environment_proxies()):
+        log.warning("environment proxy ignored: feeds use headlines.proxy only", variables=",".join(ignored))
     if day_deadline is None:
         day_deadline = time.monotonic() + cfg.deadline_s
 

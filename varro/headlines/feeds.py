@@ -37,7 +37,7 @@ from varro.headlines.decoding import BoundedDecoder, DecodedTooLarge, DecodingEr
 from varro.headlines.documents import declared_utf8_override, entry_time, recoverable, repair_utf8
 from varro.headlines.items import CATEGORIES, Category, RawItem, SourceRead
 from varro.headlines.normalize import source_name
-from varro.headlines.transport import InternalAddressRefused, deadline, internal_address, last_address, public_only
+from varro.headlines.transport import InternalAddressRefused, deadline, public_only, went_internal
 
 BUNDLED_FEEDS = Path(__file__).resolve().parent.parent / "data" / "feeds.toml"
 
@@ -271,7 +271,7 @@ def _download(client: httpx.Client, url: str, headers: dict[str, str], cfg: Head
     """
     origin = url
     origin_internal, code = True, 0
-    last_address(forget=True)
+    went_internal(forget=True)
     try:
         for hop in range(cfg.max_redirects + 1):
             with (
@@ -279,8 +279,7 @@ def _download(client: httpx.Client, url: str, headers: dict[str, str], cfg: Head
                 client.stream("GET", url, headers=headers, timeout=cfg.timeout_s, follow_redirects=False) as resp,
             ):
                 if hop == 0:  # judged by where the request went, not by the name: a name may rebind
-                    address = last_address()
-                    origin_internal = address is None or internal_address(address) is not None
+                    origin_internal = went_internal() is not False  # None: a client not this module's
                 code = resp.status_code
                 if code in _REDIRECT_CODES:
                     url = _redirect_target(origin, url, resp.headers.get("location"), code)

@@ -25,12 +25,18 @@ reserved address is refused with InternalAddressRefused, judged on the address
 the socket is connected to when each request goes out, so neither a name that
 rebinds between lookups nor a kept-alive connection opened for an intranet feed
 gets a public feed's redirect onto the machine's own network.
+
+Proxies: the environment's (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) are not used; httpx
+would route them through a transport of its own, past every bound here. A proxy is
+named in headlines.proxy, and its connections go through the same deadline-bound
+backend, so a server behind it is cut at the deadline like one reached directly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -105,21 +111,40 @@ def public_only(enabled: bool = True) -> Iterator[None]:
         _local.public_only = outer
 
 
-def last_address(*, forget: bool = False) -> str | None:
-    """The address this thread's latest request was sent to (a proxied one: its target's first address);
-    None when none was sent through this module's transport since `forget`."""
-    address = getattr(_local, "last_address", None)
+def went_internal(*, forget: bool = False) -> bool | None:
+    """Whether this thread's latest request went to an internal address; None when no request went
+    through this module's transport since the last `forget`."""
+    went = getattr(_local, "went_internal", None)
     if forget:
-        _local.last_address = None
-    return address
+        _local.went_internal = None
+    return went
 
 
 def _check_address(address: str, host: str) -> None:
-    _local.last_address = address
-    kind = internal_address(address) if getattr(_local, "public_only", False) else None
-    if kind is not None:
+    kind = internal_address(address)
+    _local.went_internal = kind is not None
+    if kind is not None and getattr(_local, "public_only", False):
         named = f"{host} is" if host == address else f"{host} resolves to {address},"
         raise InternalAddressRefused(f"{named} a {kind} address")
+
+
+PROXIED_LOOKUP_S = 2.0
+
+
+def _check_proxied(host: str, port: int) -> None:
+    """Judge a proxied request by its target's name: the proxy, not this machine, connects to it.
+
+    A literal address is judged as it is; a name by its addresses as resolved here, within
+    PROXIED_LOOKUP_S (and the attempt's deadline); a name that does not resolve here in that
+    time counts as public, since reaching it is the proxy's business.
+    """
+    try:
+        addresses = resolve(host, port, _bounded(PROXIED_LOOKUP_S, httpcore.ConnectTimeout))
+    except (httpcore.ConnectError, httpcore.ConnectTimeout):
+        _local.went_internal = False
+        return
+    inside = next((a for a in addresses if internal_address(a) is not None), None)
+    _check_address(inside or addresses[0], host)
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -214,24 +239,62 @@ class _DeadlineTransport(httpx.HTTPTransport):
 
     httpx has no public hook for the network backend, so the pool it builds is
     replaced by an identical one that uses `_DeadlineBackend`; the slowloris
-    test in tests/test_headlines_hostile.py fails if this stops working.
+    test in tests/test_headlines_hostile.py fails if this stops working. With
+    `proxy` (an http:// or https:// forward proxy) the pool is httpcore's proxy
+    pool over the same backend: the connection to the proxy, and so everything
+    relayed through it, ends by the attempt's deadline too
+    (tests/test_headlines_network.py puts a slowloris behind a proxy).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, proxy: str | None = None) -> None:
         super().__init__()
-        self._pool = httpcore.ConnectionPool(
+        limits = {"max_connections": 100, "max_keepalive_connections": 20, "keepalive_expiry": 5.0}
+        self._proxied = proxy is not None
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(
+                ssl_context=httpx.create_ssl_context(), network_backend=_DeadlineBackend(), **limits
+            )
+            return
+        via = httpx.Proxy(url=proxy)
+        if via.url.scheme not in ("http", "https"):
+            raise ValueError(f"headlines.proxy must be an http:// or https:// URL, not {proxy!r}")
+        self._pool = httpcore.HTTPProxy(
+            proxy_url=httpcore.URL(
+                scheme=via.url.raw_scheme, host=via.url.raw_host, port=via.url.port, target=via.url.raw_path
+            ),
+            proxy_auth=via.raw_auth,
+            proxy_headers=via.headers.raw,
             ssl_context=httpx.create_ssl_context(),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            network_backend=_DeadlineBackend(),
+            proxy_ssl_context=via.ssl_context,
+            network_backend=_DeadlineBackend(judged=False),
+            **limits,
         )
 
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._proxied:
+            _check_proxied(request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80))
+        return super().handle_request(request)
 
-def bounded_client(user_agent: str) -> httpx.Client:
-    """A client for feeds: deadline-bound sockets, no automatic redirects or decoding (done by the caller)."""
+
+def bounded_client(user_agent: str, proxy: str | None = None) -> httpx.Client:
+    """A client for feeds: deadline-bound sockets, no automatic redirects or decoding (done by the caller).
+
+    The environment's proxies (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) and .netrc are not used
+    (trust_env=False): a proxy is headlines.proxy, which goes through the same bounded
+    transport. `environment_proxies` names the variables set, for a one-line warning.
+    """
     return httpx.Client(
         headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"},
-        transport=_DeadlineTransport(),
+        transport=_DeadlineTransport(proxy),
         follow_redirects=False,
+        trust_env=False,
     )
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def environment_proxies(environ: dict[str, str] | None = None) -> list[str]:
+    """The proxy variables set in the environment, which feeds do not use (see `bounded_client`)."""
+    env = os.environ if environ is None else environ
+    return [name for name in PROXY_VARIABLES if env.get(name)]
