@@ -44,7 +44,8 @@ class HeadlinesConfig(Base, frozen=True):
     filter: Literal["strict", "relaxed", "off"] = "strict"
     cap_per_day: int = 64
     # One attempt at one feed (connect, headers and body together) ends by timeout_s of wall clock;
-    # the whole day's fetch (every feed, retry and wait) ends by deadline_s.
+    # the whole live day ends by deadline_s: every feed, retry, wait and parse by 90% of it, the
+    # assembly of the day (normalise, filter, dedupe, cap) in the rest.
     timeout_s: float = 10.0
     deadline_s: float = 180.0
     retries: int = 2

@@ -40,6 +40,9 @@ from varro.headlines.transport import bounded_client, environment_proxies
 SourceKind = Literal["sample", "files", "rss"]
 SOURCE_KINDS: tuple[str, ...] = ("sample", "files", "rss")
 _MAX_PARALLEL_FEEDS = 8
+# The share of headlines.deadline_s kept for assembling a live day after its feeds: about 2 s per
+# feed at max_bytes of tiny items (BENCHMARKS.md), so 18 s of the default 180 s covers 9 such feeds.
+ASSEMBLY_SHARE = 0.1
 log = structlog.get_logger("varro.headlines")
 
 
@@ -96,9 +99,18 @@ def collect(
     elif kind == "rss":
         check_source_dates(kind, [date], today=today)
         feeds = load_feeds(cfg.feeds_file)
-        until = time.monotonic() + cfg.deadline_s  # the whole live day: fetch, parse and assembly
+        # The whole live day ends by deadline_s: the feeds (fetch and parse) by the first part of it,
+        # so a feed still parsing at its deadline leaves the assembly of the others time to run.
+        start = time.monotonic()
+        until = start + cfg.deadline_s
         reads = fetch_all(
-            feeds, cfg, client=client, state_path=state_path, recall=recall, on_source=report, day_deadline=until
+            feeds,
+            cfg,
+            client=client,
+            state_path=state_path,
+            recall=recall,
+            on_source=report,
+            day_deadline=start + cfg.deadline_s * (1 - ASSEMBLY_SHARE),
         )
         return assemble(reads, date, cfg, earliest=shift_date(date, -1), latest=None, deadline=until)
     else:
@@ -189,12 +201,12 @@ def assemble(
     and counted. A read's warnings and final URL go into its report beside the
     counts; `error` is for failures only.
 
-    With a monotonic `deadline` (live feeds: the day's fetch deadline), items not
-    reached by then are counted, not assembled, so the day ends by it. The work is
-    bounded anyway (about 2 s per feed at headlines.max_bytes of tiny items, see
-    BENCHMARKS.md), but a day of many such feeds would overrun the deadline by that
-    times the feeds whose parse finished; file days take no deadline (a backfill
-    must be the same day however slow the machine).
+    With a monotonic `deadline` (live feeds: the end of the day's deadline_s, whose
+    last ASSEMBLY_SHARE is left to this), items not reached by then are counted, not
+    assembled, so the day ends by it. The work is bounded anyway (about 2 s per feed
+    at headlines.max_bytes of tiny items, see BENCHMARKS.md), but a day of many such
+    feeds would overrun the deadline by that times the feeds whose parse finished;
+    file days take no deadline (a backfill must be the same day however slow the machine).
     """
     late = f"not assembled by the day's fetch deadline (headlines.deadline_s={cfg.deadline_s:g})"
     horizon = shift_date(date, 1)  # no story fetched on `date` was published later than this
