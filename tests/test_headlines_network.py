@@ -253,12 +253,15 @@ def test_environment_proxies_are_not_used_and_say_so(tmp_path, feed_server, prox
     assert warning["variables"] == "HTTP_PROXY,HTTPS_PROXY,ALL_PROXY"
 
 
-@pytest.mark.parametrize("url", ["socks5://127.0.0.1:1080", "127.0.0.1:3128", "http://", "http://h:port"])
+@pytest.mark.parametrize(
+    "url", ["socks5://127.0.0.1:1080", "127.0.0.1:3128", "http://", "http://h:port", "socks5://u:s3cret@h:1080"]
+)
 def test_a_proxy_that_is_not_an_http_url_is_a_config_error(url):
     from varro.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match=r"headlines\.proxy: must be an http:// or https:// URL"):
+    with pytest.raises(ConfigError, match=r"headlines\.proxy: must be an http:// or https:// URL") as refused:
         load_config(overrides={"headlines": {"proxy": url}}, environ={})
+    assert "s3cret" not in str(refused.value)
 
 
 def test_the_proxy_is_a_machine_setting_never_recorded_with_a_run():
@@ -269,3 +272,18 @@ def test_the_proxy_is_a_machine_setting_never_recorded_with_a_run():
     assert b"s3cret" not in recorded and b'"proxy"' not in recorded
     there = load_config(overrides={"headlines": {"proxy": "http://10.9.9.9:3128"}}, environ={})
     assert config_from_recorded(recorded, machine=there).headlines.proxy == "http://10.9.9.9:3128"
+
+
+def test_through_a_proxy_a_public_feed_is_not_redirected_to_an_internal_address(tmp_path, servers, proxy):
+    """Behind a proxy the connection is the proxy's, so the target is judged by its name's addresses."""
+    public, internal = servers
+    to_internal = internal.url("/feed")
+    cfg = HeadlinesConfig(proxy=proxy.url, timeout_s=5, retries=0)
+    with bounded_client(cfg.user_agent, cfg.proxy) as client:
+        inward = fetch_feed(client, Feed("inward", public.url(f"/to?{to_internal}"), "markets"), cfg)
+        outward = fetch_feed(client, Feed("outward", public.url(f"/to?{public.url('/feed')}"), "markets"), cfg)
+    assert inward.error == (
+        f"HTTP 302 redirect to {to_internal!r} refused: {INTERNAL} is a loopback address, and the feed itself is public"
+    )
+    assert outward.status == "ok" and internal.requests == []
+    assert to_internal not in proxy.requests and public.url("/feed") in proxy.requests

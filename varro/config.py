@@ -359,7 +359,9 @@ def load_config(
         )
     for key, ok, rule in _range_checks(cfg):
         if not ok:
-            raise ConfigError(f"{key}: must be {rule}, got {_lookup(cfg, key)!r}")
+            from events.connection import redact  # a proxy URL may carry a password
+
+            raise ConfigError(redact(f"{key}: must be {rule}, got {_lookup(cfg, key)!r}"))
     from varro.stores import check_store_config  # light: imports no client library
 
     check_store_config(cfg.artifacts)
