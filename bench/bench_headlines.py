@@ -13,7 +13,8 @@ Run: .venv/bin/python -m bench.bench_headlines [assemble|import|hostile ...]  (d
 - limit: the worst bounded input of a day's assembly: one feed at `max_bytes` of tiny
   items (short titles, and titles near the headline cap with markup), parsed, then assembled.
 - stream: a JSONL dump of articles (a headline beside a 40 kB body, 80 MB in all) over 15
-  days, imported as `varro headlines import` does, with tracemalloc's peak.
+  days, imported as `varro headlines import` does, with tracemalloc's peak; then the worst
+  case for the items kept: a file at the default `max_file_bytes` of the shortest records.
 """
 
 import importlib.util
@@ -215,6 +216,33 @@ def stream(records: int = 2000, body_chars: int = 40_000, days: int = 15) -> Non
     print(
         f"stream {records:,} articles ({size / 1e6:.1f} MB JSONL) over {len(dates)} days: {elapsed:.2f} s, "
         f"peak {peak / 2**20:.1f} MiB, {kept:,} headlines"
+    )
+    _shortest_records()
+
+
+def _shortest_records() -> None:
+    from varro.headlines import files
+
+    cfg = HeadlinesConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tiny.jsonl"
+        with path.open("w") as out:
+            n = size = 0
+            while size < cfg.max_file_bytes - 100:
+                line = f'{{"text":"Gold {n}","link":"https://g.co/{n}","published":"2025-03-{n % 20 + 1:02d}"}}\n'
+                out.write(line)
+                size, n = size + len(line), n + 1
+        start = time.perf_counter()
+        collect("files", file_dates([path], cfg)[0], cfg, paths=[path])
+        elapsed = time.perf_counter() - start
+        files._CACHE.clear()
+        tracemalloc.start()
+        collect("files", file_dates([path], cfg)[0], cfg, paths=[path])
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    print(
+        f"stream {n:,} shortest records ({size:,} bytes JSONL): file_dates + first day {elapsed:.1f} s "
+        f"(without tracemalloc), peak {peak / 2**20:.0f} MiB"
     )
 
 

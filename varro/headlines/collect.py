@@ -357,6 +357,11 @@ def read_sample(date: str) -> SourceRead:
     return read
 
 
+def _day_of(item) -> str | None:
+    published = to_utc_iso(item.published)
+    return published[:10] if published else None
+
+
 def file_dates(paths: Sequence[Path], cfg: HeadlinesConfig | None = None) -> list[str]:
     """Days the files hold headlines for (by `published`, else the date in the file name).
 
@@ -368,9 +373,7 @@ def file_dates(paths: Sequence[Path], cfg: HeadlinesConfig | None = None) -> lis
         read = read_file(Path(path), max_bytes=cfg.max_file_bytes, max_record_bytes=cfg.max_record_bytes)
         if read.status == "failed":
             raise ValueError(f"{path}: {read.error}")
-        for item in read.items:
-            published = to_utc_iso(item.published)
-            day = published[:10] if published else read.date_hint
-            if day:
-                dates.add(day)
+        # a file's read indexes its items by day already (their times normalised as they were read)
+        days = read.by_day if read.by_day is not None else {_day_of(item): None for item in read.items}
+        dates.update(day or read.date_hint for day in days if day or read.date_hint)
     return sorted(dates)
