@@ -10,6 +10,11 @@ Run: .venv/bin/python -m bench.bench_headlines [assemble|import|hostile ...]  (d
   a dripping body, a 2 MB title, a redirect chain, Retry-After, a resolver that never
   answers, a feed at the size limit), then all of them in one day. Wall time and the
   fetch's peak Python memory (tracemalloc), whatever the server does.
+- limit: the worst bounded input of a day's assembly: one feed at `max_bytes` of tiny
+  items (short titles, and titles near the headline cap with markup), parsed, then assembled.
+- stream: a JSONL dump of articles (a headline beside a 40 kB body, 80 MB in all) over 15
+  days, imported as `varro headlines import` does, with tracemalloc's peak; then the worst
+  case for the items kept: a file at the default `max_file_bytes` of the shortest records.
 """
 
 import importlib.util
@@ -160,7 +165,88 @@ def hostile() -> None:
         server.stop()
 
 
+def limit() -> None:
+    from varro.headlines.collect import assemble as assemble_day
+    from varro.headlines.feeds import Feed, parse_feed
+    from varro.headlines.normalize import MAX_HEADLINE_CHARS
+
+    cfg = HeadlinesConfig()
+    head = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+    when = "Wed, 30 Jul 2025 09:00:00 GMT"
+    long = "&lt;b&gt;Gold&lt;/b&gt; rises " + "x" * (MAX_HEADLINE_CHARS - 40)
+    for label, title in (("short titles", "Gold rises"), ("titles near the cap, with markup", long)):
+        parts, total, n = [head], len(head), 0
+        while total < cfg.max_bytes - 200:
+            item = f"<item><title>{title} {n}</title><link>https://ex.example.com/{n}</link>"
+            piece = f"{item}<pubDate>{when}</pubDate></item>".encode()
+            parts.append(piece)
+            total, n = total + len(piece), n + 1
+        body = b"".join(parts) + b"</channel></rss>"
+        start = time.perf_counter()
+        read = parse_feed(body, Feed("f", "https://ex.example.com/rss", "markets"))
+        parsed = time.perf_counter() - start
+        start = time.perf_counter()
+        day = assemble_day([read], "2025-07-30", cfg, earliest="2025-07-29", latest=None)
+        assembled = time.perf_counter() - start
+        print(
+            f"limit, {label}: {len(body):,} bytes, {len(read.items):,} items: parse {parsed:.2f} s, "
+            f"assemble {assembled:.2f} s ({assembled / len(read.items) * 1e6:.1f} us an item), "
+            f"{len(day.headlines)} kept"
+        )
+
+
+def stream(records: int = 2000, body_chars: int = 40_000, days: int = 15) -> None:
+    body = "The desk reports. " * (body_chars // 18)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dump.jsonl"
+        with path.open("w") as out:
+            for n in range(records):
+                when = f"2025-03-{n % days + 1:02d}T10:00:00Z"
+                out.write(f'{{"text": "Gold rises {n}%", "link": "https://g.example.com/{n}", "published": "{when}", ')
+                out.write(f'"body": "{body}"}}\n')
+        size = path.stat().st_size
+        cfg = HeadlinesConfig(max_file_bytes=200_000_000)
+        tracemalloc.start()
+        start = time.perf_counter()
+        dates = file_dates([path], cfg)
+        kept = sum(len(collect("files", day, cfg, paths=[path]).headlines) for day in dates)
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    print(
+        f"stream {records:,} articles ({size / 1e6:.1f} MB JSONL) over {len(dates)} days: {elapsed:.2f} s, "
+        f"peak {peak / 2**20:.1f} MiB, {kept:,} headlines"
+    )
+    _shortest_records()
+
+
+def _shortest_records() -> None:
+    from varro.headlines import files
+
+    cfg = HeadlinesConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tiny.jsonl"
+        with path.open("w") as out:
+            n = size = 0
+            while size < cfg.max_file_bytes - 100:
+                line = f'{{"text":"Gold {n}","link":"https://g.co/{n}","published":"2025-03-{n % 20 + 1:02d}"}}\n'
+                out.write(line)
+                size, n = size + len(line), n + 1
+        start = time.perf_counter()
+        collect("files", file_dates([path], cfg)[0], cfg, paths=[path])
+        elapsed = time.perf_counter() - start
+        files._CACHE.clear()
+        tracemalloc.start()
+        collect("files", file_dates([path], cfg)[0], cfg, paths=[path])
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    print(
+        f"stream {n:,} shortest records ({size:,} bytes JSONL): file_dates + first day {elapsed:.1f} s "
+        f"(without tracemalloc), peak {peak / 2**20:.0f} MiB"
+    )
+
+
 if __name__ == "__main__":
     chosen = sys.argv[1:] or ["assemble", "import", "hostile"]
     for name in chosen:
-        {"assemble": assemble, "import": file_import, "hostile": hostile}[name]()
+        {"assemble": assemble, "import": file_import, "hostile": hostile, "limit": limit, "stream": stream}[name]()

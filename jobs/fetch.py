@@ -15,12 +15,12 @@ import msgspec
 
 from events.errors import PermanentError
 from events.ids import derive_event_id, validate_date
-from events.schema import DailyRunRequested, HeadlinesFetched
+from events.schema import ArtifactRef, DailyRunRequested, HeadlinesFetched
 from events.store import Appended, EventStore
 from jobs.context import JobContext, force_input
 from varro.artifacts import ArtifactError
 from varro.headlines.collect import NoHeadlinesError, SourceKind, collect
-from varro.headlines.items import SourceRead
+from varro.headlines.items import FilePayload, SourceRead
 
 PAYLOAD_KIND = "feed-payload"
 
@@ -73,7 +73,7 @@ def fetch_headlines(
     if not day.headlines:
         failures = "; ".join(f"{r.source}: {r.error}" for r in day.reports if r.error) or "every item was dropped"
         raise NoHeadlinesError(f"no headlines for {date} from {source} ({failures}); nothing recorded", day.reports)
-    refs = {name: ctx.artifacts.put(data, kind=PAYLOAD_KIND) for name, data in day.payloads.items()}
+    refs = {name: _store_payload(ctx, data) for name, data in day.payloads.items()}
     reports = [msgspec.structs.replace(r, payload=refs.get(r.source)) for r in day.reports]
     request = ctx.store.latest_of(DailyRunRequested, date)
     event = HeadlinesFetched(
@@ -100,6 +100,13 @@ def fetch_headlines(
         forced=force,
     )
     return appended
+
+
+def _store_payload(ctx: JobContext, data: bytes | FilePayload) -> ArtifactRef:
+    """A source's raw bytes into the store; a streamed file is copied from the file, never read whole."""
+    if isinstance(data, FilePayload):
+        return ctx.artifacts.put_file(data.path, data.sha256, kind=PAYLOAD_KIND)
+    return ctx.artifacts.put(data, kind=PAYLOAD_KIND)
 
 
 def _recall(ctx: JobContext, sha256: str) -> bytes | None:

@@ -65,6 +65,22 @@ def test_artifacts_round_trip_under_their_sha256(tmp_path, bucket, moto_server):
     assert store.put(b"token ids", kind="rollouts") == ref  # idempotent
 
 
+def test_a_file_artifact_is_uploaded_from_its_file_and_refused_once_changed(tmp_path, bucket, moto_server):
+    """A streamed headline import's payload goes to the bucket from the file, under the hash read there."""
+    from varro.integrity import file_sha256
+
+    store = open_store(bucket_config(tmp_path, bucket))
+    source = tmp_path / "day.jsonl"
+    source.write_bytes(b'{"text": "Gold rises", "link": "https://g.example.com"}\n' * 5000)
+    ref = store.put_file(source, file_sha256(source), kind="feed-payload")
+    assert ref.size == source.stat().st_size and store.get(ref) == source.read_bytes()
+    stale = ref.sha256
+    source.write_bytes(b"other bytes\n")
+    with pytest.raises(ArtifactError, match="changed since it was read"):
+        store.put_file(source, "0" * 64, kind="feed-payload")
+    assert store.get(stale) != b"other bytes\n" and not store.exists("0" * 64)
+
+
 def test_a_corrupted_artifact_in_the_bucket_is_refused_naming_its_key(tmp_path, bucket, moto_server):
     store = open_store(bucket_config(tmp_path, bucket))
     ref = store.put(b"the recorded bytes", kind="rollouts")

@@ -98,6 +98,14 @@ def test_run_refuses_a_past_rss_range_before_recording(cli, redis_client):
     assert not redis_client.exists(stream_key("in8"))
 
 
+def test_run_refuses_an_unreadable_headline_file_before_recording(cli, redis_client, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("headline,source\nOil rises,x\n")
+    result = cli("run", "--ns", "in9", "--source", "files", "--file", bad)
+    one_clean_error(result, 2, "CSV is missing column(s) link")
+    assert not redis_client.exists(stream_key("in9"))
+
+
 @pytest.mark.parametrize("kind", ["missing", "not a model"])
 def test_a_base_model_path_that_is_not_a_model_is_one_line_without_a_hub_lookup(cli, redis_client, tmp_path, kind):
     base = tmp_path / "models" / "mine"

@@ -263,3 +263,19 @@ def test_a_feed_too_big_to_parse_by_the_deadline_fails_without_holding_up_the_da
     )
     assert reports["good"].status == "ok" and len(day.headlines) == 2
     assert elapsed < cfg.deadline_s + 5, f"deadline_s=2.5; the day took {elapsed:.1f} s"
+
+
+def test_assembly_ends_by_the_day_deadline_too(tmp_path, server, monkeypatch):
+    """Items parsed in time but not yet assembled at the deadline are counted, not assembled: the
+    day ends by deadline_s. Assembly is made slow (10 ms a headline) so 1,500 items would take 15 s."""
+    from varro.headlines import collect as collect_module
+
+    clean = collect_module.clean_text
+    monkeypatch.setattr(collect_module, "clean_text", lambda *a, **k: time.sleep(0.01) or clean(*a, **k))
+    cfg = config(tmp_path, server, [("good", "/feeds/rss1.xml"), ("big", "/big-feed/150000")], deadline_s=3)
+    reports, elapsed, _ = fetch(cfg)
+    late = "not assembled by the day's fetch deadline (headlines.deadline_s=3)"
+    big = reports["big"]
+    assert reports["good"].kept == 2 and big.status == "ok"
+    assert big.skipped[late] > 0 and big.kept + sum(big.skipped.values()) + big.duplicates == big.fetched > 1000
+    assert elapsed < 10, f"deadline_s=3; the day took {elapsed:.1f} s"

@@ -208,3 +208,87 @@ def test_the_daily_cap_is_shared_across_sources_not_won_by_the_biggest(tmp_path)
     assert {h.id for h in reversed_order.headlines} == {h.id for h in result.headlines}
     tight = collect("files", DAY, HeadlinesConfig(cap_per_day=20), paths=[big, *small])
     assert sorted(r.kept for r in tight.reports) == [1] * 8 + [2] * 6, "one round each, then the lowest hashes"
+
+
+def _articles(path, *, records: int, body_chars: int, long_line: int, long_chars: int) -> None:
+    """A JSONL news dump: each record a headline beside a long article body, one line far too long."""
+    body = "The desk reports. " * (body_chars // 18)
+    with open(path, "w") as out:
+        for n in range(1, records + 1):
+            if n == long_line:
+                out.write('{"text": "Oil rises", "link": "https://o.example.com/x", "body": "')
+                out.write("z" * long_chars)
+                out.write('"}\n')
+                continue
+            day = f"2025-03-{n % 15 + 1:02d}T10:00:00Z"
+            out.write(f'{{"text": "Gold rises {n}%", "link": "https://g.example.com/{n}", "published": "{day}", ')
+            out.write(f'"body": "{body}"}}\n')
+
+
+def test_a_large_jsonl_import_holds_one_record_in_memory_not_the_file(tmp_path):
+    """80 MB of articles, 15 days, one 20 MB line: the import's peak memory is a few MB, the long
+    line is skipped by its number without being read whole, and the stored payload is the file."""
+    import tracemalloc
+
+    from varro.artifacts import ArtifactStore
+    from varro.integrity import file_sha256
+
+    path = tmp_path / "dump.jsonl"
+    _articles(path, records=1500, body_chars=40_000, long_line=700, long_chars=20_000_000)
+    size = path.stat().st_size
+    assert size > 75_000_000
+    cfg = HeadlinesConfig(max_file_bytes=200_000_000, max_record_bytes=1_000_000, filter="off")
+    tracemalloc.start()
+    try:
+        days = file_dates([path], cfg)
+        results = [collect("files", day, cfg, paths=[path]) for day in days]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(days) == 15 and sum(len(r.headlines) for r in results) == 15 * 64
+    assert results[0].reports[0].skipped["line over 1,000,000 bytes (line 700)"] == 1
+    assert peak < 10_000_000, f"peak {peak:,} bytes importing a {size:,}-byte file"
+    payload = results[0].payloads["dump.jsonl"]
+    assert (payload.sha256, payload.size) == (file_sha256(path), size)
+    store = ArtifactStore(tmp_path / "data")
+    tracemalloc.start()
+    try:
+        ref = store.put_file(payload.path, payload.sha256, kind="feed-payload")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000 and ref.size == size and file_sha256(store.path(ref.sha256)) == payload.sha256
+
+
+def test_a_file_changed_after_its_read_is_not_stored_under_the_old_hash(tmp_path):
+    from varro.artifacts import ArtifactError, ArtifactStore
+
+    path = tmp_path / "day.jsonl"
+    path.write_text(json.dumps(good(1)) + "\n")
+    payload = read_file(path).payload
+    path.write_text(json.dumps(good(2)) + "\n")
+    store = ArtifactStore(tmp_path / "data")
+    with pytest.raises(ArtifactError, match="changed since it was read"):
+        store.put_file(payload.path, payload.sha256, kind="feed-payload")
+    assert not store.exists(payload.sha256) and not list((tmp_path / "data").rglob("*.tmp"))
+
+
+def test_csv_is_read_record_by_record_with_lines_numbered_as_before(tmp_path):
+    """A 30 MB CSV line between good rows (\\r\\n and bare \\r endings): skipped by its line, not read whole."""
+    import tracemalloc
+
+    path = tmp_path / "day.csv"
+    with open(path, "w", newline="") as out:
+        out.write(f"text,link,published\r\nOil rises 1%,https://o.example.com/1,{WHEN}\r")
+        out.write(f'"Fed holds\nrates",https://f.example.com/2,{WHEN}\n')
+        out.write("x" * 30_000_000 + f",https://x.example.com/3,{WHEN}\n")
+        out.write(f"Oil rises 4%,https://o.example.com/4,{WHEN}\n")
+    tracemalloc.start()
+    try:
+        result = collect("files", DAY, HeadlinesConfig(max_file_bytes=100_000_000), paths=[path])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [h.text for h in result.headlines] == ["Oil rises 1%", "Fed holds rates", "Oil rises 4%"]
+    assert result.reports[0].skipped == {"CSV record over 100,000 characters (line 5)": 1}
+    assert peak < 5_000_000, f"peak {peak:,} bytes"

@@ -9,6 +9,7 @@ reads verify the hash so a corrupted file is an error, not silent bad data.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from events.errors import PermanentError
 from events.ids import sha256_hex
 from events.schema import ArtifactRef, CheckpointRef
-from varro.integrity import IntegrityError
+from varro.integrity import IntegrityError, file_sha256
 
 
 class ArtifactError(PermanentError, RuntimeError):
@@ -60,6 +61,9 @@ def write_cause(path: Path, exc: BaseException, needed: int = 0) -> int | None:
     if stats.f_bavail * stats.f_frsize <= max(needed, stats.f_frsize):
         return errno.ENOSPC
     return None
+
+
+_CHUNK = 1 << 20
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -136,10 +140,40 @@ class ArtifactStore:
             atomic_write(target, data)
         return ArtifactRef(sha256=digest, size=len(data), kind=kind)
 
+    def put_file(self, source: Path, sha256: str, kind: str) -> ArtifactRef:
+        """`source`'s bytes as an artifact, copied by streaming (a headline file may be large);
+        ArtifactError, nothing stored, when they no longer hash to `sha256` (the file changed since it was read)."""
+        target = self.path(sha256)
+        if self._intact(target, sha256):
+            return ArtifactRef(sha256=sha256, size=target.stat().st_size, kind=kind)
+        tmp: str | None = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            digest, size = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != sha256:
+                raise ArtifactError(f"{source} changed since it was read (sha256 {sha256[:12]}...): import it again")
+            os.replace(tmp, target)
+            tmp = None
+            fsync_dir(target.parent)
+        except OSError as exc:
+            raise DiskWriteError(target, write_cause(target, exc)) from exc
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+        return ArtifactRef(sha256=sha256, size=size, kind=kind)
+
     @staticmethod
     def _intact(target: Path, digest: str) -> bool:
         try:
-            return sha256_hex(target.read_bytes()) == digest
+            return file_sha256(target) == digest  # in blocks: a headline file may be large
         except FileNotFoundError:
             return False
 

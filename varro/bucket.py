@@ -145,6 +145,26 @@ class BucketStore:
         self._write(self.artifact_key(digest), data)
         return ArtifactRef(sha256=digest, size=len(data), kind=kind)
 
+    def put_file(self, source: Path, sha256: str, kind: str) -> ArtifactRef:
+        """`source`'s bytes as an artifact, uploaded from the file (botocore streams a file body);
+        ArtifactError when it no longer hashes to `sha256` (it changed since it was read)."""
+        key = self.artifact_key(sha256)
+        with open(source, "rb") as body:
+            size = os.fstat(body.fileno()).st_size
+            if file_sha256(source) != sha256:
+                raise ArtifactError(f"{source} changed since it was read (sha256 {sha256[:12]}...): import it again")
+            self._call(
+                "write",
+                key,
+                self.client.put_object,
+                Bucket=self.location.bucket,
+                Key=key,
+                Body=body,
+                ContentLength=size,
+                Metadata={"sha256": sha256},
+            )
+        return ArtifactRef(sha256=sha256, size=size, kind=kind)
+
     def get(self, ref: ArtifactRef | str) -> bytes:
         digest = ref if isinstance(ref, str) else ref.sha256
         key = self.artifact_key(digest)

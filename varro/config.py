@@ -15,6 +15,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -43,17 +44,30 @@ class HeadlinesConfig(Base, frozen=True):
     filter: Literal["strict", "relaxed", "off"] = "strict"
     cap_per_day: int = 64
     # One attempt at one feed (connect, headers and body together) ends by timeout_s of wall clock;
-    # the whole day's fetch (every feed, retry and wait) ends by deadline_s.
+    # the whole live day ends by deadline_s: every feed, retry, wait and parse by 90% of it, the
+    # assembly of the day (normalise, filter, dedupe, cap) in the rest.
     timeout_s: float = 10.0
     deadline_s: float = 180.0
     retries: int = 2
     backoff_s: float = 0.5
     # A 429/503 Retry-After is honoured up to this many seconds; a longer one ends the feed's attempts.
     retry_after_max_s: float = 30.0
+    # Redirects are followed to http(s) only, on the feed's port or 80/443; a feed whose own URL answered
+    # from a public address is never redirected to a loopback, private, link-local, unspecified, multicast
+    # or reserved one (judged on the address connected to); a feed that is itself internal may be.
     max_redirects: int = 5
     # Decoded bytes of one feed (after every Content-Encoding layer), and the size of one headline file.
+    # JSONL and CSV files are read record by record (memory holds one record, not the file), so for them
+    # max_file_bytes bounds the import's time and the items it keeps; a .json document is read whole.
     max_bytes: int = 10_000_000
     max_file_bytes: int = 64_000_000
+    # One JSONL line (a longer one is skipped and counted by its line number, never read whole);
+    # a CSV record's own bound is 100,000 characters.
+    max_record_bytes: int = 10_000_000
+    # An http:// or https:// forward proxy for feeds ("http://user:pass@proxy:3128"), through the same
+    # deadline-bound transport. The environment's HTTP_PROXY/HTTPS_PROXY/ALL_PROXY are not used (httpx
+    # would reach them past every deadline). A machine setting: never recorded with a run's config.
+    proxy: str | None = None
     user_agent: str = "Varro/0.1 (+https://github.com/varro-ml/varro; financial-headline research bot)"
 
 
@@ -346,11 +360,22 @@ def load_config(
         )
     for key, ok, rule in _range_checks(cfg):
         if not ok:
-            raise ConfigError(f"{key}: must be {rule}, got {_lookup(cfg, key)!r}")
+            from events.connection import redact  # a proxy URL may carry a password
+
+            raise ConfigError(redact(f"{key}: must be {rule}, got {_lookup(cfg, key)!r}"))
     from varro.stores import check_store_config  # light: imports no client library
 
     check_store_config(cfg.artifacts)
     return cfg
+
+
+def _proxy_url_ok(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _lookup(cfg: VarroConfig, key: str) -> Any:
@@ -391,6 +416,12 @@ def _range_checks(cfg: VarroConfig) -> list[tuple[str, bool, str]]:
         ("headlines.retry_after_max_s", h.retry_after_max_s >= 0, ">= 0"),
         ("headlines.max_redirects", h.max_redirects >= 0, ">= 0"),
         ("headlines.max_file_bytes", h.max_file_bytes > 0, "> 0"),
+        ("headlines.max_record_bytes", h.max_record_bytes > 0, "> 0"),
+        (
+            "headlines.proxy",
+            h.proxy is None or _proxy_url_ok(h.proxy),
+            "an http:// or https:// URL with a host (or unset)",
+        ),
         ("judge.retries", j.retries >= 0, ">= 0"),
         ("judge.http_timeout_s", j.http_timeout_s > 0, "> 0"),
         ("judge.http_concurrency", j.http_concurrency >= 1, ">= 1"),
@@ -427,11 +458,16 @@ def _keyed(message: str) -> str:
 _MACHINE_KEYS = ("ns", "data_dir", "redis_url", "artifacts")
 
 
+_MACHINE_HEADLINES_KEYS = ("proxy",)  # how this machine reaches the web (and maybe a password), not the experiment
+
+
 def recorded_config_bytes(cfg: VarroConfig) -> bytes:
     """Canonical JSON of the experiment settings, stored with each run request."""
     data = msgspec.to_builtins(cfg)
     for key in _MACHINE_KEYS:
         data.pop(key, None)
+    for key in _MACHINE_HEADLINES_KEYS:
+        data.get("headlines", {}).pop(key, None)
     return msgspec.json.encode(data, order="sorted")
 
 
@@ -447,6 +483,8 @@ def config_from_recorded(data: bytes, *, machine: VarroConfig, ns: str | None = 
             redis_url=machine.redis_url,
             artifacts=msgspec.to_builtins(machine.artifacts),
         )
+        for key in _MACHINE_HEADLINES_KEYS:
+            recorded.setdefault("headlines", {})[key] = getattr(machine.headlines, key)
         return msgspec.convert(recorded, VarroConfig)
     except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
         raise ConfigError(f"recorded config cannot be read: {_keyed(str(exc))}") from None

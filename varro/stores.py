@@ -104,6 +104,11 @@ class Store(Protocol):
 
     def put(self, data: bytes, kind: str) -> ArtifactRef: ...
 
+    def put_file(self, source: Path, sha256: str, kind: str) -> ArtifactRef:
+        """A file's bytes as an artifact, streamed (never read whole); ArtifactError when they no
+        longer hash to `sha256`, the hash of what the caller read there."""
+        ...
+
     def get(self, ref: ArtifactRef | str) -> bytes:
         """The artifact's bytes, verified against its name (`ArtifactCorrupted` otherwise)."""
         ...

@@ -56,13 +56,16 @@ def _source_spec(source: str, files: tuple[str, ...]) -> HeadlineSource:
     return source_from_spec(source)
 
 
-def _source_dates(source: str, files: tuple[str, ...]) -> list[str]:
+def _source_dates(cfg: VarroConfig, source: str, files: tuple[str, ...]) -> list[str]:
     from varro.headlines.collect import file_dates, sample_dates
 
     if source == "sample":
         return sample_dates()
     if source == "files":
-        return file_dates([Path(f) for f in files])
+        try:  # under the config's own file bounds, as the fetch jobs will read the files
+            return file_dates([Path(f) for f in files], cfg.headlines)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     return [today_utc()]
 
 
@@ -199,7 +202,7 @@ def run_cmd(
 ) -> None:
     """Run the whole daily loop over a date range in this process (embedded server, burst workers)."""
     spec = _source_spec(source, files)
-    available = _source_dates(source, files)
+    available = _source_dates(cfg, source, files)
     if not available:
         raise click.UsageError(f"the {source} source has no days")
     dates = dates_between(start or available[0], end or available[-1])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+import structlog
 
 from events.errors import PermanentError, VarroError
 from events.ids import sha256_hex, shift_date, today_utc, validate_date
@@ -25,7 +26,7 @@ from varro.config import HeadlinesConfig
 from varro.headlines.feeds import Feed, FeedState, fetch_feed, load_feeds
 from varro.headlines.files import read_file
 from varro.headlines.finance import finance_match
-from varro.headlines.items import SourceRead
+from varro.headlines.items import FilePayload, SourceRead
 from varro.headlines.normalize import (
     MAX_HEADLINE_CHARS,
     canonical_url,
@@ -34,11 +35,15 @@ from varro.headlines.normalize import (
     source_name,
     to_utc_iso,
 )
-from varro.headlines.transport import bounded_client
+from varro.headlines.transport import bounded_client, environment_proxies
 
 SourceKind = Literal["sample", "files", "rss"]
 SOURCE_KINDS: tuple[str, ...] = ("sample", "files", "rss")
 _MAX_PARALLEL_FEEDS = 8
+# The share of headlines.deadline_s kept for assembling a live day after its feeds: about 2 s per
+# feed at max_bytes of tiny items (BENCHMARKS.md), so 18 s of the default 180 s covers 9 such feeds.
+ASSEMBLY_SHARE = 0.1
+log = structlog.get_logger("varro.headlines")
 
 
 class PastDateError(PermanentError, ValueError):
@@ -57,7 +62,7 @@ class NoHeadlinesError(VarroError, RuntimeError):
 class DayHeadlines:
     headlines: list[Headline]
     reports: list[SourceReport]
-    payloads: dict[str, bytes]
+    payloads: dict[str, bytes | FilePayload]  # a streamed file's bytes stay in the file
 
 
 def collect(
@@ -89,17 +94,29 @@ def collect(
             raise ValueError("the files source needs at least one file path")
         reads = []
         for path in paths:
-            reads.append(read_file(Path(path), max_bytes=cfg.max_file_bytes))
+            reads.append(read_file(Path(path), max_bytes=cfg.max_file_bytes, max_record_bytes=cfg.max_record_bytes))
             report(reads[-1])
     elif kind == "rss":
         check_source_dates(kind, [date], today=today)
         feeds = load_feeds(cfg.feeds_file)
-        reads = fetch_all(feeds, cfg, client=client, state_path=state_path, recall=recall, on_source=report)
+        # The whole live day ends by deadline_s: the feeds (fetch and parse) by the first part of it,
+        # so a feed still parsing at its deadline leaves the assembly of the others time to run.
+        start = time.monotonic()
+        until = start + cfg.deadline_s
+        reads = fetch_all(
+            feeds,
+            cfg,
+            client=client,
+            state_path=state_path,
+            recall=recall,
+            on_source=report,
+            day_deadline=start + cfg.deadline_s * (1 - ASSEMBLY_SHARE),
+        )
+        return assemble(reads, date, cfg, earliest=shift_date(date, -1), latest=None, deadline=until)
     else:
         raise ValueError(f"unknown headline source {kind!r}: use one of {', '.join(SOURCE_KINDS)}")
     # A feed read this morning rightly carries last night's stories; a file day is exactly its day.
-    earliest, latest = (shift_date(date, -1), None) if kind == "rss" else (date, date)
-    return assemble(reads, date, cfg, earliest=earliest, latest=latest)
+    return assemble(reads, date, cfg, earliest=date, latest=date)
 
 
 def check_source_dates(kind: str, dates: Sequence[str], *, today: str | None = None) -> None:
@@ -131,17 +148,22 @@ def fetch_all(
     state_path: Path | None = None,
     recall: Callable[[str], bytes | None] | None = None,
     on_source: Callable[[SourceRead], None] = lambda read: None,
+    day_deadline: float | None = None,
 ) -> list[SourceRead]:
     """Fetch feeds concurrently; results come back in feed order whatever finishes first.
 
-    All of it ends by `cfg.deadline_s`: a feed still running or waiting then fails
-    with that reason. Pass `client` only for tests; the default client is the one
-    whose sockets honour each attempt's deadline (`transport.bounded_client`).
+    All of it ends by the monotonic `day_deadline` (default: `cfg.deadline_s` from now): a
+    feed still running or waiting then fails with that reason. Pass `client` only for tests;
+    the default client is the one whose sockets honour each attempt's deadline
+    (`transport.bounded_client`).
     """
     state = FeedState(state_path) if state_path is not None else None
     own_client = client is None
-    http = client or bounded_client(cfg.user_agent)
-    day_deadline = time.monotonic() + cfg.deadline_s
+    http = client or bounded_client(cfg.user_agent, cfg.proxy)
+    if client is None and cfg.proxy is None and (ignored := environment_proxies()):
+        log.warning("environment proxy ignored: feeds use headlines.proxy only", variables=",".join(ignored))
+    if day_deadline is None:
+        day_deadline = time.monotonic() + cfg.deadline_s
 
     def one(feed: Feed) -> SourceRead:
         try:
@@ -163,7 +185,13 @@ def fetch_all(
 
 
 def assemble(
-    reads: Sequence[SourceRead], date: str, cfg: HeadlinesConfig, *, earliest: str, latest: str | None
+    reads: Sequence[SourceRead],
+    date: str,
+    cfg: HeadlinesConfig,
+    *,
+    earliest: str,
+    latest: str | None,
+    deadline: float | None = None,
 ) -> DayHeadlines:
     """Normalise, filter general news, dedupe (text and URL), then cap the day.
 
@@ -172,13 +200,21 @@ def assemble(
     no `latest` (live feeds), an item dated after the next day is kept undated
     and counted. A read's warnings and final URL go into its report beside the
     counts; `error` is for failures only.
+
+    With a monotonic `deadline` (live feeds: the end of the day's deadline_s, whose
+    last ASSEMBLY_SHARE is left to this), items not reached by then are counted, not
+    assembled, so the day ends by it. The work is bounded anyway (about 2 s per feed
+    at headlines.max_bytes of tiny items, see BENCHMARKS.md), but a day of many such
+    feeds would overrun the deadline by that times the feeds whose parse finished;
+    file days take no deadline (a backfill must be the same day however slow the machine).
     """
+    late = f"not assembled by the day's fetch deadline (headlines.deadline_s={cfg.deadline_s:g})"
     horizon = shift_date(date, 1)  # no story fetched on `date` was published later than this
     seen_ids: set[str] = set()
     seen_urls: set[str] = set()
     chosen: list[tuple[int, Headline]] = []
     rows: list[dict] = []
-    payloads: dict[str, bytes] = {}
+    payloads: dict[str, bytes | FilePayload] = {}
     names: Counter[str] = Counter()
     for index, read in enumerate(reads):
         names[read.name] += 1
@@ -199,6 +235,9 @@ def assemble(
         }
         rows.append(row)
         for item in _dated_within(read, earliest, latest, row["skipped"]):
+            if deadline is not None and time.monotonic() >= deadline:
+                row["skipped"][late] += 1
+                continue
             # The date first: it is the cheap test, and a file holds many days for each one kept.
             published = to_utc_iso(item.published)
             if published and latest is None and published[:10] > horizon:
@@ -318,20 +357,23 @@ def read_sample(date: str) -> SourceRead:
     return read
 
 
+def _day_of(item) -> str | None:
+    published = to_utc_iso(item.published)
+    return published[:10] if published else None
+
+
 def file_dates(paths: Sequence[Path], cfg: HeadlinesConfig | None = None) -> list[str]:
     """Days the files hold headlines for (by `published`, else the date in the file name).
 
     The files are parsed here once; the days' `collect` calls reuse the parsed reads.
     """
-    limit = (cfg or HeadlinesConfig()).max_file_bytes
+    cfg = cfg or HeadlinesConfig()
     dates: set[str] = set()
     for path in paths:
-        read = read_file(Path(path), max_bytes=limit)
+        read = read_file(Path(path), max_bytes=cfg.max_file_bytes, max_record_bytes=cfg.max_record_bytes)
         if read.status == "failed":
             raise ValueError(f"{path}: {read.error}")
-        for item in read.items:
-            published = to_utc_iso(item.published)
-            day = published[:10] if published else read.date_hint
-            if day:
-                dates.add(day)
+        # a file's read indexes its items by day already (their times normalised as they were read)
+        days = read.by_day if read.by_day is not None else {_day_of(item): None for item in read.items}
+        dates.update(day or read.date_hint for day in days if day or read.date_hint)
     return sorted(dates)

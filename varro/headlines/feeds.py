@@ -6,8 +6,10 @@ bounded: each attempt ends by one wall-clock deadline (connect, headers and
 body together, see `transport`), the day by another; a few retries with
 exponential backoff for timeouts, 429 and 5xx; a byte limit on the decoded
 body checked as each encoding layer produces it (see `decoding`); redirects
-followed by hand, each hop re-checked; the parse, too, ends by the day's deadline. Whatever goes wrong ends as a failed
-`SourceRead` with the reason; it never raises into the day's other feeds.
+followed by hand, each hop re-checked (http(s), a standard port or the feed's
+own, and a public address for a public feed: see `_download`); the parse, too,
+ends by the day's deadline. Whatever goes wrong ends as a failed `SourceRead`
+with the reason; it never raises into the day's other feeds.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from varro.headlines.decoding import BoundedDecoder, DecodedTooLarge, DecodingEr
 from varro.headlines.documents import declared_utf8_override, entry_time, recoverable, repair_utf8
 from varro.headlines.items import CATEGORIES, Category, RawItem, SourceRead
 from varro.headlines.normalize import source_name
-from varro.headlines.transport import deadline
+from varro.headlines.transport import InternalAddressRefused, deadline, public_only, went_internal
 
 BUNDLED_FEEDS = Path(__file__).resolve().parent.parent / "data" / "feeds.toml"
 
@@ -261,11 +263,23 @@ def _download_with_retries(
 
 
 def _download(client: httpx.Client, url: str, headers: dict[str, str], cfg: HeadlinesConfig, until: float) -> _Answer:
-    """One attempt: follow up to `cfg.max_redirects` http(s) redirects, then read and decode the body."""
+    """One attempt: follow up to `cfg.max_redirects` http(s) redirects, then read and decode the body.
+
+    A feed whose own URL answered from a public address is followed to public addresses only
+    (`transport.public_only`): a redirect cannot turn the fetcher on the machine's own network.
+    A feed that is itself internal (a loopback test feed, an intranet one) may redirect anywhere.
+    """
     origin = url
+    origin_internal, code = True, 0
+    went_internal(forget=True)
     try:
-        for _ in range(cfg.max_redirects + 1):
-            with client.stream("GET", url, headers=headers, timeout=cfg.timeout_s, follow_redirects=False) as resp:
+        for hop in range(cfg.max_redirects + 1):
+            with (
+                public_only(not origin_internal),
+                client.stream("GET", url, headers=headers, timeout=cfg.timeout_s, follow_redirects=False) as resp,
+            ):
+                if hop == 0:  # judged by where the request went, not by the name: a name may rebind
+                    origin_internal = went_internal() is not False  # None: a client not this module's
                 code = resp.status_code
                 if code in _REDIRECT_CODES:
                     url = _redirect_target(origin, url, resp.headers.get("location"), code)
@@ -282,6 +296,8 @@ def _download(client: httpx.Client, url: str, headers: dict[str, str], cfg: Head
                     raise _Fatal(f"feed is {int(declared)} bytes, over headlines.max_bytes={cfg.max_bytes}")
                 return _Answer(code, resp.headers, _read_body(resp, cfg, until), url)
         raise _Fatal(f"more than headlines.max_redirects={cfg.max_redirects} redirects (last: {url})")
+    except InternalAddressRefused as exc:
+        raise _Fatal(f"HTTP {code} redirect to {url[:200]!r} refused: {exc}, and the feed itself is public") from None
     except httpx.TimeoutException:
         raise _Retryable(f"no complete answer within {cfg.timeout_s:g}s") from None
     except httpx.TransportError as exc:

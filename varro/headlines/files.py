@@ -9,23 +9,36 @@ number, nesting too deep, an unreadable date, an unbalanced CSV quote, an
 oversized CSV record) is skipped and counted under a reason that names its
 line (and, in a .json document, its record number), so one typo never costs the rest.
 
+JSONL and CSV are streamed: read record by record from the open file, hashed on
+the way, so memory holds one bounded record (a JSONL line up to `max_record_bytes`,
+a CSV record up to CSV_RECORD_CHARS; a longer one is stepped over in chunks and
+counted by its line) besides the items kept, whatever the file's size; the raw
+bytes stay in the file (`FilePayload`) and the fetch job copies them into the
+store by streaming. A .json document is read whole (bounded by `max_bytes`): its
+records are placed by walking the text, which the stdlib cannot do on a stream.
+`max_bytes` (headlines.max_file_bytes) still bounds every format: for a streamed
+file it bounds the import's time and the number of items kept.
+
 A file is read once: the parsed read is kept (a few files, keyed by path, size,
-mtime and inode) so importing a file's twenty days parses it once, not twenty times.
+mtime and inode) so importing a file's twenty days in one process (`varro headlines
+import`) parses it once, not twenty times.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
+import itertools
 import json
 import os
 import re
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from varro.headlines.items import CATEGORIES, Category, RawItem, SourceRead
+from varro.headlines.items import CATEGORIES, Category, FilePayload, RawItem, SourceRead
 from varro.headlines.normalize import to_utc_iso
 
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -33,6 +46,8 @@ TEXT_KEYS = ("text", "title", "headline")
 LINK_KEYS = ("link", "url")
 TIME_KEYS = ("published", "published_at", "pubDate", "date", "time")
 DEFAULT_MAX_BYTES = 64_000_000
+DEFAULT_MAX_RECORD_BYTES = 10_000_000
+_CHUNK = 1 << 16
 # One CSV record may span a few lines (a quoted newline) and this many characters; beyond, its quote is unterminated.
 CSV_RECORD_LINES = 20
 CSV_RECORD_CHARS = 100_000
@@ -51,35 +66,78 @@ def _parse_int(digits: str) -> int | _Unreadable:
     return int(digits) if len(digits) <= _MAX_DIGITS else _Unreadable()
 
 
-def read_file(path: Path, *, category: Category = "markets", max_bytes: int = DEFAULT_MAX_BYTES) -> SourceRead:
-    """Read one headline file; `category` applies to records that do not name theirs."""
+def read_file(
+    path: Path,
+    *,
+    category: Category = "markets",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> SourceRead:
+    """Read one headline file; `category` applies to records that do not name theirs.
+
+    A JSONL line longer than `max_record_bytes` is skipped and counted without being held
+    in memory; a CSV record is bounded by CSV_RECORD_CHARS the same way.
+    """
     name = path.name
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         return SourceRead.failed(name, category, f"unsupported file type {path.suffix!r}: use .json, .jsonl or .csv")
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb", buffering=0) as handle:
             stat = os.fstat(handle.fileno())
             if stat.st_size > max_bytes:
                 return SourceRead.failed(
                     name, category, f"file is {stat.st_size:,} bytes, over headlines.max_file_bytes={max_bytes:,}"
                 )
-            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, category)
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, category, max_record_bytes)
             if key in _CACHE:
                 _CACHE.move_to_end(key)
                 return _copy(_CACHE[key])
-            payload = handle.read(max_bytes + 1)
+            stream = _HashingReader(handle, max_bytes)
+            try:
+                read = _parse(stream, kind, name, category, date_hint(path), max_record_bytes)
+                stream.drain()  # a file failed part-way is still recorded whole, under its own hash
+            except _FileGrew:
+                return SourceRead.failed(name, category, f"file is over headlines.max_file_bytes={max_bytes:,}")
     except FileNotFoundError:
         return SourceRead.failed(name, category, f"file not found: {path}")
     except OSError as exc:
         return SourceRead.failed(name, category, f"cannot read {path}: {exc.strerror or exc}")
-    if len(payload) > max_bytes:  # grew while being read
-        return SourceRead.failed(name, category, f"file is over headlines.max_file_bytes={max_bytes:,}")
-    read = _parse(payload, kind, name, category, date_hint(path))
+    if read.payload is None:  # streamed: the bytes stay in the file, named by what was read there
+        read.payload = FilePayload(path=path, sha256=stream.sha256.hexdigest(), size=stream.size)
     _CACHE[key] = read
     while len(_CACHE) > _CACHE_FILES:
         _CACHE.popitem(last=False)
     return _copy(read)
+
+
+class _FileGrew(Exception):
+    """The file passed headlines.max_file_bytes while being read (it grew after its size was checked)."""
+
+
+class _HashingReader(io.RawIOBase):
+    """The file's bytes as they are read, hashed and counted on the way, refused past `limit`."""
+
+    def __init__(self, raw: io.RawIOBase, limit: int) -> None:
+        self.raw, self.limit = raw, limit
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer) or 0
+        self.size += n
+        if self.size > self.limit:
+            raise _FileGrew
+        self.sha256.update(memoryview(buffer)[:n])
+        return n
+
+    def drain(self) -> None:
+        chunk = bytearray(_CHUNK)
+        while self.readinto(chunk):
+            pass
 
 
 def _copy(read: SourceRead) -> SourceRead:
@@ -89,12 +147,21 @@ def _copy(read: SourceRead) -> SourceRead:
     return fresh
 
 
-def _parse(payload: bytes, kind: str, name: str, category: Category, hint: str | None) -> SourceRead:
-    read = SourceRead(name=name, category=category, payload=payload, date_hint=hint)
+def _parse(
+    stream: io.RawIOBase, kind: str, name: str, category: Category, hint: str | None, max_record_bytes: int
+) -> SourceRead:
+    """The file's records into items. JSONL and CSV are read record by record from `stream`, so
+    memory holds one bounded record at a time besides the items; a JSON document is read whole."""
+    read = SourceRead(name=name, category=category, date_hint=hint)
     skips = _Skips()
+    buffered = io.BufferedReader(stream, _CHUNK)
     if kind == "jsonl":
-        records = _jsonl_records(payload, skips)
+        records = _jsonl_records(buffered, max_record_bytes, skips)
+    elif kind == "csv":
+        records = _csv_records(buffered, read, skips)
     else:
+        payload = buffered.read()
+        read.payload = payload
         try:
             text = payload.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -102,15 +169,16 @@ def _parse(payload: bytes, kind: str, name: str, category: Category, hint: str |
                 name, category, f"not UTF-8 text: byte 0x{payload[exc.start]:02x} at offset {exc.start}", payload
             )
         # a JSON document may still fail part-way (its structure broken after some records): read it whole first
-        records = _csv_records(text, read, skips) if kind == "csv" else list(_json_records(text, read, skips))
-    if read.status == "failed":
-        return read
+        records = iter(list(_json_records(text, read, skips)))
     for where, record in records:
         item = _item(record, category)
         if isinstance(item, str):
             skips.add(item, where)
         else:
             read.items.append(item)
+    if read.status == "failed":
+        read.items = []
+        return read
     skips.into(read)
     read.by_day = {}
     for position, item in enumerate(read.items):
@@ -267,14 +335,18 @@ class _LineCounter:
         return self.line
 
 
-def _jsonl_records(payload: bytes, skips: _Skips) -> Iterator[tuple[str, object]]:
-    """One record per line, each decoded and parsed on its own: a bad line costs only itself."""
-    if payload.startswith(b"\xef\xbb\xbf"):
-        payload = payload[3:]
-    for number, raw in enumerate(_lines(payload), 1):
+def _jsonl_records(stream: io.BufferedReader, limit: int, skips: _Skips) -> Iterator[tuple[str, object]]:
+    """One record per line, each decoded and parsed on its own: a bad line costs only itself,
+    and a line over `limit` bytes is stepped over in chunks, never held whole."""
+    for number, raw in enumerate(_lines(stream, limit), 1):
+        where = f"line {number}"
+        if raw is None:
+            skips.add(f"line over {limit:,} bytes", where)
+            continue
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
         if not raw.strip():
             continue
-        where = f"line {number}"
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -288,64 +360,133 @@ def _jsonl_records(payload: bytes, skips: _Skips) -> Iterator[tuple[str, object]
             skips.add("JSON nested too deeply", where)
 
 
-def _lines(payload: bytes) -> Iterator[bytes]:
-    start = 0
-    while start < len(payload):
-        end = payload.find(b"\n", start)
-        if end < 0:
-            end = len(payload)
-        yield payload[start:end]
-        start = end + 1
+def _lines(stream: io.BufferedReader, limit: int) -> Iterator[bytes | None]:
+    """The stream's lines split at \\n (without it); None for a line over `limit` bytes, read past unkept."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if line.endswith(b"\n"):
+            yield line[:-1]
+        elif len(line) <= limit:  # the last line, unterminated
+            yield line
+        else:
+            while (rest := stream.readline(_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+            yield None
 
 
-def _csv_records(text: str, read: SourceRead, skips: _Skips) -> list[tuple[str, object]]:
-    rows = _csv_rows(text, skips)
-    header = next(rows, None)
-    columns = [c.strip() for c in (header[1] if header else [])]
-    missing = [keys[0] for keys in (TEXT_KEYS, LINK_KEYS) if not any(k in columns for k in keys)]
-    if missing:
-        _fail(read, f"CSV is missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'no header'})")
-        return []
-    records = []
-    for where, row in rows:
-        if not row:
-            continue
-        record = dict(zip(columns, row, strict=False))
-        if len(row) > len(columns):
-            record[None] = row[len(columns) :]
-        records.append((where, record))
-    return records
+def _csv_records(stream: io.BufferedReader, read: SourceRead, skips: _Skips) -> Iterator[tuple[str, object]]:
+    rows = _csv_rows(_text_lines(stream), skips)
+    try:
+        header = next(rows, None)
+        columns = [c.strip() for c in (header[1] if header else [])]
+        missing = [keys[0] for keys in (TEXT_KEYS, LINK_KEYS) if not any(k in columns for k in keys)]
+        if missing:
+            _fail(read, f"CSV is missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'no header'})")
+            return
+        for where, row in rows:
+            if not row:
+                continue
+            record = dict(zip(columns, row, strict=False))
+            if len(row) > len(columns):
+                record[None] = row[len(columns) :]
+            yield where, record
+    except _NotUtf8 as exc:
+        _fail(read, str(exc))
 
 
-def _csv_rows(text: str, skips: _Skips) -> Iterator[tuple[str, list[str]]]:
+class _NotUtf8(Exception):
+    """A CSV file holds a byte that is not UTF-8: the whole file is refused, naming the byte and its offset."""
+
+    def __init__(self, byte: int, offset: int):
+        super().__init__(f"not UTF-8 text: byte 0x{byte:02x} at offset {offset}")
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
+
+
+def _text_lines(stream: io.BufferedReader) -> Iterator[str | int]:
+    """The stream's text lines, split at \\n, \\r and \\r\\n as csv splits them; a line over
+    CSV_RECORD_CHARS is read past in chunks and given as its length (it is skipped whole anyway)."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    offset = 0
+
+    def counted(piece: str) -> int:
+        nonlocal offset
+        if bad := _UNDECODED.search(piece):
+            raise _NotUtf8(
+                ord(bad.group()) - 0xDC00, offset + len(piece[: bad.start()].encode("utf-8", "surrogateescape"))
+            )
+        offset += len(piece.encode("utf-8", "surrogateescape"))
+        return len(piece)
+
+    try:
+        while line := text.readline(CSV_RECORD_CHARS + 1):
+            if offset == 0 and line.startswith("\ufeff"):
+                offset, line = 3, line[1:]
+            size = counted(line)
+            if size <= CSV_RECORD_CHARS or line.endswith(("\n", "\r")):
+                yield line
+                continue
+            while (rest := text.readline(_CHUNK)) and not rest.endswith(("\n", "\r")):
+                size += counted(rest)
+            yield size + counted(rest)
+    finally:
+        text.detach()
+
+
+def _csv_rows(lines: Iterator[str | int], skips: _Skips) -> Iterator[tuple[str, list[str]]]:
     """CSV records with their first line, bounded and checked: a quote still open after CSV_RECORD_LINES
     lines or CSV_RECORD_CHARS characters, or closed by a quote that is not followed by a comma or the
-    line's end, is unbalanced; only its first line is skipped, and reading goes on with the next one."""
-    lines = list(io.StringIO(text, newline=""))  # split at \n, \r and \r\n only, as csv does
-    index = 0
-    while index < len(lines):
-        end, inside, stray, size = index, False, False, 0
-        while end < len(lines) and end - index < CSV_RECORD_LINES and size <= CSV_RECORD_CHARS:
-            inside, stray = _quote_state(lines[end], inside)
-            size += len(lines[end])
+    line's end, is unbalanced; only its first line is skipped, and reading goes on with the next one.
+    At most CSV_RECORD_LINES lines are held at a time."""
+    ahead: deque[str | int] = deque()  # lines read and not yet used; the first is line `first`
+    first = 1
+
+    def fill(count: int) -> None:
+        while len(ahead) < count and (line := next(lines, None)) is not None:
+            ahead.append(line)
+
+    def used(count: int) -> None:
+        nonlocal first
+        for _ in range(count):
+            ahead.popleft()
+        first += count
+
+    while True:
+        fill(1)
+        if not ahead:
+            return
+        end, inside, stray, size = 0, False, False, 0
+        while end < CSV_RECORD_LINES and size <= CSV_RECORD_CHARS:
+            fill(end + 1)
+            if end >= len(ahead):
+                break
+            line = ahead[end]
             end += 1
+            if isinstance(line, int):  # a line over the bound by itself
+                size += line
+                break
+            inside, stray = _quote_state(line, inside)
+            size += len(line)
             if stray or not inside:
                 break
-        where = f"line {index + 1}"
+        where = f"line {first}"
         if size > CSV_RECORD_CHARS:
             skips.add(f"CSV record over {CSV_RECORD_CHARS:,} characters", where)
-            index = end
+            used(end)
             continue
         if inside or stray:
             skips.add("unbalanced CSV quote", where)
-            index += 1
+            used(1)
             continue
         try:
-            row = next(csv.reader(lines[index:end]), [])
+            row = next(csv.reader(itertools.islice(ahead, end)), [])
         except csv.Error as exc:
             skips.add(f"unreadable CSV ({exc})", where)
             row = None
-        index = end
+        used(end)
         if row is not None:
             yield where, row
 
