@@ -31,9 +31,8 @@ OPS_PER_LAYER_FORWARD = 24
 OPS_PER_LAYER_TRAIN = 3 * OPS_PER_LAYER_FORWARD
 # Sampling a token for a batch: the head, the sampler's NumPy hand-off, stopping checks.
 OPS_PER_SAMPLED_TOKEN = 12
-# AdamW's three kernels (varro.gspo.optimizer): m' reads g and m and writes m, v' the
-# same with v, p' reads p, m and v and writes p.
-ADAMW_PASSES = 10
+# AdamW reads gradient, weight, m and v and writes weight, m and v (fused: once each).
+ADAMW_PASSES = 7
 # Eager MLX runs every norm, rotary, residual, SiLU and softmax as its own pass over
 # memory: per token and layer, about this many passes over hidden + MLP-width floats
 # forward, and this many forward and backward together. Calibrated on varro-tiny's

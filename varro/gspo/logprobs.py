@@ -7,14 +7,6 @@ holds the full-vocabulary logits of the whole batch (at Qwen3's 152k vocabulary
 that would be 0.6 GB per 1k tokens): the backward recomputes one chunk's logits
 at a time.
 
-With the NumPy kernels (`varro.model.forward`, the CPU default) the
-log-softmax of each chunk is a custom function whose `exp` runs in NumPy, like
-the teacher-forced pass's (`varro.generation.sampling`): at Qwen3's vocabulary
-MLX's scalar CPU `exp` took about 0.7 s per pass over 512 positions, and the
-checkpointed forward and backward make three such passes. Its vector-Jacobian
-product recomputes the chunk's logits, as `mx.checkpoint` did, so memory is
-unchanged.
-
 This relies on the mlx_lm decoder layout shared by the Qwen/Llama family:
 `model.model(tokens)` gives the final normed hidden states, and the logits are
 `hidden @ W.T` with W the tied embedding or `lm_head.weight`.
@@ -22,15 +14,11 @@ This relies on the mlx_lm decoder layout shared by the Qwen/Llama family:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import cast
-
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 from events.errors import PermanentError
-from varro.model.forward import Kernels, resolve, training_forward
+from varro.model.forward import Kernels, training_forward
 
 
 class UnsupportedModelError(PermanentError, TypeError):
@@ -61,58 +49,6 @@ def _chunk_logprobs(hidden: mx.array, weight: mx.array, targets: mx.array, inv_t
 
 
 _checkpointed = mx.checkpoint(_chunk_logprobs)
-ChunkHead = Callable[[mx.array, mx.array, mx.array, mx.array], mx.array]
-
-
-def _logits(hidden: mx.array, weight: mx.array, inv_temp: mx.array) -> np.ndarray:
-    logits = (hidden.astype(mx.float32) @ weight.astype(mx.float32).T) * inv_temp
-    mx.eval(logits)
-    return np.array(logits, copy=False)
-
-
-def _rows_logsumexp(logits: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """Each row's log-sum-exp (keepdims), in fp32, using `scratch` (logits' shape) for exp(logits − max)."""
-    top = logits.max(axis=-1, keepdims=True)
-    np.subtract(logits, top, out=scratch)
-    np.exp(scratch, out=scratch)
-    lse: np.ndarray = top + np.log(scratch.sum(axis=-1, keepdims=True))
-    return lse
-
-
-@mx.custom_function
-def _numpy_chunk_logprobs(hidden: mx.array, weight: mx.array, targets: mx.array, inv_temp: mx.array) -> mx.array:
-    """`_chunk_logprobs` with the log-sum-exp in NumPy; same function, different last bits."""
-    logits = _logits(hidden, weight, inv_temp)
-    picked = np.take_along_axis(logits, np.array(targets, copy=False)[..., None], axis=-1)
-    return mx.array((picked - _rows_logsumexp(logits, np.empty_like(logits)))[..., 0])
-
-
-@_numpy_chunk_logprobs.vjp
-def _numpy_chunk_vjp(
-    primals: tuple[mx.array, mx.array, mx.array, mx.array], cotangent: mx.array, output: mx.array
-) -> tuple[mx.array, mx.array, mx.array, mx.array]:
-    """d/d(logits) of log_softmax(logits)[target] is onehot(target) − softmax(logits), times the cotangent.
-
-    The logits are recomputed (as `mx.checkpoint` would) and the softmax is
-    written into one scratch array, scaled in place: one full-vocabulary
-    buffer beside the logits, then its copy into MLX for the two products.
-    """
-    hidden, weight, targets, inv_temp = primals
-    logits = _logits(hidden, weight, inv_temp)
-    scale = np.array(cotangent.astype(mx.float32), copy=False)[..., None] * np.array(inv_temp, copy=False)
-    grad = np.empty_like(logits)
-    lse = _rows_logsumexp(logits, grad)
-    np.subtract(logits, lse, out=grad)
-    np.exp(grad, out=grad)
-    np.multiply(grad, -scale, out=grad)
-    index = np.array(targets, copy=False)[..., None]
-    np.put_along_axis(grad, index, np.take_along_axis(grad, index, axis=-1) + scale, axis=-1)
-    d_logits = mx.array(grad)
-    del grad, logits
-    d_hidden = (d_logits @ weight.astype(mx.float32)).astype(hidden.dtype)
-    rows = d_logits.reshape(-1, d_logits.shape[-1])
-    d_weight = (rows.T @ hidden.astype(mx.float32).reshape(rows.shape[0], -1)).astype(weight.dtype)
-    return d_hidden, d_weight, mx.zeros_like(targets), mx.zeros_like(inv_temp)
 
 
 def token_logprobs(
@@ -143,10 +79,8 @@ def token_logprobs(
     weight = output_weight(model)
     hidden = training_forward(model, kernels)(tokens)[:, start:-1]
     targets = tokens[:, start + 1 :]
-    # mx.custom_function's __call__ is typed to return object; both heads return one array
-    head = cast(ChunkHead, _numpy_chunk_logprobs if resolve(model, kernels) == "numpy" else _checkpointed)
     pieces = [
-        head(hidden[:, i : i + chunk], weight, targets[:, i : i + chunk], inv_temp)
+        _checkpointed(hidden[:, i : i + chunk], weight, targets[:, i : i + chunk], inv_temp)
         for i in range(0, hidden.shape[1], chunk)
     ]
     return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)

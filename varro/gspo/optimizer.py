@@ -1,4 +1,4 @@
-"""AdamW as fused elementwise kernels that write over the state they replace, bit for bit MLX's own.
+"""AdamW as one fused elementwise pass per parameter, bit for bit MLX's own.
 
 MLX's `optim.AdamW` evaluates its update as about ten separate elementwise ops
 per parameter, each a full pass over memory with its own output buffer. On the
@@ -6,10 +6,8 @@ CPU that is memory traffic, not arithmetic: at Qwen3-0.6B's 596M parameters the
 update took 7.8 s of a 21.6–26.5 s step, plus 0.7 s to materialise the clipped
 gradients; fused, it takes 3.6–5.0 s (BENCHMARKS.md, measured idle).
 `FusedAdamW` runs the same op sequence, in the same order and the same float32
-roundings, through `mx.compile`, as three kernels per parameter (m', v', then
-p'), each with one output, so that each can take over the buffer of the value
-it replaces (see `_adamw_step`): the update allocates no second copy of the
-parameters or the state.
+roundings, through `mx.compile`, which fuses it into one
+kernel: the step reads g, p, m, v once and writes p, m, v once.
 
 The result is identical to `optim.AdamW(..., bias_correction=True)` (tested bit
 for bit, state included, on x86-64), so a run recorded with the stock optimizer
@@ -33,43 +31,8 @@ from mlx.utils import tree_flatten
 Step = Callable[..., tuple[mx.array, mx.array, mx.array]]
 
 
-def _moment_kernels(b1: float, b2: float) -> tuple[Callable[..., mx.array], Callable[..., mx.array]]:
-    """m' and v' of one parameter, as `optim.Adam.apply_single` writes them (the gradient rescaled first)."""
-
-    def first(gradient: mx.array, m: mx.array, scale: mx.array) -> mx.array:
-        return b1 * m + (1 - b1) * (gradient * scale)  # `optim.clip_grad_norm`'s rescaling: exact at scale 1
-
-    def second(gradient: mx.array, v: mx.array, scale: mx.array) -> mx.array:
-        return b2 * v + (1 - b2) * mx.square(gradient * scale)
-
-    return first, second
-
-
-def _parameter_kernel(eps: float, weight_decay: float) -> Callable[..., mx.array]:
-    """p' from p and the new moments, as `optim.AdamW.apply_single` then `optim.Adam.apply_single` write it."""
-
-    def update(parameter: mx.array, m: mx.array, v: mx.array, lr: mx.array, c1: mx.array, c2: mx.array) -> mx.array:
-        parameter = parameter * (1 - lr * weight_decay)
-        return parameter - (c1 * m) / (mx.sqrt(v) * c2 + eps)
-
-    return update
-
-
-def _adamw_step(b1: float, b2: float, eps: float, weight_decay: float, *, fuse: bool) -> Step:
-    """The update of one parameter: three kernels, m', v', then p', each with one output.
-
-    One output each, because MLX gives a compiled kernel's output an input's
-    buffer (donation) only one output at a time: a single kernel returning
-    (p', m', v') allocated three fresh buffers per parameter, so the update
-    briefly held the parameters and AdamW state twice (2.8 GB over the state at
-    Qwen3-0.6B) and paid the page faults of writing new memory. Here each
-    kernel writes over the buffer it replaces (old m, old v, old p, once
-    nothing else holds them) at the cost of reading the gradient twice.
-    """
-    first, second = _moment_kernels(b1, b2)
-    update = _parameter_kernel(eps, weight_decay)
-    if fuse:
-        first, second, update = mx.compile(first), mx.compile(second), mx.compile(update)
+def _adamw_step(b1: float, b2: float, eps: float, weight_decay: float) -> Step:
+    """The update of one parameter, exactly as `optim.AdamW.apply_single` then `optim.Adam.apply_single` write it."""
 
     def step(
         gradient: mx.array,
@@ -81,9 +44,11 @@ def _adamw_step(b1: float, b2: float, eps: float, weight_decay: float, *, fuse: 
         c2: mx.array,
         scale: mx.array,
     ) -> tuple[mx.array, mx.array, mx.array]:
-        m = first(gradient, m, scale)
-        v = second(gradient, v, scale)
-        return update(parameter, m, v, lr, c1, c2), m, v
+        gradient = gradient * scale  # `optim.clip_grad_norm`'s rescaling (exact when the scale is 1)
+        parameter = parameter * (1 - lr * weight_decay)
+        m = b1 * m + (1 - b1) * gradient
+        v = b2 * v + (1 - b2) * mx.square(gradient)
+        return parameter - (c1 * m) / (mx.sqrt(v) * c2 + eps), m, v
 
     return step
 
@@ -94,8 +59,9 @@ class FusedAdamW(optim.AdamW):
     def __init__(self, learning_rate: float, weight_decay: float = 0.01, *, fuse: bool | None = None) -> None:
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, bias_correction=True)
         b1, b2 = self.betas
+        step = _adamw_step(b1, b2, self.eps, self.weight_decay)
         self.fused = mx.default_device() == mx.cpu if fuse is None else fuse
-        self._step: Step = _adamw_step(b1, b2, self.eps, self.weight_decay, fuse=self.fused)
+        self._step: Step = mx.compile(step) if self.fused else step
         self._scale = mx.array(1.0)
 
     def clip_and_update(self, model: Any, gradients: dict[str, Any], max_norm: float) -> mx.array:
