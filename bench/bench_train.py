@@ -171,6 +171,7 @@ def run_mlx(args, shape, weights_file, compiled, kernels="auto", fused_adamw=Tru
             t_clip = time.perf_counter()
             opt.update(model, grads)
         mx.eval(model.parameters(), opt.state)
+        del grads  # as the trainer does: not alive through the next step's backward
         times.append(time.perf_counter() - t)
         phases.append(dict(grad_s=t_grad - t, clip_s=t_clip - t_grad, adamw_s=time.perf_counter() - t_clip))
         losses.append(loss)

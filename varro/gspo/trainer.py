@@ -378,6 +378,9 @@ def train_epoch(
         tally.micro_batches(stats)
         norm = opt.clip_and_update(model, grads, cfg.grad_clip)
         mx.eval(model.parameters(), opt.state)
+        # Dropped now, not when the next minibatch's gradients are assigned: else both
+        # sets are alive through the next backward pass (2.4 GB at Qwen3-0.6B).
+        del grads
         tally.step(loss, float(np.asarray(norm)))  # the float32 norm, exactly
     tally.loop_s = time.perf_counter() - loop_started
 
