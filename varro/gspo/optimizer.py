@@ -7,7 +7,11 @@ update took 7.8 s of a 21.6–26.5 s step, plus 0.7 s to materialise the clipped
 gradients; fused, it takes 3.6–5.0 s (BENCHMARKS.md, measured idle).
 `FusedAdamW` runs the same op sequence, in the same order and the same float32
 roundings, through `mx.compile`, which fuses it into one
-kernel: the step reads g, p, m, v once and writes p, m, v once.
+kernel: the step reads g, p, m, v once and writes p, m, v once. A parameter
+of `IN_PLACE_FROM` elements or more (at Qwen3-0.6B only the 622 MB embedding)
+runs the same ops as three single-output kernels instead, which write over the
+buffers they replace (`_in_place_step`): the fused kernel's fresh p', m', v'
+for that one parameter were the training step's memory peak.
 
 The result is identical to `optim.AdamW(..., bias_correction=True)` (tested bit
 for bit, state included, on x86-64), so a run recorded with the stock optimizer
@@ -53,15 +57,60 @@ def _adamw_step(b1: float, b2: float, eps: float, weight_decay: float) -> Step:
     return step
 
 
+def _in_place_step(b1: float, b2: float, eps: float, weight_decay: float) -> Step:
+    """`_adamw_step`'s ops as three kernels of one output each (m', v', then p'), compiled.
+
+    MLX lets a compiled kernel write its output into an input's buffer only
+    when the input has no other holder, and a kernel with three outputs holds
+    each input three times: the fused step therefore allocates fresh p', m', v'
+    while p, m, v are still alive, 3 × 622 MB for Qwen3-0.6B's embedding, the
+    step's memory peak. One output each, every kernel writes over the buffer
+    it replaces. It costs three more passes over the parameter (the gradient
+    is read twice, m' and v' once more), so it is used for large parameters
+    only (`FusedAdamW.in_place_from`). Same ops, same order: same bits.
+    """
+    first = mx.compile(lambda g, m, scale: b1 * m + (1 - b1) * (g * scale))
+    second = mx.compile(lambda g, v, scale: b2 * v + (1 - b2) * mx.square(g * scale))
+    third = mx.compile(lambda p, m, v, lr, c1, c2: p * (1 - lr * weight_decay) - (c1 * m) / (mx.sqrt(v) * c2 + eps))
+
+    def step(
+        gradient: mx.array,
+        parameter: mx.array,
+        m: mx.array,
+        v: mx.array,
+        lr: mx.array,
+        c1: mx.array,
+        c2: mx.array,
+        scale: mx.array,
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        m, v = first(gradient, m, scale), second(gradient, v, scale)
+        return third(parameter, m, v, lr, c1, c2), m, v
+
+    return step
+
+
+IN_PLACE_FROM = 1 << 25
+"""Parameters of at least this many elements (128 MB in float32) update in place: at Qwen3-0.6B, the embedding."""
+
+
 class FusedAdamW(optim.AdamW):
     """`optim.AdamW` with bias correction, its per-parameter update fused into one kernel on the CPU."""
 
-    def __init__(self, learning_rate: float, weight_decay: float = 0.01, *, fuse: bool | None = None) -> None:
+    def __init__(
+        self,
+        learning_rate: float,
+        weight_decay: float = 0.01,
+        *,
+        fuse: bool | None = None,
+        in_place_from: int = IN_PLACE_FROM,
+    ) -> None:
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, bias_correction=True)
         b1, b2 = self.betas
         step = _adamw_step(b1, b2, self.eps, self.weight_decay)
         self.fused = mx.default_device() == mx.cpu if fuse is None else fuse
         self._step: Step = mx.compile(step) if self.fused else step
+        self._in_place: Step = _in_place_step(b1, b2, self.eps, self.weight_decay) if self.fused else step
+        self.in_place_from = in_place_from
         self._scale = mx.array(1.0)
 
     def clip_and_update(self, model: Any, gradients: dict[str, Any], max_norm: float) -> mx.array:
@@ -94,5 +143,6 @@ class FusedAdamW(optim.AdamW):
         c1 = (lr / (1 - b1**self.step)).astype(gradient.dtype)
         c2 = mx.rsqrt(1 - b2**self.step).astype(gradient.dtype)
         scale = self._scale.astype(gradient.dtype)
-        updated, state["m"], state["v"] = self._step(gradient, parameter, state["m"], state["v"], lr, c1, c2, scale)
+        step = self._in_place if parameter.size >= self.in_place_from else self._step
+        updated, state["m"], state["v"] = step(gradient, parameter, state["m"], state["v"], lr, c1, c2, scale)
         return updated
