@@ -26,6 +26,7 @@ an unpadded forward of each row's own prompt, up to float32 rounding
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable, Sequence
@@ -181,13 +182,14 @@ def route(model: Any) -> bool:
         modules[module] = original
     for module, original in modules.items():
         if not getattr(original, _ROUTED, False):
-            module.scaled_dot_product_attention = _routed(original)  # type: ignore[attr-defined]
+            vars(module)["scaled_dot_product_attention"] = _routed(original)
     return True
 
 
 def _routed(original: Callable[..., mx.array]) -> Callable[..., mx.array]:
     signature = inspect.signature(original)
 
+    @functools.wraps(original)  # keeps the name and docstring, and sets __wrapped__ to the original
     def scaled_dot_product_attention(*args: Any, **kwargs: Any) -> mx.array:
         call = signature.bind(*args, **kwargs).arguments
         cache = call.get("cache")
@@ -195,6 +197,5 @@ def _routed(original: Callable[..., mx.array]) -> Callable[..., mx.array]:
             return cache.attend(call["queries"], call["scale"])
         return original(*args, **kwargs)
 
-    scaled_dot_product_attention.__wrapped__ = original  # type: ignore[attr-defined]
     setattr(scaled_dot_product_attention, _ROUTED, True)
     return scaled_dot_product_attention
