@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from mlx.utils import tree_flatten
 from mlx_lm.models import qwen3
@@ -143,3 +144,28 @@ def test_a_bf16_checkpoint_decodes_in_bf16_and_keeps_a_float32_copy_for_the_teac
     rows32 = min(w32.rows_per_pass, w32.rollouts)
     per_pass32 = g32.parts["decode"] / -(-w32.rollouts // rows32)
     assert rows >= rows32 and per_pass16 / rows < per_pass32 / rows32
+
+
+def test_accumulated_gradients_count_only_when_a_minibatch_spans_several_micro_batches():
+    machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
+    shape = costs.Shape.from_config(QWEN3_06B)
+
+    def peak(microbatch_size: int) -> float:
+        work = costs.Workload(
+            headlines=1,
+            group_size=8,
+            prompt_tokens=48,
+            response_tokens=80,
+            rows_per_pass=8,
+            minibatches=1,
+            microbatch_size=microbatch_size,
+            holdout_share=0.0,
+            reference_pass=False,
+        )
+        return costs.estimate_day(shape, work, machine)[1].peak_bytes
+
+    weights = shape.params * 4
+    one, two = peak(8), peak(4)  # 8 sequences: one micro-batch of 8, or two of 4
+    per_micro_batch = one - 4 * weights  # weights, gradients, m, v; then activations and the head's chunk
+    # two micro-batches of half the size: half of those, and one more (accumulated) gradient tree
+    assert two == pytest.approx(5 * weights + per_micro_batch / 2)

@@ -247,8 +247,10 @@ def _training(shape: Shape, work: Workload, machine: Machine, *, chunk: int) -> 
         * FLOAT32
     )
     head = micro * min(chunk, length) * shape.vocab * FLOAT32 * 3
-    # weights, gradients, the minibatch's accumulated gradients, and AdamW's m and v
-    state = 5 * weights
+    # weights, gradients and AdamW's m and v; and the minibatch's accumulated gradients when
+    # it spans several micro-batches (the trainer drops each minibatch's before the next)
+    per_minibatch = -(-sequences // max(1, work.minibatches))
+    state = (5 if per_minibatch > micro else 4) * weights
     return StageCost(
         "train",
         measure + gradients + optimizer,
