@@ -106,3 +106,33 @@ def test_chunk_head_matches_a_float64_oracle_in_value_and_gradient():
     np.testing.assert_allclose(np.array(got), want, atol=2e-5)
     np.testing.assert_allclose(np.array(dh), want_dh, atol=2e-5)
     np.testing.assert_allclose(np.array(dw), want_dw, atol=2e-5)
+
+
+def test_kept_and_recomputed_logits_give_the_same_bits(model, monkeypatch):
+    """Whether a micro-batch keeps its logits for the backward (`KEEP_LOGITS_BYTES`) changes no value or gradient."""
+    import varro.gspo.logprobs as logprobs
+
+    tokens = mx.array(np.random.default_rng(2).integers(0, VOCAB, (3, 19)).astype(np.int32))
+    params = model.trainable_parameters()
+
+    def loss(p):
+        model.update(p)
+        return (token_logprobs(model, tokens, chunk=5, start=2) * mx.arange(16)).sum()
+
+    runs = {}
+    for budget in (0, 1 << 40):  # every chunk checkpointed; every chunk's logits kept
+        monkeypatch.setattr(logprobs, "KEEP_LOGITS_BYTES", budget)
+        assert logprobs.keeps_logits(3, 16, VOCAB) == bool(budget)
+        value, grads = mx.value_and_grad(loss)(params)
+        runs[budget] = (value, dict(tree_flatten(grads)))
+    model.update(params)
+    (v0, g0), (v1, g1) = runs[0], runs[1 << 40]
+    assert v0.item() == v1.item()
+    assert g0.keys() == g1.keys() and all(mx.array_equal(g0[k], g1[k]).item() for k in g0)
+
+
+def test_the_qwen3_06b_training_batch_keeps_its_logits_and_a_large_one_does_not():
+    from varro.gspo.logprobs import keeps_logits
+
+    assert keeps_logits(4, 127, 151_936)  # 309 MB: bench_train's 4 x 128 tokens
+    assert not keeps_logits(8, 511, 151_936)  # 2.5 GB: checkpointed

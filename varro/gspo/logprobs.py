@@ -1,11 +1,11 @@
 """Differentiable fp32 token log-probabilities from one teacher-forced forward pass.
 
 The backbone runs once over the right-padded batch; the output projection and
-log-softmax then run over `chunk` sequence positions at a time in float32, each
-chunk under `mx.checkpoint`, so neither the forward nor the backward pass ever
-holds the full-vocabulary logits of the whole batch (at Qwen3's 152k vocabulary
-that would be 0.6 GB per 1k tokens): the backward recomputes one chunk's logits
-at a time.
+log-softmax then run over `chunk` sequence positions at a time in float32. A
+micro-batch whose logits would exceed `KEEP_LOGITS_BYTES` (at Qwen3's 152k
+vocabulary 0.6 GB per 1k tokens) runs each chunk under `mx.checkpoint`, so
+neither pass ever holds the whole batch's logits: the backward recomputes one
+chunk's at a time. A smaller one keeps them and saves that matmul.
 
 This relies on the mlx_lm decoder layout shared by the Qwen/Llama family:
 `model.model(tokens)` gives the final normed hidden states, and the logits are
@@ -50,6 +50,20 @@ def _chunk_logprobs(hidden: mx.array, weight: mx.array, targets: mx.array, inv_t
 
 _checkpointed = mx.checkpoint(_chunk_logprobs)
 
+KEEP_LOGITS_BYTES = 512 * 2**20
+"""A micro-batch whose float32 logits fit in this many bytes keeps them for the backward pass.
+
+Above it each chunk runs under `mx.checkpoint` and its logits are recomputed in
+the backward pass: one more output-projection matmul, 0.5–1.0 s of a 15 s
+Qwen3-0.6B step at 4 × 128 tokens (309 MB of logits, kept by default). Both
+give the same bits (tested); the choice depends only on the batch's shape.
+"""
+
+
+def keeps_logits(rows: int, positions: int, vocab: int) -> bool:
+    """Whether a micro-batch of `rows` × `positions` predicted tokens keeps its logits (`KEEP_LOGITS_BYTES`)."""
+    return rows * positions * vocab * 4 <= KEEP_LOGITS_BYTES
+
 
 def token_logprobs(
     model: nn.Module,
@@ -79,8 +93,9 @@ def token_logprobs(
     weight = output_weight(model)
     hidden = training_forward(model, kernels)(tokens)[:, start:-1]
     targets = tokens[:, start + 1 :]
+    head = _chunk_logprobs if keeps_logits(hidden.shape[0], hidden.shape[1], weight.shape[0]) else _checkpointed
     pieces = [
-        _checkpointed(hidden[:, i : i + chunk], weight, targets[:, i : i + chunk], inv_temp)
+        head(hidden[:, i : i + chunk], weight, targets[:, i : i + chunk], inv_temp)
         for i in range(0, hidden.shape[1], chunk)
     ]
     return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)
