@@ -9,6 +9,7 @@ lands mid-job at a known moment. liveness_s is 5 s here (120 s by default).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -340,6 +341,11 @@ def test_a_fetch_worker_killed_mid_job_stalls_its_job_within_the_bound(runtime, 
         killed_at = worker.kill_group()
     finally:
         worker.stop()
+        # RQ's work horse runs in a session of its own, so the group kill leaves it sleeping in
+        # held_fetch (and then fetching against a server that is gone): stop it here, by its marker
+        for _, pid, _ in attempts(markers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     wait_for(lambda: stalled_job_ids(runtime.redis, FETCH_QUEUE), 6 * LIVENESS_S, "the job never stalled")
     stalled_after = time.time() - killed_at
     print(f"\nliveness_s={LIVENESS_S}: fetch job stalled {stalled_after:.1f}s after kill -9")
