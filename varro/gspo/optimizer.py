@@ -35,44 +35,26 @@ from mlx.utils import tree_flatten
 Step = Callable[..., tuple[mx.array, mx.array, mx.array]]
 
 
-def _adamw_step(b1: float, b2: float, eps: float, weight_decay: float) -> Step:
-    """The update of one parameter, exactly as `optim.AdamW.apply_single` then `optim.Adam.apply_single` write it."""
-
-    def step(
-        gradient: mx.array,
-        parameter: mx.array,
-        m: mx.array,
-        v: mx.array,
-        lr: mx.array,
-        c1: mx.array,
-        c2: mx.array,
-        scale: mx.array,
-    ) -> tuple[mx.array, mx.array, mx.array]:
-        gradient = gradient * scale  # `optim.clip_grad_norm`'s rescaling (exact when the scale is 1)
-        parameter = parameter * (1 - lr * weight_decay)
-        m = b1 * m + (1 - b1) * gradient
-        v = b2 * v + (1 - b2) * mx.square(gradient)
-        return parameter - (c1 * m) / (mx.sqrt(v) * c2 + eps), m, v
-
-    return step
+Kernel = Callable[..., mx.array]
 
 
-def _in_place_step(b1: float, b2: float, eps: float, weight_decay: float) -> Step:
-    """`_adamw_step`'s ops as three kernels of one output each (m', v', then p'), compiled.
+def _formulas(b1: float, b2: float, eps: float, weight_decay: float) -> tuple[Kernel, Kernel, Kernel]:
+    """m', v' and p' of one parameter, exactly as `optim.AdamW.apply_single` then `optim.Adam.apply_single`
+    write them; the gradient first rescaled as `optim.clip_grad_norm` does (exact when the scale is 1)."""
 
-    MLX lets a compiled kernel write its output into an input's buffer only
-    when the input has no other holder, and a kernel with three outputs holds
-    each input three times: the fused step therefore allocates fresh p', m', v'
-    while p, m, v are still alive, 3 × 622 MB for Qwen3-0.6B's embedding, the
-    step's memory peak. One output each, every kernel writes over the buffer
-    it replaces. It costs three more passes over the parameter (the gradient
-    is read twice, m' and v' once more), so it is used for large parameters
-    only (`FusedAdamW.in_place_from`). Same ops, same order: same bits.
-    """
-    first = mx.compile(lambda g, m, scale: b1 * m + (1 - b1) * (g * scale))
-    second = mx.compile(lambda g, v, scale: b2 * v + (1 - b2) * mx.square(g * scale))
-    third = mx.compile(lambda p, m, v, lr, c1, c2: p * (1 - lr * weight_decay) - (c1 * m) / (mx.sqrt(v) * c2 + eps))
+    def first(gradient: mx.array, m: mx.array, scale: mx.array) -> mx.array:
+        return b1 * m + (1 - b1) * (gradient * scale)
 
+    def second(gradient: mx.array, v: mx.array, scale: mx.array) -> mx.array:
+        return b2 * v + (1 - b2) * mx.square(gradient * scale)
+
+    def third(parameter: mx.array, m: mx.array, v: mx.array, lr: mx.array, c1: mx.array, c2: mx.array) -> mx.array:
+        return parameter * (1 - lr * weight_decay) - (c1 * m) / (mx.sqrt(v) * c2 + eps)
+
+    return first, second, third
+
+
+def _step_of(first: Kernel, second: Kernel, third: Kernel) -> Step:
     def step(
         gradient: mx.array,
         parameter: mx.array,
@@ -87,6 +69,27 @@ def _in_place_step(b1: float, b2: float, eps: float, weight_decay: float) -> Ste
         return third(parameter, m, v, lr, c1, c2), m, v
 
     return step
+
+
+def _adamw_step(b1: float, b2: float, eps: float, weight_decay: float) -> Step:
+    """The update of one parameter (g, p, m, v, lr, c1, c2, scale) -> (p', m', v'), as MLX's AdamW computes it."""
+    return _step_of(*_formulas(b1, b2, eps, weight_decay))
+
+
+def _in_place_step(b1: float, b2: float, eps: float, weight_decay: float) -> Step:
+    """`_adamw_step` with each of m', v' and p' compiled as its own kernel of one output.
+
+    MLX lets a compiled kernel write its output into an input's buffer only
+    when the input has no other holder, and a kernel with three outputs holds
+    each input three times: the fused step therefore allocates fresh p', m', v'
+    while p, m, v are still alive, 3 × 622 MB for Qwen3-0.6B's embedding, the
+    step's memory peak. One output each, every kernel writes over the buffer
+    it replaces. It costs three more passes over the parameter (the gradient
+    is read twice, m' and v' once more), so it is used for large parameters
+    only (`FusedAdamW.in_place_from`). Same ops, same order: same bits.
+    """
+    first, second, third = _formulas(b1, b2, eps, weight_decay)
+    return _step_of(mx.compile(first), mx.compile(second), mx.compile(third))
 
 
 IN_PLACE_FROM = 1 << 25
