@@ -6,10 +6,10 @@ encoding; header-charset.xml's charset comes only from the HTTP Content-Type). A
 or markup mistake changes a title and fails its case; so does any feed that stops being read.
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from feed_fixtures import server_module
 
 from varro.config import HeadlinesConfig
 from varro.headlines.collect import collect
@@ -86,10 +86,7 @@ WARNED = {"rss091n.xml": {"recovered from malformed feed XML: <unknown>:7:18: un
 
 @pytest.fixture(scope="module")
 def server():
-    spec = importlib.util.spec_from_file_location("varro_test_feed_server", FEEDS / "server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    srv = module.FeedServer().start()
+    srv = server_module().FeedServer().start()
     yield srv
     srv.stop()
 

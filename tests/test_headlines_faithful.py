@@ -3,24 +3,18 @@
 Every feed here is served by the loopback FeedServer from tests/fixtures/feeds.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from feed_fixtures import server_module
 
 from varro.config import HeadlinesConfig
 from varro.headlines.collect import collect
 
-FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
 TODAY = "2025-07-30"
 
 
 @pytest.fixture(scope="module")
 def server():
-    spec = importlib.util.spec_from_file_location("varro_test_feed_server", FIXTURES / "server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    srv = module.FeedServer().start()
+    srv = server_module().FeedServer().start()
     yield srv
     srv.stop()
 

@@ -1,9 +1,9 @@
 """RSS/Atom over a real loopback HTTP server: formats, bad feeds, retries, 304s, limits."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from feed_fixtures import server_module
 
 from events.ids import sha256_hex
 from varro.config import HeadlinesConfig
@@ -14,16 +14,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
 TODAY = "2025-07-30"
 
 
-def _server_module():
-    spec = importlib.util.spec_from_file_location("varro_test_feed_server", FIXTURES / "server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def server():
-    srv = _server_module().FeedServer(slow_s=4.0).start()
+    srv = server_module().FeedServer(slow_s=4.0).start()
     yield srv
     srv.stop()
 

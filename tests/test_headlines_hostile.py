@@ -5,7 +5,6 @@ right reason); each protection removed makes its test hang past the bound,
 blow the memory bound, or record the wrong outcome.
 """
 
-import importlib.util
 import threading
 import time
 import tracemalloc
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from feed_fixtures import server_module
 
 from varro.config import HeadlinesConfig
 from varro.headlines.collect import collect
@@ -25,10 +25,7 @@ TODAY = "2025-07-30"
 
 @pytest.fixture
 def server():
-    spec = importlib.util.spec_from_file_location("varro_test_feed_server", FIXTURES / "server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    srv = module.FeedServer(drip_s=0.3).start()
+    srv = server_module().FeedServer(drip_s=0.3).start()
     yield srv
     srv.stop()
 

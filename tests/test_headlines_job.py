@@ -1,11 +1,11 @@
 """The fetch job and `varro headlines`: one event per day, payloads kept, no network for recorded days."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from feed_fixtures import server_module
 
 from events.ids import derive_event_id
 from jobs.context import JobContext
@@ -30,10 +30,7 @@ def make_ctx(event_store, tmp_path):
 
 @pytest.fixture
 def server():
-    spec = importlib.util.spec_from_file_location("varro_test_feed_server", FIXTURES / "server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    srv = module.FeedServer().start()
+    srv = server_module().FeedServer().start()
     yield srv
     srv.stop()
 

@@ -11,7 +11,6 @@ its resolver.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import structlog
+from feed_fixtures import server_module
 
 from varro.config import HeadlinesConfig
 from varro.headlines import transport
@@ -199,10 +199,7 @@ class ForwardProxy:
 
 @pytest.fixture
 def feed_server():
-    spec = importlib.util.spec_from_file_location("varro_test_feed_server", FIXTURES / "server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    srv = module.FeedServer(drip_s=0.3).start()
+    srv = server_module().FeedServer(drip_s=0.3).start()
     yield srv
     srv.stop()
 
