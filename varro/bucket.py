@@ -40,7 +40,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from events.ids import sha256_hex
 from events.schema import ArtifactRef, CheckpointRef
@@ -120,14 +120,19 @@ class BucketStore:
         return data
 
     def _write(self, key: str, data: bytes) -> None:
+        self._put(key, data, sha256_hex(data))
+
+    def _put(self, key: str, body: bytes | BinaryIO, sha256: str, **extra: Any) -> None:
+        """One object, its sha256 in its metadata; `body` bytes or an open file (botocore streams it)."""
         self._call(
             "write",
             key,
             self.client.put_object,
             Bucket=self.location.bucket,
             Key=key,
-            Body=data,
-            Metadata={"sha256": sha256_hex(data)},
+            Body=body,
+            Metadata={"sha256": sha256},
+            **extra,
         )
 
     def artifact_key(self, sha256: str) -> str:
@@ -153,16 +158,7 @@ class BucketStore:
             size = os.fstat(body.fileno()).st_size
             if file_sha256(source) != sha256:
                 raise ArtifactError(f"{source} changed since it was read (sha256 {sha256[:12]}...): import it again")
-            self._call(
-                "write",
-                key,
-                self.client.put_object,
-                Bucket=self.location.bucket,
-                Key=key,
-                Body=body,
-                ContentLength=size,
-                Metadata={"sha256": sha256},
-            )
+            self._put(key, body, sha256, ContentLength=size)
         return ArtifactRef(sha256=sha256, size=size, kind=kind)
 
     def get(self, ref: ArtifactRef | str) -> bytes:
