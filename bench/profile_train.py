@@ -35,7 +35,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.models import qwen3
 
 from bench.bench_train import COMMON, MODELS
-from varro.gspo.logprobs import _checkpointed, _chunk_logprobs, keeps_logits
+from varro.gspo.logprobs import chunk_head, keeps_logits
 from varro.gspo.optimizer import FusedAdamW
 from varro.model.forward import _MASKED, _softmax_fn, _swiglu_fn
 
@@ -173,23 +173,26 @@ def components(shape: dict[str, int], batch: int, length: int, chunk: int) -> li
 
     head_flops = 2.0 * batch * (length - 1) * h * vocab
     kept = keeps_logits(batch, length - 1, vocab)
-    as_trained, other = (_chunk_logprobs, _checkpointed) if kept else (_checkpointed, _chunk_logprobs)
+    kernels = "numpy" if mx.default_device() == mx.cpu else "mlx"  # what model.kernels "auto" picks for Qwen3
     rows.append(
         (
-            f"output projection + log-softmax ({'logits kept' if kept else 'checkpointed'}, as trained)",
+            f"output projection + log-softmax ({kernels}, {'logits kept' if kept else 'checkpointed'}, as trained)",
             1,
-            fwd_bwd(lambda a, w: head(a, w, as_trained), hidden, table),
+            fwd_bwd(lambda a, w: head(a, w, chunk_head(kernels, kept)), hidden, table),
             (3 if kept else 4) * head_flops,
         )
     )
-    rows.append(
-        (
-            f"  (for comparison: {'checkpointed' if kept else 'logits kept'})",
-            0,
-            fwd_bwd(lambda a, w: head(a, w, other), hidden, table),
-            (4 if kept else 3) * head_flops,
+    for other_kernels, other_kept in (("mlx", kept), (kernels, not kept)):
+        if other_kernels == kernels and other_kept == kept:
+            continue
+        rows.append(
+            (
+                f"  (for comparison: {other_kernels}, {'logits kept' if other_kept else 'checkpointed'})",
+                0,
+                fwd_bwd(lambda a, w, k=other_kernels, o=other_kept: head(a, w, chunk_head(k, o)), hidden, table),
+                (3 if other_kept else 4) * head_flops,
+            )
         )
-    )
     return rows
 
 

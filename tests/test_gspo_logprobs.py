@@ -81,10 +81,13 @@ def test_unsupported_models_and_inputs_are_refused(model):
         token_logprobs(nn.Linear(2, 2), mx.zeros((1, 4), dtype=mx.int32), chunk=4)
 
 
-def test_chunk_head_matches_a_float64_oracle_in_value_and_gradient():
-    """The checkpointed output head (projection, temperature, log-softmax) against float64."""
-    from varro.gspo.logprobs import _checkpointed
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "recomputed"])
+@pytest.mark.parametrize("kernels", ["mlx", "numpy"])
+def test_chunk_head_matches_a_float64_oracle_in_value_and_gradient(kernels, kept):
+    """Each output head (projection, temperature, log-softmax; MLX's or NumPy's, logits kept or not) against float64."""
+    from varro.gspo.logprobs import chunk_head
 
+    head = chunk_head(kernels, kept)
     rng = np.random.default_rng(7)
     hidden, weight = rng.normal(0, 1, (2, 5, 16)), rng.normal(0, 0.5, (VOCAB, 16))
     targets, cot, inv_temp = rng.integers(0, VOCAB, (2, 5)), rng.normal(0, 1, (2, 5)), 1 / 0.7
@@ -102,14 +105,15 @@ def test_chunk_head_matches_a_float64_oracle_in_value_and_gradient():
 
     primals = [mx.array(hidden, dtype=mx.float32), mx.array(weight, dtype=mx.float32)]
     t, it = mx.array(targets.astype(np.int32)), mx.array(inv_temp, dtype=mx.float32)
-    (got,), (dh, dw) = mx.vjp(lambda h, w: _checkpointed(h, w, t, it), primals, [mx.array(cot, dtype=mx.float32)])
+    (got,), (dh, dw) = mx.vjp(lambda h, w: head(h, w, t, it), primals, [mx.array(cot, dtype=mx.float32)])
     np.testing.assert_allclose(np.array(got), want, atol=2e-5)
     np.testing.assert_allclose(np.array(dh), want_dh, atol=2e-5)
     np.testing.assert_allclose(np.array(dw), want_dw, atol=2e-5)
 
 
-def test_kept_and_recomputed_logits_give_the_same_bits(model, monkeypatch):
-    """Whether a micro-batch keeps its logits for the backward (`KEEP_LOGITS_BYTES`) changes no value or gradient."""
+@pytest.mark.parametrize("kernels", ["mlx", "numpy"])
+def test_kept_and_recomputed_logits_give_the_same_bits(model, monkeypatch, kernels):
+    """Whether a micro-batch keeps its logits (or softmax) for the backward (`KEEP_LOGITS_BYTES`) changes no bit."""
     import varro.gspo.logprobs as logprobs
 
     tokens = mx.array(np.random.default_rng(2).integers(0, VOCAB, (3, 19)).astype(np.int32))
@@ -117,7 +121,7 @@ def test_kept_and_recomputed_logits_give_the_same_bits(model, monkeypatch):
 
     def loss(p):
         model.update(p)
-        return (token_logprobs(model, tokens, chunk=5, start=2) * mx.arange(16)).sum()
+        return (token_logprobs(model, tokens, chunk=5, start=2, kernels=kernels) * mx.arange(16)).sum()
 
     runs = {}
     for budget in (0, 1 << 40):  # every chunk checkpointed; every chunk's logits kept
