@@ -46,5 +46,8 @@ def test_training_on_a_verifiable_reward_beats_the_base_on_held_out_headlines(tm
     assert event is not None and event.headlines >= 30 and event.pairs == 4 * event.headlines
     assert event.win_rate.low > 0.5, verdict(event)  # the interval excludes "no difference"
     assert event.b.structure > event.a.structure
-    assert event.b.degenerate == 0.0 and event.b.leaked == 0.0  # it learnt the format, not a collapse
+    # It learnt the format, not a collapse: a collapsed policy repeats itself in most
+    # roll-outs. (Not "none at all": which single roll-out of 152 loops depends on
+    # the training step's last bits, which kernel changes may move.)
+    assert event.b.degenerate < 0.05 and event.b.leaked == 0.0
     assert ") beats base on " in verdict(event)
