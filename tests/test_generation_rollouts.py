@@ -117,7 +117,7 @@ def test_untruncated_t1_logprobs_are_the_ones_the_sampler_used(loaded, prompts):
 
 
 def test_a_bf16_checkpoint_records_fp32_teacher_forced_logprobs(tiny_model_path, tmp_path, prompts):
-    """The decoding pass runs in bf16; the recorded log-probs still come from the fp32 pass."""
+    """The recorded log-probs of a bf16 checkpoint come from the fp32 pass; the checkpoint stays bf16."""
     cache = ModelCache(VarroConfig(data_dir=str(tmp_path)))
     half = cache.load(cache.base_ref())
     half.model.set_dtype(mx.bfloat16)
@@ -137,6 +137,33 @@ def test_a_bf16_checkpoint_records_fp32_teacher_forced_logprobs(tiny_model_path,
     for r in out:
         fresh = plain_logprobs(upcast, prompts[0][1], r.response_ids, sampler.temperature)
         np.testing.assert_allclose(r.logprobs, fresh, atol=2e-5)
+
+
+def test_a_bf16_checkpoint_decodes_as_its_float32_model_on_the_numpy_kernels(tmp_path, prompts):
+    """On the CPU's NumPy kernels a bf16 checkpoint decodes on a float32 copy: the float32 model's own tokens."""
+    caches = [ModelCache(VarroConfig(data_dir=str(tmp_path / side))) for side in ("half", "full")]
+    half, full = (c.load(c.base_ref()) for c in caches)  # two caches: two models
+    assert half.model is not full.model
+    half.model.set_dtype(mx.bfloat16)
+    full.model.update(tree_map(lambda p: p.astype(mx.float32), half.model.parameters()))
+    sampler = SamplerSpec(name="short", max_tokens=24)
+
+    def decode(loaded, kernels):
+        return sample_responses(
+            loaded,
+            prompts[:2],
+            group_size=3,
+            sampler=sampler,
+            seeds=seeds_for(prompts),
+            eos_token_ids=loaded.tokenizer.eos_token_ids,
+            kernels=kernels,
+        )
+
+    on_copy, on_float32 = decode(half, "numpy"), decode(full, "numpy")
+    assert [(r.response_ids, r.logprobs) for r in on_copy] == [(r.response_ids, r.logprobs) for r in on_float32]
+    assert all(p.dtype == mx.bfloat16 for _, p in tree_flatten(half.model.parameters()))  # restored
+    in_bf16 = decode(half, "mlx")  # MLX's kernels decode in the checkpoint's own dtype
+    assert [r.logprobs for r in in_bf16] != [r.logprobs for r in decode(full, "mlx")]
 
 
 def test_same_seed_same_tokens(loaded, prompts, records):

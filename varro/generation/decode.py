@@ -5,11 +5,22 @@ headline's prompt is prefilled once and its KV cache merged into the batch for
 all G siblings. Finished rows are dropped in bulk (`_COMPACT`). Passes of
 ``batch_size // group_size`` headlines are the canonical batch composition
 (`sample_in_passes`), see the package docstring.
+
+Under the NumPy kernels (the CPU default) a half-precision checkpoint decodes
+on a float32 copy of its weights (`varro.model.precision`), as its
+teacher-forced pass already does: MLX's CPU backend has no fast bf16/fp16
+matrix product (a 32-row product at Qwen3-0.6B's MLP shape ran at 6.9 GFLOP/s
+in bf16 against 62 in float32 on this machine, BENCHMARKS.md). The KV cache is
+then float32 too, twice the bytes the "auto" batch rule counted for the
+checkpoint's dtype, which stays the rule so the batch composition does not
+depend on the machine. The tokens are those of the float32 model the
+checkpoint denotes (tested); under the MLX kernels it decodes in its own dtype.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +41,8 @@ from varro.generation.sampling import (
     validate_sampler,
 )
 from varro.model.cache import LoadedModel
-from varro.model.forward import Forward, Kernels, inference_forward, project
+from varro.model.forward import Forward, Kernels, inference_forward, project, resolve
+from varro.model.precision import float32_weights
 
 # Finished rows stay in the batch (their draws are ignored) until at most this
 # fraction of it is still running; dropping them copies every layer's cache.
@@ -102,6 +114,20 @@ def sample_responses(
             except KeyError:
                 raise GenerationError(f"no seed for roll-out {index} of headline {headline_id}") from None
     model = loaded.model
+    with float32_weights(model) if resolve(model, kernels) == "numpy" else nullcontext(model):
+        return _decode(model, prompts, order, group_size, sampler, eos, kernels)
+
+
+def _decode(
+    model: nn.Module,
+    prompts: Sequence[tuple[str, list[int]]],
+    order: list[tuple[str, int, int]],
+    group_size: int,
+    sampler: SamplerSpec,
+    eos: set[int],
+    kernels: Kernels,
+) -> list[SampledResponse]:
+    """The decoding loop of `sample_responses` over validated inputs, in the weights' own dtype."""
     forward = inference_forward(model, kernels)
     cache = _merged_cache(forward, model, [ids for _, ids in prompts], group_size)
     uniforms = np.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
