@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import mlx.core as mx
 import pytest
 from click.testing import CliRunner
 from mlx.utils import tree_flatten
@@ -124,7 +125,7 @@ def test_model_cost_cli_names_a_bad_directory(tmp_path):
     assert "does not describe a decoder model" in result.output
 
 
-def test_a_bf16_checkpoint_decodes_in_bf16_and_keeps_a_float32_copy_for_the_teacher_pass():
+def test_on_mlx_kernels_a_bf16_checkpoint_decodes_in_bf16_and_keeps_a_float32_copy_for_the_teacher_pass():
     cfg = load_config(None, environ={})
     shape = costs.Shape.from_config(QWEN3_06B)
     machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
@@ -144,6 +145,25 @@ def test_a_bf16_checkpoint_decodes_in_bf16_and_keeps_a_float32_copy_for_the_teac
     rows32 = min(w32.rows_per_pass, w32.rollouts)
     per_pass32 = g32.parts["decode"] / -(-w32.rollouts // rows32)
     assert rows >= rows32 and per_pass16 / rows < per_pass32 / rows32
+
+
+def test_on_the_cpus_numpy_kernels_a_bf16_checkpoint_decodes_in_float32_but_batches_by_its_own_dtype():
+    bf16 = {"model_type": "qwen3", "torch_dtype": "bfloat16"}
+    assert costs.decode_bytes(bf16, "numpy") == 4 and costs.decode_bytes(bf16, "mlx") == 2
+    assert costs.decode_bytes(bf16, "auto") == (4 if mx.default_device() == mx.cpu else 2)
+    assert costs.decode_bytes({"model_type": "llama", "torch_dtype": "bfloat16"}, "auto") == 2  # no NumPy kernels
+    cfg = load_config(None, environ={})
+    shape = costs.Shape.from_config(QWEN3_06B)
+    machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
+    kwargs = dict(headlines=16, prompt_tokens=140, response_tokens=None, kv_itemsize=2)
+    in_bf16 = costs.workload(cfg, shape, **kwargs)
+    in_fp32 = costs.workload(cfg, shape, **kwargs, decode_itemsize=4)
+    assert in_fp32.rows_per_pass == in_bf16.rows_per_pass  # the batch rule counts the checkpoint's dtype
+    rows = min(in_fp32.rows_per_pass, in_fp32.rollouts)
+    kv32 = rows * (in_fp32.prompt_tokens + in_fp32.response_tokens) * shape.kv_bytes_per_token(4)
+    generate = costs.estimate_day(shape, in_fp32, machine)[0]
+    assert generate.peak_bytes == shape.params * (2 + 4) + kv32 + rows * shape.vocab * 4 * 2
+    assert generate.parts["decode"] > costs.estimate_day(shape, in_bf16, machine)[0].parts["decode"]
 
 
 def test_accumulated_gradients_count_only_when_a_minibatch_spans_several_micro_batches():

@@ -155,6 +155,7 @@ class Workload:
     holdout_share: float
     reference_pass: bool
     itemsize: int = FLOAT32  # bytes per weight and KV element as the checkpoint stores them (`dtype_bytes`)
+    decode_itemsize: int = FLOAT32  # the same while decoding: float32 on the CPU's NumPy kernels (`decode_bytes`)
 
     @property
     def generated_headlines(self) -> int:
@@ -177,8 +178,9 @@ class StageCost:
 def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
     rows = max(1, min(work.rows_per_pass, work.rollouts))
     passes = -(-work.rollouts // rows)
-    # Decoding runs in the checkpoint's dtype; the teacher-forced pass on a float32 copy (varro.model.precision).
-    weights = shape.params * work.itemsize
+    # Decoding runs in `decode_itemsize` (a float32 copy of a half-precision checkpoint on the
+    # CPU), the teacher-forced pass on a float32 copy (varro.model.precision).
+    weights = shape.params * work.decode_itemsize
     weights32 = shape.params * FLOAT32
     mean_context = work.prompt_tokens + work.response_tokens / 2
     prefill = machine.seconds(
@@ -189,7 +191,7 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
     )
     step = machine.seconds(
         shape.forward_flops(rows, mean_context),
-        weights + rows * mean_context * shape.kv_bytes_per_token(work.itemsize),
+        weights + rows * mean_context * shape.kv_bytes_per_token(work.decode_itemsize),
         shape.layers * OPS_PER_LAYER_FORWARD + OPS_PER_SAMPLED_TOKEN,
         shape.elementwise_bytes(rows, mean_context, train=False),
     )
@@ -202,12 +204,13 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
         shape.layers * OPS_PER_LAYER_FORWARD,
         shape.elementwise_bytes(tokens, (work.prompt_tokens + work.response_tokens) / 2, train=False),
     )
-    kv = rows * (work.prompt_tokens + work.response_tokens) * shape.kv_bytes_per_token(work.itemsize)
+    kv = rows * (work.prompt_tokens + work.response_tokens) * shape.kv_bytes_per_token(work.decode_itemsize)
     logits = rows * shape.vocab * FLOAT32 * 2
+    stored = shape.params * work.itemsize
     return StageCost(
         "generate",
         passes * (decode + teacher),
-        machine.runtime_bytes + weights + (weights32 if work.itemsize != FLOAT32 else 0) + kv + logits,
+        machine.runtime_bytes + stored + (weights32 if work.itemsize != FLOAT32 else 0) + kv + logits,
         f"{work.rollouts} roll-outs in {passes} pass(es) of {rows} rows; "
         f"{work.response_tokens} decode steps of {step * 1e3:.1f} ms, teacher pass {teacher:.1f} s per pass",
         {"decode": passes * decode, "teacher": passes * teacher},
@@ -316,14 +319,40 @@ def _resident_bytes() -> float:
 
 
 def dtype_bytes(config: Mapping[str, Any]) -> int:
-    """Bytes per activation element as a checkpoint stores it (generation keeps this dtype; training is fp32)."""
+    """Bytes per activation element as a checkpoint stores it (the batch rule's; training is fp32)."""
     return {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(config.get("torch_dtype", "float32")), 4)
 
 
+def decode_bytes(config: Mapping[str, Any], kernels: str) -> int:
+    """Bytes per weight and KV element while decoding here: float32 where the NumPy kernels run, else as stored.
+
+    `kernels` is the run's `model.kernels`, resolved as `varro.model.forward.resolve` does.
+    """
+    import mlx.core as mx
+
+    from varro.model.forward import SUPPORTED
+
+    numpy = kernels == "numpy" or (
+        kernels == "auto" and str(config.get("model_type", "")) in SUPPORTED and mx.default_device() == mx.cpu
+    )
+    return FLOAT32 if numpy else dtype_bytes(config)
+
+
 def workload(
-    cfg: Any, shape: Shape, *, headlines: int, prompt_tokens: int, response_tokens: int | None, kv_itemsize: int
+    cfg: Any,
+    shape: Shape,
+    *,
+    headlines: int,
+    prompt_tokens: int,
+    response_tokens: int | None,
+    kv_itemsize: int,
+    decode_itemsize: int | None = None,
 ) -> Workload:
-    """A day's `Workload` from the run's config: the same batch rule generation uses (`varro.generation.batching`)."""
+    """A day's `Workload` from the run's config: the same batch rule generation uses (`varro.generation.batching`).
+
+    `kv_itemsize` is the checkpoint's (the batch rule's); `decode_itemsize` what decoding runs in (`decode_bytes`),
+    by default the same.
+    """
     from varro.generation.batching import auto_rows
 
     gen, train = cfg.generation, cfg.train
@@ -351,4 +380,5 @@ def workload(
         holdout_share=gen.holdout_share,
         reference_pass=train.beta > 0,
         itemsize=kv_itemsize,
+        decode_itemsize=kv_itemsize if decode_itemsize is None else decode_itemsize,
     )

@@ -129,6 +129,7 @@ def cost(
             prompt_tokens=prompt_tokens,
             response_tokens=response_tokens,
             kv_itemsize=costs.dtype_bytes(config),
+            decode_itemsize=costs.decode_bytes(config, cfg.model.kernels),
         )
     except (OSError, json.JSONDecodeError) as exc:
         raise click.ClickException(f"{path} has no readable config.json: {exc}") from None
