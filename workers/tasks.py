@@ -23,14 +23,18 @@ from events.store import Appended, key, shards_key
 from jobs import daily
 from jobs.context import JobContext
 from varro.headlines.collect import SourceKind
+from varro.model.memory import return_freed_memory
 from workers.runtime import get_runtime
 
 
 @contextmanager
 def _job_context(ns: str, date: str, correlation_id: str, stage: str) -> Iterator[JobContext]:
     ctx = get_runtime().context(ns, date, correlation_id=correlation_id)
-    with structlog.contextvars.bound_contextvars(ns=ns, date=date, stage=stage):
-        yield ctx
+    try:
+        with structlog.contextvars.bound_contextvars(ns=ns, date=date, stage=stage):
+            yield ctx
+    finally:
+        return_freed_memory()  # the next job, of another stage, should not run beside this one's freed buffers
 
 
 def _result(appended: Appended | None) -> str | None:

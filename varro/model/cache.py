@@ -27,7 +27,6 @@ place under a file lock, so concurrent processes never see half a model.
 from __future__ import annotations
 
 import fcntl
-import gc
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ from events.schema import CheckpointRef
 from varro.artifacts import fsync_dir
 from varro.checkpoints import CheckpointError, checkpoint_sha256, verify_all_but_weights, verify_checkpoint
 from varro.model import build as tiny
+from varro.model.memory import return_freed_memory
 
 __all__ = ["LoadedModel", "ModelCache", "ModelError", "checkpoint_sha256", "ensure_default_model"]
 
@@ -255,4 +255,4 @@ class ModelCache:
         if self._pinned is not None:
             self.store.release_checkpoint(self._pinned)
             self._pinned = None
-        gc.collect()
+        return_freed_memory()
