@@ -83,7 +83,11 @@ def random_qwen3(tokenizer, dtype) -> LoadedModel:
     model.set_dtype(dtype)
     mx.eval(model.parameters())
     return LoadedModel(
-        model=model, tokenizer=tokenizer, ref=CheckpointRef(sha256="random", base_model="qwen3-0.6b"), path=Path(".")
+        model=model,
+        tokenizer=tokenizer,
+        ref=CheckpointRef(sha256="random", base_model="qwen3-0.6b"),
+        path=Path("."),
+        manifest={},  # never read from disk: nothing to verify
     )
 
 

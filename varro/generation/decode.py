@@ -9,8 +9,9 @@ all G siblings. Finished rows are dropped in bulk (`_COMPACT`). Passes of
 Under the NumPy kernels (the CPU default) a half-precision checkpoint decodes
 on a float32 copy of its weights (`varro.model.precision`), as its
 teacher-forced pass already does: MLX's CPU backend has no fast bf16/fp16
-matrix product (a 32-row product at Qwen3-0.6B's MLP shape ran at 6.9 GFLOP/s
-in bf16 against 62 in float32 on this machine, BENCHMARKS.md). The KV cache is
+matrix product (a 16-row product at Qwen3-0.6B's MLP shape ran at 6.7 GFLOP/s
+in bf16 against 139–165 in float32 here, and a bf16 0.6B decode 12× slower
+than on the copy; BENCHMARKS.md). The KV cache is
 then float32 too, twice the bytes the "auto" batch rule counted for the
 checkpoint's dtype, which stays the rule so the batch composition does not
 depend on the machine. The tokens are those of the float32 model the
