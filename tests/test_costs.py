@@ -166,6 +166,29 @@ def test_on_the_cpus_numpy_kernels_a_bf16_checkpoint_decodes_in_float32_but_batc
     assert generate.parts["decode"] > costs.estimate_day(shape, in_bf16, machine)[0].parts["decode"]
 
 
+def test_a_micro_batch_is_never_larger_than_its_minibatch():
+    """16 sequences in 4 minibatches train as micro-batches of 4 whatever microbatch_size says (as the trainer does)."""
+    machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
+    shape = costs.Shape.from_config(QWEN3_06B)
+
+    def train(minibatches: int, microbatch_size: int) -> costs.StageCost:
+        work = costs.Workload(
+            headlines=2,
+            group_size=8,
+            prompt_tokens=146,
+            response_tokens=160,
+            rows_per_pass=16,
+            minibatches=minibatches,
+            microbatch_size=microbatch_size,
+            holdout_share=0.0,
+            reference_pass=False,
+        )
+        return costs.estimate_day(shape, work, machine)[1]
+
+    assert train(4, 8).peak_bytes == train(4, 4).peak_bytes < train(1, 8).peak_bytes
+    assert "in 4 microbatches of 4" in train(4, 8).detail
+
+
 def test_accumulated_gradients_count_only_when_a_minibatch_spans_several_micro_batches():
     machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
     shape = costs.Shape.from_config(QWEN3_06B)
@@ -186,6 +209,7 @@ def test_accumulated_gradients_count_only_when_a_minibatch_spans_several_micro_b
 
     weights = shape.params * 4
     one, two = peak(8), peak(4)  # 8 sequences: one micro-batch of 8, or two of 4
-    per_micro_batch = one - 4 * weights  # weights, gradients, m, v; then activations and the head's chunk
+    # the cached parent (float32 here), weights, gradients, m, v; then activations and the head's chunk
+    per_micro_batch = one - 5 * weights
     # two micro-batches of half the size: half of those, and one more (accumulated) gradient tree
-    assert two == pytest.approx(5 * weights + per_micro_batch / 2)
+    assert two == pytest.approx(6 * weights + per_micro_batch / 2)

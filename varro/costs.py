@@ -49,6 +49,9 @@ VOCAB_PASSES_TRAIN = 12
 # (gate, up, their product, the SiLU), float32.
 ACTIVATION_HIDDEN_UNITS = 8
 ACTIVATION_MLP_UNITS = 4
+# And the attention's scores and softmax per head and key (the NumPy softmax keeps its output
+# for the backward pass): quadratic in the sequence length.
+ATTENTION_SCORE_UNITS = 2
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,9 @@ def _training(shape: Shape, work: Workload, machine: Machine, *, chunk: int) -> 
     length = work.prompt_tokens + work.response_tokens
     tokens = sequences * length
     weights = shape.params * FLOAT32
-    micro = max(1, min(work.microbatch_size, sequences))
+    per_minibatch = -(-sequences // max(1, work.minibatches))
+    # the trainer splits each minibatch into micro-batches: none is larger than its minibatch
+    micro = max(1, min(work.microbatch_size, per_minibatch))
     microbatches = -(-sequences // micro)
     # π_old (and the reference) before the epoch and the new policy after it, forward only.
     forward_passes = 3 if work.reference_pass else 2
@@ -246,18 +251,23 @@ def _training(shape: Shape, work: Workload, machine: Machine, *, chunk: int) -> 
         micro
         * length
         * shape.layers
-        * (ACTIVATION_HIDDEN_UNITS * shape.hidden + ACTIVATION_MLP_UNITS * shape.intermediate)
+        * (
+            ACTIVATION_HIDDEN_UNITS * shape.hidden
+            + ACTIVATION_MLP_UNITS * shape.intermediate
+            + ATTENTION_SCORE_UNITS * shape.heads * length
+        )
         * FLOAT32
     )
     head = micro * min(chunk, length) * shape.vocab * FLOAT32 * 3
     # weights, gradients and AdamW's m and v; and the minibatch's accumulated gradients when
     # it spans several micro-batches (the trainer drops each minibatch's before the next)
-    per_minibatch = -(-sequences // max(1, work.minibatches))
     state = (5 if per_minibatch > micro else 4) * weights
+    # the parent checkpoint as loaded, which the model cache keeps beside the trainable float32 copy
+    parent = shape.params * work.itemsize
     return StageCost(
         "train",
         measure + gradients + optimizer,
-        machine.runtime_bytes + state + activations + head,
+        machine.runtime_bytes + parent + state + activations + head,
         f"{sequences} sequences of {length} tokens in {microbatches} microbatches of {micro}; "
         f"π_old and closing passes {measure:.1f} s, gradients {gradients:.1f} s, "
         f"{work.minibatches} AdamW updates {optimizer:.1f} s",
