@@ -123,6 +123,15 @@ def test_model_cost_cli_names_a_bad_directory(tmp_path):
     result = CliRunner().invoke(main, ["model", "cost", str(tmp_path / "bad"), "--data-dir", str(tmp_path)])
     assert result.exit_code != 0
     assert "does not describe a decoder model" in result.output
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text(json.dumps(dict(QWEN3_06B, model_type="llama")))
+    result = CliRunner().invoke(
+        main,
+        ["model", "cost", str(tmp_path / "llama"), "--data-dir", str(tmp_path)],
+        env={"VARRO_MODEL__KERNELS": "numpy"},
+    )
+    assert result.exit_code != 0
+    assert "model.kernels = 'numpy' supports model types" in result.output and "Traceback" not in result.output
 
 
 def test_on_mlx_kernels_a_bf16_checkpoint_decodes_in_bf16_and_keeps_a_float32_copy_for_the_teacher_pass():

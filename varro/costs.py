@@ -336,15 +336,11 @@ def dtype_bytes(config: Mapping[str, Any]) -> int:
 def decode_bytes(config: Mapping[str, Any], kernels: str) -> int:
     """Bytes per weight and KV element while decoding here: float32 where the NumPy kernels run, else as stored.
 
-    `kernels` is the run's `model.kernels`, resolved as `varro.model.forward.resolve` does.
+    `kernels` is the run's `model.kernels`, resolved as generation resolves it (`varro.model.forward`).
     """
-    import mlx.core as mx
+    from varro.model.forward import resolve_type
 
-    from varro.model.forward import SUPPORTED
-
-    numpy = kernels == "numpy" or (
-        kernels == "auto" and str(config.get("model_type", "")) in SUPPORTED and mx.default_device() == mx.cpu
-    )
+    numpy = resolve_type(str(config.get("model_type", "")), kernels) == "numpy"
     return FLOAT32 if numpy else dtype_bytes(config)
 
 

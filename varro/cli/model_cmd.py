@@ -109,6 +109,7 @@ def cost(
     """
     from varro import costs
     from varro.errors import UsageProblem
+    from varro.model.forward import ForwardError
 
     if where is None:
         from varro.model.cache import ModelCache, ModelError
@@ -133,7 +134,7 @@ def cost(
         )
     except (OSError, json.JSONDecodeError) as exc:
         raise click.ClickException(f"{path} has no readable config.json: {exc}") from None
-    except UsageProblem as exc:
+    except (UsageProblem, ForwardError) as exc:
         raise click.ClickException(str(exc)) from None
     machine = costs.probe(probe_s)
     click.echo(f"model {path.name}: {shape.params / 1e6:.1f}M parameters, {shape.layers} layers, vocab {shape.vocab}")

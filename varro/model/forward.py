@@ -60,14 +60,17 @@ def model_type(model: nn.Module) -> str:
 
 def resolve(model: nn.Module, kernels: Kernels = "auto") -> Literal["mlx", "numpy"]:
     """Which kernels a forward pass of `model` uses: "auto" means NumPy's on the CPU for supported models."""
+    return resolve_type(model_type(model), kernels)
+
+
+def resolve_type(name: str, kernels: Kernels | str = "auto") -> Literal["mlx", "numpy"]:
+    """`resolve` for a model type named in a config.json, so a plan can be made without loading the weights."""
     if kernels == "mlx":
         return "mlx"
-    supported = model_type(model) in SUPPORTED
+    supported = name in SUPPORTED
     if kernels == "numpy":
         if not supported:
-            raise ForwardError(
-                f"model.kernels = 'numpy' supports model types {sorted(SUPPORTED)}, not {model_type(model)!r}"
-            )
+            raise ForwardError(f"model.kernels = 'numpy' supports model types {sorted(SUPPORTED)}, not {name!r}")
         return "numpy"
     if kernels != "auto":
         raise ForwardError(f"kernels must be 'auto', 'mlx' or 'numpy', got {kernels!r}")
