@@ -59,12 +59,8 @@ def output_weight(model: nn.Module) -> mx.array:
 ChunkHead = Callable[[mx.array, mx.array, mx.array, mx.array], mx.array]
 
 
-def _logits(hidden: mx.array, weight: mx.array, inv_temp: mx.array) -> mx.array:
-    return (hidden.astype(mx.float32) @ weight.astype(mx.float32).T) * inv_temp
-
-
 def _chunk_logprobs(hidden: mx.array, weight: mx.array, targets: mx.array, inv_temp: mx.array) -> mx.array:
-    logits = _logits(hidden, weight, inv_temp)
+    logits = (hidden.astype(mx.float32) @ weight.astype(mx.float32).T) * inv_temp
     picked = mx.take_along_axis(logits, mx.stop_gradient(targets)[..., None], axis=-1)[..., 0]
     return picked - mx.logsumexp(logits, axis=-1)
 
