@@ -175,48 +175,38 @@ def test_on_the_cpus_numpy_kernels_a_bf16_checkpoint_decodes_in_float32_but_batc
     assert generate.parts["decode"] > costs.estimate_day(shape, in_bf16, machine)[0].parts["decode"]
 
 
+def qwen_training(*, headlines: int, prompt: int, response: int, minibatches: int, micro: int) -> costs.StageCost:
+    """The training stage's estimate for a Qwen3-0.6B-shaped day of `headlines` x 8 sequences, nothing held out."""
+    work = costs.Workload(
+        headlines=headlines,
+        group_size=8,
+        prompt_tokens=prompt,
+        response_tokens=response,
+        rows_per_pass=8 * headlines,
+        minibatches=minibatches,
+        microbatch_size=micro,
+        holdout_share=0.0,
+        reference_pass=False,
+    )
+    machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
+    return costs.estimate_day(costs.Shape.from_config(QWEN3_06B), work, machine)[1]
+
+
 def test_a_micro_batch_is_never_larger_than_its_minibatch():
     """16 sequences in 4 minibatches train as micro-batches of 4 whatever microbatch_size says (as the trainer does)."""
-    machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
-    shape = costs.Shape.from_config(QWEN3_06B)
 
-    def train(minibatches: int, microbatch_size: int) -> costs.StageCost:
-        work = costs.Workload(
-            headlines=2,
-            group_size=8,
-            prompt_tokens=146,
-            response_tokens=160,
-            rows_per_pass=16,
-            minibatches=minibatches,
-            microbatch_size=microbatch_size,
-            holdout_share=0.0,
-            reference_pass=False,
-        )
-        return costs.estimate_day(shape, work, machine)[1]
+    def train(minibatches: int, micro: int) -> costs.StageCost:
+        return qwen_training(headlines=2, prompt=146, response=160, minibatches=minibatches, micro=micro)
 
     assert train(4, 8).peak_bytes == train(4, 4).peak_bytes < train(1, 8).peak_bytes
     assert "in 4 microbatches of 4" in train(4, 8).detail
 
 
 def test_accumulated_gradients_count_only_when_a_minibatch_spans_several_micro_batches():
-    machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
-    shape = costs.Shape.from_config(QWEN3_06B)
+    def peak(micro: int) -> float:
+        return qwen_training(headlines=1, prompt=48, response=80, minibatches=1, micro=micro).peak_bytes
 
-    def peak(microbatch_size: int) -> float:
-        work = costs.Workload(
-            headlines=1,
-            group_size=8,
-            prompt_tokens=48,
-            response_tokens=80,
-            rows_per_pass=8,
-            minibatches=1,
-            microbatch_size=microbatch_size,
-            holdout_share=0.0,
-            reference_pass=False,
-        )
-        return costs.estimate_day(shape, work, machine)[1].peak_bytes
-
-    weights = shape.params * 4
+    weights = costs.Shape.from_config(QWEN3_06B).params * 4
     one, two = peak(8), peak(4)  # 8 sequences: one micro-batch of 8, or two of 4
     # the cached parent (float32 here), weights, gradients, m, v; then activations and the head's chunk
     per_micro_batch = one - 5 * weights
