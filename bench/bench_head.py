@@ -24,7 +24,7 @@ import numpy as np
 
 import varro  # noqa: F401  (preloads OpenBLAS before mlx)
 import varro.gspo.logprobs as logprobs
-from bench.bench_train import COMMON, EPS_HIGH, EPS_LOW, LR, MODELS, synthetic
+from bench.bench_train import LR, MODELS, mlx_step
 
 
 def main() -> None:
@@ -38,45 +38,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import mlx.core as mx
-    from mlx_lm.models import qwen3
 
-    from varro.config import TrainConfig
-    from varro.gspo.batch import TrainingSequence
     from varro.gspo.optimizer import FusedAdamW
-    from varro.gspo.trainer import EpochData, make_loss_and_grad, minibatch_gradient, prepare_policy, sequence_logprobs
+    from varro.gspo.trainer import minibatch_gradient
 
-    shape = MODELS[args.model]
-    mx.random.seed(0)
-    model = qwen3.Model(qwen3.ModelArgs(**COMMON, **shape))
-    cfg = TrainConfig(
-        minibatches=1,
-        microbatch_size=args.batch,
-        learning_rate=LR,
-        eps_low=EPS_LOW,
-        eps_high=EPS_HIGH,
-        logprob_chunk=args.chunk,
-    )
-    model = prepare_policy(model, cfg, seed=0)
-    mx.eval(model.parameters())
-    tokens, adv, old_shift = synthetic(args, shape["vocab_size"])
-    seqs = [
-        TrainingSequence(
-            headline_id="h",
-            index=i,
-            prompt_ids=tuple(int(t) for t in row[: args.prompt]),
-            response_ids=tuple(int(t) for t in row[args.prompt :]),
-            behaviour_logprobs=(0.0,) * args.response,
-            reward=0.0,
-            raw_score=None,
-            rank=1,
-        )
-        for i, row in enumerate(tokens)
-    ]
-    old = sequence_logprobs(model, seqs, loss_on="response", chunk=args.chunk, batch_size=args.batch)
-    old = [o + old_shift[i, args.prompt - 1 :] for i, o in enumerate(old)]
-    data = EpochData(seqs=seqs, old=old, ref=None, advantages=adv, weights=np.ones(args.batch, np.float32))
+    model, cfg, data, loss_and_grad = mlx_step(args, MODELS[args.model])
     opt = FusedAdamW(learning_rate=LR, weight_decay=0.0)
-    loss_and_grad = make_loss_and_grad(model, cfg)
 
     as_configured = logprobs.chunk_head
     arms = {

@@ -105,15 +105,14 @@ def rss_mb():
 # ------------------------------------------------------------------ MLX (Varro's trainer)
 
 
-def run_mlx(args, shape, weights_file, compiled, kernels="auto", fused_adamw=True):
+def mlx_step(args, shape, weights_file="", compiled=False, kernels="auto"):
+    """The trainer's minibatch step on synthetic data: (model, its TrainConfig, the epoch's data, loss_and_grad)."""
     import mlx.core as mx
-    import mlx.optimizers as optim
     from mlx_lm.models import qwen3
 
     from varro.config import TrainConfig
     from varro.gspo.batch import TrainingSequence
-    from varro.gspo.optimizer import FusedAdamW
-    from varro.gspo.trainer import EpochData, make_loss_and_grad, minibatch_gradient, prepare_policy, sequence_logprobs
+    from varro.gspo.trainer import EpochData, make_loss_and_grad, prepare_policy, sequence_logprobs
 
     mx.random.seed(0)
     model = qwen3.Model(qwen3.ModelArgs(**COMMON, **shape))
@@ -149,12 +148,22 @@ def run_mlx(args, shape, weights_file, compiled, kernels="auto", fused_adamw=Tru
     )
     old = [o + old_shift[i, args.prompt - 1 :] for i, o in enumerate(old)]
     data = EpochData(seqs=seqs, old=old, ref=None, advantages=adv, weights=np.ones(args.batch, np.float32))
+    return model, cfg, data, make_loss_and_grad(model, cfg, kernels=kernels)
+
+
+def run_mlx(args, shape, weights_file, compiled, kernels="auto", fused_adamw=True):
+    import mlx.core as mx
+    import mlx.optimizers as optim
+
+    from varro.gspo.optimizer import FusedAdamW
+    from varro.gspo.trainer import minibatch_gradient
+
+    model, cfg, data, loss_and_grad = mlx_step(args, shape, weights_file, compiled, kernels)
     opt = (
         FusedAdamW(learning_rate=LR, weight_decay=0.0)
         if fused_adamw
         else optim.AdamW(learning_rate=LR, weight_decay=0.0, bias_correction=True)
     )
-    loss_and_grad = make_loss_and_grad(model, cfg, kernels=kernels)
     part = np.arange(args.batch)
     times, losses, phases = [], [], []
     mx.reset_peak_memory()
