@@ -1,9 +1,10 @@
 """Batched, reproducible roll-outs with the behaviour policy's exact log-probs.
 
 All roll-outs of a generation pass decode together, one forward pass of the
-model per step over mlx_lm's `BatchKVCache`. Each headline's prompt is
-prefilled once and its KV cache merged into the batch for all G siblings, so
-the prefill is shared rather than repeated G times. The loop is ours rather
+model per step. Each headline's prompt is prefilled once for all G siblings,
+and on the CPU its KV cache is held and read once per headline as well
+(`varro.model.shared_prompt`; mlx_lm's `BatchKVCache`, one copy per row, under
+MLX's kernels). The loop is ours rather
 than `BatchGenerator`'s because that engine samples row by row as soon as rows
 carry their own random streams, returns one log-prob array per row per step,
 and copies the whole batch cache every time a single row finishes; here a
@@ -20,8 +21,8 @@ candidates that survive temperature, top-k and top-p, for every row of the
 batch at once (`sample_tokens`). A roll-out's tokens are therefore a function
 of its seed and of the logits it sees, never of the global RNG or of which
 other roll-outs share the batch. The logits themselves are *not* bitwise
-independent of the batch on the CPU: the amount of left padding (set by the
-longest prompt in the batch, and shifted as rows are dropped) changes the
+independent of the batch on the CPU: the padding of the prompts (set by the
+longest prompt in the batch) and the rows that still share a product change the
 rounding of the attention (differences of about 1e-6 in the log-probs).
 Such a difference flips a draw only when the uniform lands that close to a CDF
 step, so in practice tokens agree (64 of 64 roll-outs of 160 tokens matched

@@ -1,10 +1,14 @@
 """The decoding loop: all roll-outs of a generation pass decode together.
 
-One forward pass of the model per step over mlx_lm's `BatchKVCache`; each
-headline's prompt is prefilled once and its KV cache merged into the batch for
-all G siblings. Finished rows are dropped in bulk (`_COMPACT`). Passes of
-``batch_size // group_size`` headlines are the canonical batch composition
-(`sample_in_passes`), see the package docstring.
+One forward pass of the model per step for the whole batch; each headline's
+prompt is prefilled once for all G siblings. Under the NumPy kernels (the CPU
+default) its keys and values are then held, and read, once per headline
+(`varro.model.shared_prompt`): a step's attention reads about a third of the
+bytes of one copy per row, which is what bounds a step at varro-tiny's
+256-row pass. Under MLX's kernels the prompt's cache is copied into mlx_lm's
+`BatchKVCache`, one copy per row. Finished rows are dropped in bulk
+(`_COMPACT`). Passes of ``batch_size // group_size`` headlines are the
+canonical batch composition (`sample_in_passes`), see the package docstring.
 
 Under the NumPy kernels (the CPU default) a half-precision checkpoint decodes
 on a float32 copy of its weights (`varro.model.precision`), as its
@@ -44,6 +48,7 @@ from varro.generation.sampling import (
 from varro.model.cache import LoadedModel
 from varro.model.forward import Forward, Kernels, inference_forward, project, resolve
 from varro.model.precision import float32_weights
+from varro.model.shared_prompt import SharedPromptCache, shared_prompt_caches
 
 # Finished rows stay in the batch (their draws are ignored) until at most this
 # fraction of it is still running; dropping them copies every layer's cache.
@@ -62,21 +67,50 @@ class SampledResponse:
     logprobs: list[float]  # log_softmax(logits / T)[token] of the decoding pass (T = 1 when greedy), untruncated
 
 
+def _prefilled(forward: Forward, model: nn.Module, ids: list[int]) -> list[Any]:
+    """One prompt's KV cache per layer, all but its last token prefilled (that token starts the decoding)."""
+    cache = make_prompt_cache(model)
+    if len(ids) > 1:
+        forward(mx.array([ids[:-1]]), cache)
+        mx.eval([c.state for c in cache])
+    return cache
+
+
+def _prompt_part(buffer: mx.array, length: int) -> np.ndarray:
+    """A one-row KV cache buffer's first `length` positions, (kv_heads, length, dim) in float32."""
+    return np.array(buffer[0, :, :length].astype(mx.float32))
+
+
 def _merged_cache(forward: Forward, model: nn.Module, prompts: Sequence[list[int]], group_size: int) -> list[Any]:
-    """Each prompt (all but its last token) prefilled once, merged into one batch cache with G rows per prompt."""
+    """Each prompt prefilled once, merged into one mlx_lm batch cache with G rows per prompt (each its own copy)."""
     per_row = []
     for ids in prompts:
-        shared = make_prompt_cache(model)
-        if len(ids) > 1:
-            forward(mx.array([ids[:-1]]), shared)
-            mx.eval([c.state for c in shared])
-        per_row.extend([shared] * group_size)
+        per_row.extend([_prefilled(forward, model, ids)] * group_size)
     merged = []
     for layer, kind in enumerate(per_row[0]):
         if not hasattr(kind, "merge"):
             raise GenerationError(f"{type(kind).__name__} caches cannot be batched")
         merged.append(kind.merge([row[layer] for row in per_row]))
     return merged
+
+
+def _shared_cache(
+    forward: Forward, model: nn.Module, prompts: Sequence[list[int]], group_size: int, capacity: int
+) -> list[SharedPromptCache]:
+    """Each prompt prefilled once and held once per layer, its G rows' generated keys on their own."""
+    layers = model.model.layers
+    empty = [
+        np.zeros((layer.self_attn.n_kv_heads, 0, layer.self_attn.k_norm.weight.shape[0]), np.float32)
+        for layer in layers
+    ]
+    per_prompt = []
+    for ids in prompts:
+        if len(ids) > 1:
+            filled = _prefilled(forward, model, ids)
+            per_prompt.append([(_prompt_part(c.keys, c.offset), _prompt_part(c.values, c.offset)) for c in filled])
+        else:
+            per_prompt.append([(e, e) for e in empty])
+    return shared_prompt_caches(per_prompt, group_size, capacity)
 
 
 def sample_responses(
@@ -130,7 +164,11 @@ def _decode(
 ) -> list[SampledResponse]:
     """The decoding loop of `sample_responses` over validated inputs, in the weights' own dtype."""
     forward = inference_forward(model, kernels)
-    cache = _merged_cache(forward, model, [ids for _, ids in prompts], group_size)
+    ids = [ids for _, ids in prompts]
+    if resolve(model, kernels) == "numpy":
+        cache: list[Any] = _shared_cache(forward, model, ids, group_size, sampler.max_tokens)
+    else:
+        cache = _merged_cache(forward, model, ids, group_size)
     uniforms = np.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
     drawn = np.array([ids[-1] for _, ids in prompts for _ in range(group_size)])
     temperature = mx.array(sampler.temperature or 1.0, dtype=mx.float32)

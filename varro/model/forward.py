@@ -31,6 +31,7 @@ import numpy as np
 from mlx_lm.models.base import create_attention_mask
 
 from events.errors import PermanentError
+from varro.model.shared_prompt import SharedPromptCache
 
 if TYPE_CHECKING:
     from mlx_lm.models.qwen3 import MLP, Attention
@@ -97,7 +98,7 @@ def hidden_states(model: nn.Module, inputs: mx.array, cache: Cache) -> mx.array:
     """The decoder stack of a Qwen3 model with the softmax and SwiGLU in NumPy (see the module doc)."""
     inner = model.model
     h = inner.embed_tokens(inputs)
-    mask = create_attention_mask(h, cache[0])
+    mask = None if isinstance(cache[0], SharedPromptCache) else create_attention_mask(h, cache[0])
     for layer, layer_cache in zip(inner.layers, cache, strict=True):
         h = h + _attention(layer.self_attn, layer.input_layernorm(h), mask, layer_cache)
         h = h + _swiglu_mlp(layer.mlp, layer.post_attention_layernorm(h))
@@ -121,9 +122,14 @@ def _merge_heads(attn: Attention, out: mx.array) -> mx.array:
 
 
 def _attention(attn: Attention, x: mx.array, mask: Mask, cache: Any) -> mx.array:
-    """mlx_lm's Qwen3 attention, its softmax taken in NumPy; the score and value products stay in MLX."""
+    """mlx_lm's Qwen3 attention, its softmax taken in NumPy; the score and value products stay in MLX.
+
+    Over a `SharedPromptCache` (decoding groups of roll-outs) the whole attention is the cache's, in NumPy.
+    """
     B, L, _ = x.shape
     queries, keys, values = _heads(attn, x, cache.offset)
+    if isinstance(cache, SharedPromptCache):  # a decoding step over prompts shared by groups of rows
+        return _merge_heads(attn, cache.attend(queries, keys, values, attn.scale).astype(x.dtype))
     keys, values = cache.update_and_fetch(keys, values)
     kv_heads, length, dim = keys.shape[1:]
     repeats = attn.n_heads // kv_heads
