@@ -124,6 +124,7 @@ def compare_day(label: str, cfg: Any, config: dict, events: list[dict], machine:
         response_tokens=round(response),
         kv_itemsize=kv_itemsize,
         decode_itemsize=costs.decode_bytes(config, cfg.model.kernels),
+        shared_prompt=costs.shares_prompts(config, cfg.model.kernels),
     )
     # the day's own counts: generated headlines and prompt length as the events recorded them
     prompt = round(train_response - response)

@@ -175,6 +175,23 @@ def test_on_the_cpus_numpy_kernels_a_bf16_checkpoint_decodes_in_float32_but_batc
     assert generate.parts["decode"] > costs.estimate_day(shape, in_bf16, machine)[0].parts["decode"]
 
 
+def test_decoding_on_shared_prompts_holds_and_reads_each_prompt_once_per_headline():
+    """Where the NumPy kernels run, a pass holds one copy of each prompt's cache per headline, not one per row."""
+    qwen3 = {"model_type": "qwen3"}
+    assert costs.shares_prompts(qwen3, "numpy") and not costs.shares_prompts(qwen3, "mlx")
+    assert not costs.shares_prompts({"model_type": "llama"}, "auto")
+    cfg = load_config(None, environ={})
+    shape = costs.Shape.from_config(QWEN3_06B)
+    machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
+    kwargs = dict(headlines=16, prompt_tokens=140, response_tokens=None, kv_itemsize=4)
+    per_row, shared = (costs.workload(cfg, shape, **kwargs, shared_prompt=on) for on in (False, True))
+    (a, b) = (costs.estimate_day(shape, w, machine)[0] for w in (per_row, shared))
+    rows = min(shared.rows_per_pass, shared.rollouts)
+    copies_saved = rows - rows / shared.group_size
+    assert a.peak_bytes - b.peak_bytes == copies_saved * shared.prompt_tokens * shape.kv_bytes_per_token(4)
+    assert b.parts["decode"] < a.parts["decode"] and b.parts["teacher"] == a.parts["teacher"]
+
+
 def qwen_training(*, headlines: int, prompt: int, response: int, minibatches: int, micro: int) -> costs.StageCost:
     """The training stage's estimate for a Qwen3-0.6B-shaped day of `headlines` x 8 sequences, nothing held out."""
     work = costs.Workload(

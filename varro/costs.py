@@ -159,6 +159,7 @@ class Workload:
     reference_pass: bool
     itemsize: int = FLOAT32  # bytes per weight and KV element as the checkpoint stores them (`dtype_bytes`)
     decode_itemsize: int = FLOAT32  # the same while decoding: float32 on the CPU's NumPy kernels (`decode_bytes`)
+    shared_prompt: bool = False  # each prompt's KV held and read once per headline while decoding (`shares_prompts`)
 
     @property
     def generated_headlines(self) -> int:
@@ -186,6 +187,10 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
     weights = shape.params * work.decode_itemsize
     weights32 = shape.params * FLOAT32
     mean_context = work.prompt_tokens + work.response_tokens / 2
+    # Copies of each prompt's keys and values a pass holds and reads per step: one per headline
+    # where they are shared (varro.model.shared_prompt), else one per row (mlx_lm's batch cache).
+    prompt_rows = rows / work.group_size if work.shared_prompt else rows
+    kv_read = prompt_rows * work.prompt_tokens + rows * work.response_tokens / 2
     prefill = machine.seconds(
         shape.forward_flops(rows * work.prompt_tokens, work.prompt_tokens / 2, head_tokens=rows),
         weights,
@@ -194,7 +199,7 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
     )
     step = machine.seconds(
         shape.forward_flops(rows, mean_context),
-        weights + rows * mean_context * shape.kv_bytes_per_token(work.decode_itemsize),
+        weights + kv_read * shape.kv_bytes_per_token(work.decode_itemsize),
         shape.layers * OPS_PER_LAYER_FORWARD + OPS_PER_SAMPLED_TOKEN,
         shape.elementwise_bytes(rows, mean_context, train=False),
     )
@@ -207,7 +212,8 @@ def _generation(shape: Shape, work: Workload, machine: Machine) -> StageCost:
         shape.layers * OPS_PER_LAYER_FORWARD,
         shape.elementwise_bytes(tokens, (work.prompt_tokens + work.response_tokens) / 2, train=False),
     )
-    kv = rows * (work.prompt_tokens + work.response_tokens) * shape.kv_bytes_per_token(work.decode_itemsize)
+    kv_held = prompt_rows * work.prompt_tokens + rows * work.response_tokens
+    kv = kv_held * shape.kv_bytes_per_token(work.decode_itemsize)
     logits = rows * shape.vocab * FLOAT32 * 2
     stored = shape.params * work.itemsize
     return StageCost(
@@ -338,10 +344,18 @@ def decode_bytes(config: Mapping[str, Any], kernels: str) -> int:
 
     `kernels` is the run's `model.kernels`, resolved as generation resolves it (`varro.model.forward`).
     """
+    return FLOAT32 if _numpy_decoding(config, kernels) else dtype_bytes(config)
+
+
+def shares_prompts(config: Mapping[str, Any], kernels: str) -> bool:
+    """Whether decoding here holds each prompt's keys and values once per headline: where the NumPy kernels run."""
+    return _numpy_decoding(config, kernels)
+
+
+def _numpy_decoding(config: Mapping[str, Any], kernels: str) -> bool:
     from varro.model.forward import resolve_type
 
-    numpy = resolve_type(str(config.get("model_type", "")), kernels) == "numpy"
-    return FLOAT32 if numpy else dtype_bytes(config)
+    return resolve_type(str(config.get("model_type", "")), kernels) == "numpy"
 
 
 def workload(
@@ -353,11 +367,12 @@ def workload(
     response_tokens: int | None,
     kv_itemsize: int,
     decode_itemsize: int | None = None,
+    shared_prompt: bool = False,
 ) -> Workload:
     """A day's `Workload` from the run's config: the same batch rule generation uses (`varro.generation.batching`).
 
     `kv_itemsize` is the checkpoint's (the batch rule's); `decode_itemsize` what decoding runs in (`decode_bytes`),
-    by default the same.
+    by default the same; `shared_prompt` whether decoding shares each prompt's cache (`shares_prompts`).
     """
     from varro.generation.batching import auto_rows
 
@@ -387,4 +402,5 @@ def workload(
         reference_pass=train.beta > 0,
         itemsize=kv_itemsize,
         decode_itemsize=kv_itemsize if decode_itemsize is None else decode_itemsize,
+        shared_prompt=shared_prompt,
     )

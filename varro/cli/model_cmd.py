@@ -131,6 +131,7 @@ def cost(
             response_tokens=response_tokens,
             kv_itemsize=costs.dtype_bytes(config),
             decode_itemsize=costs.decode_bytes(config, cfg.model.kernels),
+            shared_prompt=costs.shares_prompts(config, cfg.model.kernels),
         )
     except (OSError, json.JSONDecodeError) as exc:
         raise click.ClickException(f"{path} has no readable config.json: {exc}") from None
