@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import mlx.core as mx
@@ -190,6 +191,46 @@ def test_decoding_on_shared_prompts_holds_and_reads_each_prompt_once_per_headlin
     copies_saved = rows - rows / shared.group_size
     assert a.peak_bytes - b.peak_bytes == copies_saved * shared.prompt_tokens * shape.kv_bytes_per_token(4)
     assert b.parts["decode"] < a.parts["decode"] and b.parts["teacher"] == a.parts["teacher"]
+
+
+def test_a_day_that_does_not_fit_is_offered_the_largest_setting_that_does():
+    """35 Qwen3-0.6B-shaped headlines: memory between the micro-batch-4 and -8 training peaks asks for 4."""
+    cfg = load_config(None, environ={})
+    shape = costs.Shape.from_config(QWEN3_06B)
+    machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
+    work = costs.workload(cfg, shape, headlines=35, prompt_tokens=140, response_tokens=None, kv_itemsize=2)
+    assert work.microbatch_size == 8
+
+    def peaks(**changes):
+        return {s.name: s.peak_bytes for s in costs.estimate_day(shape, dataclasses.replace(work, **changes), machine)}
+
+    at8, at4 = peaks(), peaks(microbatch_size=4)
+    assert at4["train"] < at8["train"] and at8["generate"] < at4["train"]
+    between = (at4["train"] + at8["train"]) / 2 / 0.9  # 90% of it lies between the two peaks
+    verdict = costs.fit(shape, work, machine, between)
+    assert not verdict.fits and verdict.advice == "train.microbatch_size = 4" and verdict.peak.name == "train"
+    assert costs.fit(shape, work, machine, at8["train"] / 0.8).fits
+    tight = costs.fit(shape, work, machine, peaks(microbatch_size=1)["train"] / 0.9 * 0.99)
+    assert tight.advice == "a smaller model (one sequence is too big)"
+    # a generation pass over the budget is offered fewer rows, in whole headlines
+    rows = min(work.rows_per_pass, work.rollouts)
+    half = peaks(rows_per_pass=rows // 2 // 8 * 8)["generate"]
+    squeezed = costs.fit(shape, dataclasses.replace(work, microbatch_size=1), machine, (half + 1) / 0.9)
+    assert squeezed.advice is not None and squeezed.advice.startswith("generation.batch_size = ")
+    assert int(squeezed.advice.split("= ")[1].split(";")[0]) % 8 == 0
+    assert "; a smaller model (one sequence is too big)" in squeezed.advice  # training is over it as well
+
+
+def test_model_cost_cli_says_whether_the_day_fits(tmp_path):
+    (tmp_path / "qwen3-0.6b").mkdir()
+    (tmp_path / "qwen3-0.6b" / "config.json").write_text(json.dumps(dict(QWEN3_06B, torch_dtype="bfloat16")))
+    args = ["model", "cost", str(tmp_path / "qwen3-0.6b"), "--probe-s", "0.1", "--data-dir", str(tmp_path)]
+    roomy = CliRunner().invoke(main, [*args, "--memory-gib", "1000"])
+    assert roomy.exit_code == 0, roomy.output
+    assert "memory: fits (" in roomy.output
+    small = CliRunner().invoke(main, [*args, "--headlines", "35", "--memory-gib", "12"])
+    assert small.exit_code == 0, small.output
+    assert "memory: does not fit (train peaks at" in small.output and "of 12.0 GiB, over 90% of it); try " in small.output
 
 
 def qwen_training(*, headlines: int, prompt: int, response: int, minibatches: int, micro: int) -> costs.StageCost:

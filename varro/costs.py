@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +286,69 @@ def estimate_day(shape: Shape, work: Workload, machine: Machine, *, logprob_chun
     if work.headlines < 1:
         raise UsageProblem(f"a day needs at least one headline, got {work.headlines}")
     return [_generation(shape, work, machine), _training(shape, work, machine, chunk=logprob_chunk)]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Whether a day's estimated peak fits in `memory` bytes, and the setting that would make it fit if not."""
+
+    memory: float
+    peak: StageCost
+    advice: str | None  # None when it fits
+
+    @property
+    def fits(self) -> bool:
+        return self.advice is None
+
+
+def fit(
+    shape: Shape, work: Workload, machine: Machine, memory: float, *, logprob_chunk: int = 256, margin: float = 0.1
+) -> Fit:
+    """The day's largest stage against `memory`, with `margin` for the estimate running low (BENCHMARKS.md).
+
+    A training stage over it is offered the largest micro-batch, halving from
+    `train.microbatch_size`, whose estimate fits; a generation stage, the
+    largest pass of whole headlines that does.
+    """
+    budget = memory * (1 - margin)
+    stages = estimate_day(shape, work, machine, logprob_chunk=logprob_chunk)
+    peak = max(stages, key=lambda stage: stage.peak_bytes)
+    over = [stage.name for stage in stages if stage.peak_bytes > budget]
+    if not over:
+        return Fit(memory, peak, None)
+    advice = []
+    if "generate" in over:
+        rows = _largest(
+            _halvings(min(work.rows_per_pass, work.rollouts), step=work.group_size),
+            lambda n: _generation(shape, replace(work, rows_per_pass=n), machine).peak_bytes <= budget,
+        )
+        advice.append(f"generation.batch_size = {rows}" if rows else "a smaller model (one headline's pass is too big)")
+    if "train" in over:
+        micro = _largest(
+            _halvings(work.microbatch_size, step=1),
+            lambda n: (
+                _training(shape, replace(work, microbatch_size=n), machine, chunk=logprob_chunk).peak_bytes <= budget
+            ),
+        )
+        advice.append(f"train.microbatch_size = {micro}" if micro else "a smaller model (one sequence is too big)")
+    return Fit(memory, peak, "; ".join(advice))
+
+
+def _halvings(start: int, *, step: int) -> list[int]:
+    """start, then halved again and again, in multiples of `step`, down to `step`."""
+    sizes = [max(step, start // step * step)]
+    while sizes[-1] > step:
+        sizes.append(max(step, sizes[-1] // 2 // step * step))
+    return sizes
+
+
+def _largest(sizes: list[int], fits: Callable[[int], bool]) -> int | None:
+    return next((n for n in sizes if fits(n)), None)
+
+
+def machine_memory() -> float:
+    """This machine's physical memory in bytes: what a day's peak has to fit in."""
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def probe(seconds: float = 1.0) -> Machine:

@@ -93,6 +93,11 @@ def info(where: str | None, cfg: VarroConfig) -> None:
     help="Mean roll-out length (default: the sampler's max_tokens, the worst case).",
 )
 @click.option("--probe-s", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Seconds per probe.")
+@click.option(
+    "--memory-gib",
+    type=click.FloatRange(min=0.1),
+    help="Memory the day must fit in (default: this machine's physical memory).",
+)
 @config_options
 def cost(
     where: str | None,
@@ -100,6 +105,7 @@ def cost(
     prompt_tokens: int,
     response_tokens: int | None,
     probe_s: float,
+    memory_gib: float | None,
     cfg: VarroConfig,
 ) -> None:
     """Estimate a day's time and peak memory here, from the model's shape and this machine's measured throughputs.
@@ -155,3 +161,10 @@ def cost(
     total = sum(stage.seconds for stage in stages)
     peak = max(stage.peak_bytes for stage in stages)
     click.echo(f"{'day':9s} {total:9.1f} s  peak {peak / 2**30:6.2f} GiB  (estimate; BENCHMARKS.md says how close)")
+    memory = costs.machine_memory() if memory_gib is None else memory_gib * 2**30
+    verdict = costs.fit(shape, work, machine, memory, logprob_chunk=cfg.train.logprob_chunk)
+    held = f"{verdict.peak.peak_bytes / 2**30:.2f} GiB of {memory / 2**30:.1f} GiB"
+    if verdict.fits:
+        click.echo(f"memory: fits ({held}, with 10% kept for the estimate running low)")
+    else:
+        click.echo(f"memory: does not fit ({verdict.peak.name} peaks at {held}, over 90% of it); try {verdict.advice}")
