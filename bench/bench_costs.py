@@ -1,6 +1,6 @@
 """The day-cost model (`varro model cost`) against what this machine measures, stage by stage.
 
-    .venv/bin/python -m bench.bench_costs [--skip-06b]
+    .venv/bin/python -m bench.bench_costs [--skip-06b] [--skip-tiny] [--qwen-day N [--microbatch M]]
 
 varro-tiny: runs three bundled sample days with the default config (`varro run`,
 embedded server, a temporary data directory) and compares the last trained day's recorded
@@ -65,8 +65,11 @@ def tiny_day(machine: costs.Machine) -> None:
     compare_day("varro-tiny", cfg, config, events, machine)
 
 
-def qwen_day(machine: costs.Machine, headlines: int) -> None:
-    """Two sample days of `headlines` headlines each with a random Qwen3-0.6B-shaped bf16 checkpoint."""
+def qwen_day(machine: costs.Machine, headlines: int, microbatch: int | None = None) -> None:
+    """Two sample days of `headlines` headlines each with a random Qwen3-0.6B-shaped bf16 checkpoint.
+
+    `microbatch` sets train.microbatch_size (default: the config's, 8).
+    """
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import qwen3
@@ -98,6 +101,7 @@ def qwen_day(machine: costs.Machine, headlines: int) -> None:
         toml.write_text(
             f'[model]\nbase = "{model_dir}"\n\n[generation]\nmax_headlines = {headlines}\n\n'
             '[judge]\nkind = "structure"\n\n[eval]\npanel = "none"\n'
+            + ("" if microbatch is None else f"\n[train]\nmicrobatch_size = {microbatch}\n")
         )
         data = str(Path(tmp) / "data")
         _cli("run", "--source", "sample", "--to", "2025-08-05", "--config", str(toml), data_dir=data)
@@ -143,6 +147,10 @@ def compare_day(label: str, cfg: Any, config: dict, events: list[dict], machine:
             f"ratio {estimate.seconds / measured:.2f}  parts { ({k: round(v, 1) for k, v in estimate.parts.items()}) }"
         )
     print(f"  train peak: estimate {train.peak_bytes / 2**20:.0f} MB, measured RSS {trained['peak_rss_mb']:.0f} MB")
+    verdict = costs.fit(shape, work, machine, costs.machine_memory(), logprob_chunk=cfg.train.logprob_chunk)
+    print(
+        f"  fits this machine's {costs.machine_memory() / 2**30:.1f} GiB: {verdict.fits} ({verdict.advice or 'as set'})"
+    )
 
 
 def qwen_step(machine: costs.Machine) -> None:
@@ -180,6 +188,7 @@ def main() -> None:
     parser.add_argument("--skip-06b", action="store_true")
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--qwen-day", type=int, default=0, metavar="N", help="also a 0.6B-shaped day of N headlines")
+    parser.add_argument("--microbatch", type=int, help="train.microbatch_size for the 0.6B-shaped day")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
     machine = costs.probe(1.0)
@@ -192,7 +201,7 @@ def main() -> None:
     if not args.skip_06b:
         qwen_step(machine)
     if args.qwen_day:
-        qwen_day(machine, args.qwen_day)
+        qwen_day(machine, args.qwen_day, args.microbatch)
     print(f"load average after: {os.getloadavg()}")
 
 
