@@ -33,10 +33,10 @@ from varro.model.forward import Forward
 
 
 def per_row_cache(
-    forward: Forward, model: nn.Module, prompts: Sequence[list[int]], group_size: int, capacity: int
+    forward: Forward, model: nn.Module, prompts: Sequence[list[int]], groups: Sequence[int], capacity: int
 ) -> list[Any]:
     """The arm without sharing: mlx_lm's batch cache, each row its own copy of its prompt (`capacity` unused)."""
-    return decode._merged_cache(forward, model, prompts, group_size)
+    return decode.merged_cache(forward, model, prompts, len(groups) // len(prompts))
 
 
 def main() -> None:
@@ -54,11 +54,11 @@ def main() -> None:
     prompts = prompts_for(loaded, args.headlines, day=SAMPLE_DAY)
     sampler = SamplerSpec(name="bench", temperature=0.8, top_p=0.95, top_k=50, max_tokens=args.tokens)
     seeds = {(h, i): 1000 * n + i for n, (h, _) in enumerate(prompts) for i in range(8)}
-    shared = decode._shared_cache
+    shared = decode.shared_prompt_cache
     arms = {"shared prompts (default)": shared, "one prompt copy per row": per_row_cache}
 
     def run(name: str) -> tuple[float, list[list[int]]]:
-        decode._shared_cache = arms[name]  # the bench's switch between the two caches
+        decode.shared_prompt_cache = arms[name]  # the bench's switch between the two caches
         try:
             started = time.perf_counter()
             out = decode.sample_responses(
@@ -72,7 +72,7 @@ def main() -> None:
             )
             return time.perf_counter() - started, [r.response_ids for r in out]
         finally:
-            decode._shared_cache = shared
+            decode.shared_prompt_cache = shared
 
     tokens = {name: run(name)[1] for name in arms}  # warm-up, untimed
     times: dict[str, list[float]] = {name: [] for name in arms}

@@ -11,7 +11,7 @@ from qwen3_reference import reference_logits
 
 from events.schema import Headline
 from varro.config import VarroConfig
-from varro.generation.decode import _merged_cache
+from varro.generation.prefill import merged_cache
 from varro.model.forward import ForwardError, inference_forward, project, resolve, softmax, swiglu
 from varro.prompts import prompt_ids
 
@@ -46,7 +46,7 @@ def test_batched_decoding_with_left_padding_matches_the_stock_forward(loaded, pr
     """Prompts of different lengths (left padding in the batch cache), G rows each, several decoding steps."""
     model = loaded.model
     stock, ours = inference_forward(model, "mlx"), inference_forward(model, "numpy")
-    caches = {k: _merged_cache(f, model, prompts, 2) for k, f in (("mlx", stock), ("numpy", ours))}
+    caches = {k: merged_cache(f, model, prompts, 2) for k, f in (("mlx", stock), ("numpy", ours))}
     tokens = mx.array([[p[-1]] for p in prompts for _ in range(2)])
     for _ in range(6):
         a = np.array(project(model, stock(tokens, caches["mlx"])[:, -1]).astype(mx.float32))

@@ -7,7 +7,7 @@ from qwen3_reference import reference_logits
 
 from events.schema import Headline
 from varro.config import VarroConfig
-from varro.generation.decode import _shared_cache
+from varro.generation.prefill import merged_cache, shared_prompt_cache
 from varro.model.forward import inference_forward, project
 from varro.model.shared_prompt import SharedPromptCache, shared_prompt_caches
 from varro.prompts import prompt_ids
@@ -33,7 +33,7 @@ def test_attention_is_one_softmax_over_each_rows_prompt_and_own_keys():
     rng = np.random.default_rng(7)
     lengths = [5, 0, 9]
     prompts = [[tuple(rng.standard_normal((KV_HEADS, n, DIM), dtype=np.float32) for _ in range(2))] for n in lengths]
-    (cache,) = shared_prompt_caches(prompts, group_size=3, capacity=6)
+    (cache,) = shared_prompt_caches(prompts, [0, 0, 0, 1, 1, 1, 2, 2, 2], capacity=6)
     rows = list(range(9))  # the roll-outs still in the cache, in order
     own: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {r: [] for r in rows}
     scale = DIM**-0.5
@@ -59,7 +59,7 @@ def test_attention_is_one_softmax_over_each_rows_prompt_and_own_keys():
 
 def test_a_full_cache_and_a_misshapen_step_are_refused():
     prompts = [[tuple(np.zeros((KV_HEADS, 2, DIM), np.float32) for _ in range(2))]]
-    (cache,) = shared_prompt_caches(prompts, group_size=2, capacity=1)
+    (cache,) = shared_prompt_caches(prompts, [0, 0], capacity=1)
     step = [mx.zeros((2, KV_HEADS * REPEATS, 1, DIM))] + [mx.zeros((2, KV_HEADS, 1, DIM))] * 2
     with pytest.raises(ValueError, match="one decoding step for 2 rows"):
         cache.attend(mx.zeros((3, KV_HEADS * REPEATS, 1, DIM)), step[1], step[2], 1.0)
@@ -68,6 +68,11 @@ def test_a_full_cache_and_a_misshapen_step_are_refused():
         cache.attend(*step, 1.0)
     with pytest.raises(ValueError, match="group by group"):
         SharedPromptCache(np.zeros((2, 1, 1, 1)), np.zeros((2, 1, 1, 1)), [1, 1], [1, 0], 4)
+
+
+def pairs(prompts):
+    """Two rows per prompt."""
+    return [h for h in range(len(prompts)) for _ in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +89,7 @@ def test_decoding_on_shared_prompts_computes_the_float64_function(loaded, prompt
     """Every row's logits at every step, prompts of four lengths, rows dropped midway, against float64."""
     model = loaded.model
     forward = inference_forward(model, "numpy")
-    cache = _shared_cache(forward, model, prompts, 2, capacity=8)
+    cache = shared_prompt_cache(forward, model, prompts, pairs(prompts), capacity=8)
     rows = [list(prompts[p]) for p in range(len(prompts)) for _ in range(2)]  # each row's tokens fed so far
     worst = 0.0
     for step in range(6):
@@ -103,12 +108,10 @@ def test_decoding_on_shared_prompts_computes_the_float64_function(loaded, prompt
 
 def test_shared_prompts_decode_as_the_stock_batch_cache(loaded, prompts):
     """The same greedy tokens and logits (to float32 rounding) as mlx_lm's batch cache under mlx_lm's forward."""
-    from varro.generation.decode import _merged_cache
-
     model = loaded.model
     stock, ours = inference_forward(model, "mlx"), inference_forward(model, "numpy")
-    stock_cache = _merged_cache(stock, model, prompts, 2)
-    shared = _shared_cache(ours, model, prompts, 2, capacity=12)
+    stock_cache = merged_cache(stock, model, prompts, 2)
+    shared = shared_prompt_cache(ours, model, prompts, pairs(prompts), capacity=12)
     tokens = mx.array([[p[-1]] for p in prompts for _ in range(2)])
     for _ in range(12):
         a = np.array(project(model, stock(tokens, stock_cache)[:, -1]).astype(mx.float32))

@@ -32,10 +32,10 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx_lm.models.cache import make_prompt_cache
 
 from events.schema import SamplerSpec
 from varro.generation.batching import headlines_per_pass
+from varro.generation.prefill import merged_cache, shared_prompt_cache
 from varro.generation.sampling import (
     GenerationError,
     candidate_count,
@@ -46,9 +46,8 @@ from varro.generation.sampling import (
     validate_sampler,
 )
 from varro.model.cache import LoadedModel
-from varro.model.forward import Forward, Kernels, inference_forward, project, resolve
+from varro.model.forward import Kernels, inference_forward, project, resolve
 from varro.model.precision import float32_weights
-from varro.model.shared_prompt import SharedPromptCache, shared_prompt_caches
 
 # Finished rows stay in the batch (their draws are ignored) until at most this
 # fraction of it is still running; dropping them copies every layer's cache.
@@ -65,52 +64,6 @@ class SampledResponse:
     response_ids: list[int]
     truncated: bool
     logprobs: list[float]  # log_softmax(logits / T)[token] of the decoding pass (T = 1 when greedy), untruncated
-
-
-def _prefilled(forward: Forward, model: nn.Module, ids: list[int]) -> list[Any]:
-    """One prompt's KV cache per layer, all but its last token prefilled (that token starts the decoding)."""
-    cache = make_prompt_cache(model)
-    if len(ids) > 1:
-        forward(mx.array([ids[:-1]]), cache)
-        mx.eval([c.state for c in cache])
-    return cache
-
-
-def _prompt_part(buffer: mx.array, length: int) -> np.ndarray:
-    """A one-row KV cache buffer's first `length` positions, (kv_heads, length, dim) in float32."""
-    return np.array(buffer[0, :, :length].astype(mx.float32))
-
-
-def _merged_cache(forward: Forward, model: nn.Module, prompts: Sequence[list[int]], group_size: int) -> list[Any]:
-    """Each prompt prefilled once, merged into one mlx_lm batch cache with G rows per prompt (each its own copy)."""
-    per_row = []
-    for ids in prompts:
-        per_row.extend([_prefilled(forward, model, ids)] * group_size)
-    merged = []
-    for layer, kind in enumerate(per_row[0]):
-        if not hasattr(kind, "merge"):
-            raise GenerationError(f"{type(kind).__name__} caches cannot be batched")
-        merged.append(kind.merge([row[layer] for row in per_row]))
-    return merged
-
-
-def _shared_cache(
-    forward: Forward, model: nn.Module, prompts: Sequence[list[int]], group_size: int, capacity: int
-) -> list[SharedPromptCache]:
-    """Each prompt prefilled once and held once per layer, its G rows' generated keys on their own."""
-    layers = model.model.layers
-    empty = [
-        np.zeros((layer.self_attn.n_kv_heads, 0, layer.self_attn.k_norm.weight.shape[0]), np.float32)
-        for layer in layers
-    ]
-    per_prompt = []
-    for ids in prompts:
-        if len(ids) > 1:
-            filled = _prefilled(forward, model, ids)
-            per_prompt.append([(_prompt_part(c.keys, c.offset), _prompt_part(c.values, c.offset)) for c in filled])
-        else:
-            per_prompt.append([(e, e) for e in empty])
-    return shared_prompt_caches(per_prompt, group_size, capacity)
 
 
 def sample_responses(
@@ -166,9 +119,10 @@ def _decode(
     forward = inference_forward(model, kernels)
     ids = [ids for _, ids in prompts]
     if resolve(model, kernels) == "numpy":
-        cache: list[Any] = _shared_cache(forward, model, ids, group_size, sampler.max_tokens)
+        groups = [h for h in range(len(ids)) for _ in range(group_size)]
+        cache: list[Any] = shared_prompt_cache(forward, model, ids, groups, sampler.max_tokens)
     else:
-        cache = _merged_cache(forward, model, ids, group_size)
+        cache = merged_cache(forward, model, ids, group_size)
     uniforms = np.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
     drawn = np.array([ids[-1] for _, ids in prompts for _ in range(group_size)])
     temperature = mx.array(sampler.temperature or 1.0, dtype=mx.float32)

@@ -151,17 +151,15 @@ class SharedPromptCache:
 
 
 def shared_prompt_caches(
-    prompts: Sequence[list[tuple[np.ndarray, np.ndarray]]], group_size: int, capacity: int
+    prompts: Sequence[list[tuple[np.ndarray, np.ndarray]]], groups: Sequence[int], capacity: int
 ) -> list[SharedPromptCache]:
     """One `SharedPromptCache` per layer from each prompt's prefilled (keys, values) per layer.
 
-    prompts[h][layer] is (kv_heads, P_h, dim) for prompt h; every prompt gets
-    `group_size` rows.
+    prompts[h][layer] is (kv_heads, P_h, dim) for prompt h; row b reads prompt `groups[b]`.
     """
     layers = len(prompts[0])
     longest = max(1, max(keys.shape[1] for per_layer in prompts for keys, _ in per_layer))
     lengths = [per_layer[0][0].shape[1] for per_layer in prompts]
-    groups = [h for h in range(len(prompts)) for _ in range(group_size)]
     caches = []
     for layer in range(layers):
         kv_heads, _, dim = prompts[0][layer][0].shape
