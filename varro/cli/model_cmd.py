@@ -164,7 +164,9 @@ def cost(
     memory = costs.machine_memory() if memory_gib is None else memory_gib * 2**30
     verdict = costs.fit(shape, work, machine, memory, logprob_chunk=cfg.train.logprob_chunk)
     held = f"{verdict.peak.peak_bytes / 2**30:.2f} GiB of {memory / 2**30:.1f} GiB"
+    kept = f"{costs.MEMORY_MARGIN:.0%}"
     if verdict.fits:
-        click.echo(f"memory: fits ({held}, with 10% kept for the estimate running low)")
+        click.echo(f"memory: fits ({held}, with {kept} kept for the estimate running low)")
     else:
-        click.echo(f"memory: does not fit ({verdict.peak.name} peaks at {held}, over 90% of it); try {verdict.advice}")
+        over = f"{verdict.peak.name} peaks at {held}, over all but {kept}"
+        click.echo(f"memory: does not fit ({over}); try {verdict.advice}")
