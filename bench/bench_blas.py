@@ -28,6 +28,7 @@ def child(repeats: int) -> dict:
 
     import varro  # noqa: F401  (preloads the BLAS before mlx)
     from varro import blas
+    from varro.model.shapes import QWEN3_0_6B, dimensions
 
     choice = blas.preload()
     out: dict = {
@@ -60,16 +61,7 @@ def child(repeats: int) -> dict:
             vocab_size=2048,
             tokens=(8, 256),
         ),
-        "qwen3-0.6b": dict(
-            hidden_size=1024,
-            num_hidden_layers=28,
-            intermediate_size=3072,
-            num_attention_heads=16,
-            num_key_value_heads=8,
-            head_dim=128,
-            vocab_size=151936,
-            tokens=(1, 64),
-        ),
+        "qwen3-0.6b": dict(dimensions(QWEN3_0_6B), tokens=(1, 64)),
     }
     for name, shape in shapes.items():
         batch, length = shape.pop("tokens")

@@ -31,18 +31,9 @@ from typing import Any
 import varro  # noqa: F401  (preloads OpenBLAS before mlx)
 from varro import costs
 from varro.config import load_config
+from varro.model.shapes import QWEN3_0_6B
 
 ROOT = Path(__file__).resolve().parents[1]
-QWEN3_06B = dict(
-    hidden_size=1024,
-    num_hidden_layers=28,
-    intermediate_size=3072,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    vocab_size=151936,
-    tie_word_embeddings=True,
-)
 
 
 def _cli(*args: str, data_dir: str) -> str:
@@ -83,9 +74,7 @@ def qwen_day(machine: costs.Machine, headlines: int, microbatch: int | None = No
         model_dir.mkdir()
         config = dict(
             json.loads((tiny / "config.json").read_text()),
-            **QWEN3_06B,
-            max_position_embeddings=40960,
-            rope_theta=1000000.0,
+            **QWEN3_0_6B,
             torch_dtype="bfloat16",
         )
         (model_dir / "config.json").write_text(json.dumps(config))
@@ -154,7 +143,7 @@ def compare_day(label: str, cfg: Any, config: dict, events: list[dict], machine:
 
 
 def qwen_step(machine: costs.Machine) -> None:
-    shape = costs.Shape.from_config(QWEN3_06B)
+    shape = costs.Shape.from_config(QWEN3_0_6B)
     out = subprocess.run(
         [sys.executable, "-m", "bench.bench_train", "--models", "qwen3-0.6b", "--frameworks", "mlx", "--steps", "1"],
         capture_output=True,

@@ -42,6 +42,7 @@ from events.schema import CheckpointRef, Headline, SamplerSpec
 from varro.config import VarroConfig
 from varro.generation import batch_rows, behaviour_logprobs, generate_rollouts, sample_responses
 from varro.model.cache import LoadedModel, ModelCache
+from varro.model.shapes import QWEN3_0_6B
 from varro.prompts import prompt_ids
 
 HEADLINES = [
@@ -54,20 +55,6 @@ HEADLINES = [
     "UK inflation falls to a three-year low",
     "Tesla recalls vehicles over software fault",
 ]
-QWEN3_06B = dict(
-    model_type="qwen3",
-    hidden_size=1024,
-    num_hidden_layers=28,
-    intermediate_size=3072,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    vocab_size=151936,
-    rms_norm_eps=1e-6,
-    max_position_embeddings=40960,
-    rope_theta=1e6,
-    tie_word_embeddings=True,
-)
 
 
 def tiny_model() -> LoadedModel:
@@ -79,7 +66,7 @@ def random_qwen3(tokenizer, dtype) -> LoadedModel:
     from mlx_lm.models import qwen3
 
     mx.random.seed(0)
-    model = qwen3.Model(qwen3.ModelArgs.from_dict(QWEN3_06B))
+    model = qwen3.Model(qwen3.ModelArgs.from_dict(QWEN3_0_6B))
     model.set_dtype(dtype)
     mx.eval(model.parameters())
     return LoadedModel(

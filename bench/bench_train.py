@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import varro  # noqa: F401  (preloads OpenBLAS before mlx)
+from varro.model.shapes import QWEN3_0_6B, dimensions
 
 MODELS = {
     # the project's default small model (varro.model.build.Recipe)
@@ -45,16 +46,7 @@ MODELS = {
         head_dim=32,
         vocab_size=2048,
     ),
-    # Qwen3-0.6B's published shape
-    "qwen3-0.6b": dict(
-        hidden_size=1024,
-        num_hidden_layers=28,
-        intermediate_size=3072,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        vocab_size=151936,
-    ),
+    "qwen3-0.6b": dimensions(QWEN3_0_6B),  # its published shape
 }
 COMMON = dict(
     model_type="qwen3", rms_norm_eps=1e-6, tie_word_embeddings=True, max_position_embeddings=4096, rope_theta=1000000.0

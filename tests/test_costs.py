@@ -15,21 +15,7 @@ from varro import costs
 from varro.cli import main
 from varro.config import load_config
 from varro.generation.batching import batch_rows
-
-QWEN3_06B = dict(
-    model_type="qwen3",
-    hidden_size=1024,
-    num_hidden_layers=28,
-    intermediate_size=3072,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    vocab_size=151936,
-    tie_word_embeddings=True,
-    rms_norm_eps=1e-6,
-    max_position_embeddings=4096,
-    rope_theta=1e6,
-)
+from varro.model.shapes import QWEN3_0_6B
 
 
 def _matrix_params(model) -> int:
@@ -42,7 +28,7 @@ def test_parameter_count_matches_the_mlx_lm_model(tiny_model_path):
     model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
     assert costs.Shape.from_config(config).params == _matrix_params(model)
     # Qwen3-0.6B's published size: 0.6B parameters, 0.44B of them outside the embedding
-    shape = costs.Shape.from_config(QWEN3_06B)
+    shape = costs.Shape.from_config(QWEN3_0_6B)
     assert shape.params == 595_984_384
     assert shape.layers * shape.layer_params == 440_401_920
 
@@ -66,7 +52,7 @@ def test_rows_per_pass_follow_generations_own_batch_rule(tiny_model_path):
 def test_estimate_scales_with_the_day_and_counts_adamw_state():
     machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
     cfg = load_config(None, environ={})
-    shape = costs.Shape.from_config(QWEN3_06B)
+    shape = costs.Shape.from_config(QWEN3_0_6B)
     small, large = (
         costs.estimate_day(
             shape,
@@ -93,7 +79,7 @@ def test_probe_measures_this_machine():
 
 def test_model_cost_cli_estimates_a_shape_without_weights(tmp_path):
     (tmp_path / "qwen3-0.6b").mkdir()
-    (tmp_path / "qwen3-0.6b" / "config.json").write_text(json.dumps(QWEN3_06B))
+    (tmp_path / "qwen3-0.6b" / "config.json").write_text(json.dumps(QWEN3_0_6B))
     result = CliRunner().invoke(
         main,
         [
@@ -125,7 +111,7 @@ def test_model_cost_cli_names_a_bad_directory(tmp_path):
     assert result.exit_code != 0
     assert "does not describe a decoder model" in result.output
     (tmp_path / "llama").mkdir()
-    (tmp_path / "llama" / "config.json").write_text(json.dumps(dict(QWEN3_06B, model_type="llama")))
+    (tmp_path / "llama" / "config.json").write_text(json.dumps(dict(QWEN3_0_6B, model_type="llama")))
     result = CliRunner().invoke(
         main,
         ["model", "cost", str(tmp_path / "llama"), "--data-dir", str(tmp_path)],
@@ -137,7 +123,7 @@ def test_model_cost_cli_names_a_bad_directory(tmp_path):
 
 def test_on_mlx_kernels_a_bf16_checkpoint_decodes_in_bf16_and_keeps_a_float32_copy_for_the_teacher_pass():
     cfg = load_config(None, environ={})
-    shape = costs.Shape.from_config(QWEN3_06B)
+    shape = costs.Shape.from_config(QWEN3_0_6B)
     machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
     stages = {}
     for dtype in ("float32", "bfloat16"):
@@ -163,7 +149,7 @@ def test_on_the_cpus_numpy_kernels_a_bf16_checkpoint_decodes_in_float32_but_batc
     assert costs.decode_bytes(bf16, "auto") == (4 if mx.default_device() == mx.cpu else 2)
     assert costs.decode_bytes({"model_type": "llama", "torch_dtype": "bfloat16"}, "auto") == 2  # no NumPy kernels
     cfg = load_config(None, environ={})
-    shape = costs.Shape.from_config(QWEN3_06B)
+    shape = costs.Shape.from_config(QWEN3_0_6B)
     machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
     kwargs = dict(headlines=16, prompt_tokens=140, response_tokens=None, kv_itemsize=2)
     in_bf16 = costs.workload(cfg, shape, **kwargs)
@@ -182,7 +168,7 @@ def test_decoding_on_shared_prompts_holds_and_reads_each_prompt_once_per_headlin
     assert costs.shares_prompts(qwen3, "numpy") and not costs.shares_prompts(qwen3, "mlx")
     assert not costs.shares_prompts({"model_type": "llama"}, "auto")
     cfg = load_config(None, environ={})
-    shape = costs.Shape.from_config(QWEN3_06B)
+    shape = costs.Shape.from_config(QWEN3_0_6B)
     machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
     kwargs = dict(headlines=16, prompt_tokens=140, response_tokens=None, kv_itemsize=4)
     per_row, shared = (costs.workload(cfg, shape, **kwargs, shared_prompt=on) for on in (False, True))
@@ -196,7 +182,7 @@ def test_decoding_on_shared_prompts_holds_and_reads_each_prompt_once_per_headlin
 def test_a_day_that_does_not_fit_is_offered_the_largest_setting_that_does():
     """35 Qwen3-0.6B-shaped headlines: memory between the micro-batch-4 and -8 training peaks asks for 4."""
     cfg = load_config(None, environ={})
-    shape = costs.Shape.from_config(QWEN3_06B)
+    shape = costs.Shape.from_config(QWEN3_0_6B)
     machine = costs.Machine(matmul_flops=2.5e11, bandwidth=1e10, op_overhead_s=3e-5)
     work = costs.workload(cfg, shape, headlines=35, prompt_tokens=140, response_tokens=None, kv_itemsize=2)
     assert work.microbatch_size == 8
@@ -224,7 +210,7 @@ def test_a_day_that_does_not_fit_is_offered_the_largest_setting_that_does():
 
 def test_model_cost_cli_says_whether_the_day_fits(tmp_path):
     (tmp_path / "qwen3-0.6b").mkdir()
-    (tmp_path / "qwen3-0.6b" / "config.json").write_text(json.dumps(dict(QWEN3_06B, torch_dtype="bfloat16")))
+    (tmp_path / "qwen3-0.6b" / "config.json").write_text(json.dumps(dict(QWEN3_0_6B, torch_dtype="bfloat16")))
     args = ["model", "cost", str(tmp_path / "qwen3-0.6b"), "--probe-s", "0.1", "--data-dir", str(tmp_path)]
     roomy = CliRunner().invoke(main, [*args, "--memory-gib", "1000"])
     assert roomy.exit_code == 0, roomy.output
@@ -249,7 +235,7 @@ def qwen_training(*, headlines: int, prompt: int, response: int, minibatches: in
         reference_pass=False,
     )
     machine = costs.Machine(matmul_flops=100e9, bandwidth=10e9, op_overhead_s=20e-6)
-    return costs.estimate_day(costs.Shape.from_config(QWEN3_06B), work, machine)[1]
+    return costs.estimate_day(costs.Shape.from_config(QWEN3_0_6B), work, machine)[1]
 
 
 def test_a_micro_batch_is_never_larger_than_its_minibatch():
@@ -266,7 +252,7 @@ def test_accumulated_gradients_count_only_when_a_minibatch_spans_several_micro_b
     def peak(micro: int) -> float:
         return qwen_training(headlines=1, prompt=48, response=80, minibatches=1, micro=micro).peak_bytes
 
-    weights = costs.Shape.from_config(QWEN3_06B).params * 4
+    weights = costs.Shape.from_config(QWEN3_0_6B).params * 4
     one, two = peak(8), peak(4)  # 8 sequences: one micro-batch of 8, or two of 4
     # the cached parent (float32 here), weights, gradients, m, v; then activations and the head's chunk
     per_micro_batch = one - 5 * weights
