@@ -117,12 +117,12 @@ def _decode(
 ) -> list[SampledResponse]:
     """The decoding loop of `sample_responses` over validated inputs, in the weights' own dtype."""
     forward = inference_forward(model, kernels)
-    ids = [ids for _, ids in prompts]
+    prompt_ids = [ids for _, ids in prompts]
     if resolve(model, kernels) == "numpy":
-        groups = [h for h in range(len(ids)) for _ in range(group_size)]
-        cache: list[Any] = shared_prompt_cache(forward, model, ids, groups, sampler.max_tokens)
+        groups = [h for h in range(len(prompts)) for _ in range(group_size)]
+        cache: list[Any] = shared_prompt_cache(forward, model, prompt_ids, groups, sampler.max_tokens)
     else:
-        cache = merged_cache(forward, model, ids, group_size)
+        cache = merged_cache(forward, model, prompt_ids, group_size)
     uniforms = np.stack([rollout_uniforms(seed, sampler) for _, _, seed in order])
     drawn = np.array([ids[-1] for _, ids in prompts for _ in range(group_size)])
     temperature = mx.array(sampler.temperature or 1.0, dtype=mx.float32)
