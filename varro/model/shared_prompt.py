@@ -47,10 +47,10 @@ class SharedPromptCache:
         groups: Sequence[int],
         capacity: int,
     ):
-        heads, kv_heads, _, dim = prompt_keys.shape
-        if len(prompt_lengths) != heads or prompt_values.shape != prompt_keys.shape:
+        prompts, kv_heads, _, dim = prompt_keys.shape
+        if len(prompt_lengths) != prompts or prompt_values.shape != prompt_keys.shape:
             raise ValueError("one prompt length per group, and keys and values of one shape")
-        if list(groups) != sorted(groups) or not set(groups) <= set(range(heads)):
+        if list(groups) != sorted(groups) or not set(groups) <= set(range(prompts)):
             raise ValueError("rows must come group by group, each naming one of the groups")
         self.prompt_keys, self.prompt_values = prompt_keys, prompt_values
         self.prompt_lengths = np.asarray(prompt_lengths, dtype=np.int64)
@@ -132,18 +132,18 @@ class SharedPromptCache:
     def _to_grid(self, per_row: np.ndarray) -> np.ndarray:
         """(B, kv, repeats, n) → (H, kv, width · repeats, n): each group's rows stacked for one product."""
         _, kv_heads, repeats, n = per_row.shape
-        heads = len(self.prompt_lengths)
+        prompts = len(self.prompt_lengths)
         if self.dense:
-            grid = per_row.reshape(heads, self.width, kv_heads, repeats, n)
+            grid = per_row.reshape(prompts, self.width, kv_heads, repeats, n)
         else:  # a finished row's slot is zeros: computed, never read
-            grid = np.zeros((heads, self.width, kv_heads, repeats, n), np.float32)
+            grid = np.zeros((prompts, self.width, kv_heads, repeats, n), np.float32)
             grid[self.groups, self.rank] = per_row
-        return grid.transpose(0, 2, 1, 3, 4).reshape(heads, kv_heads, self.width * repeats, n)
+        return grid.transpose(0, 2, 1, 3, 4).reshape(prompts, kv_heads, self.width * repeats, n)
 
     def _from_grid(self, grid: np.ndarray) -> np.ndarray:
         """The inverse of `_to_grid`, as a fresh (B, kv, repeats, n) array."""
-        heads, kv_heads, _, n = grid.shape
-        slots = grid.reshape(heads, kv_heads, self.width, -1, n).transpose(0, 2, 1, 3, 4)
+        prompts, kv_heads, _, n = grid.shape
+        slots = grid.reshape(prompts, kv_heads, self.width, -1, n).transpose(0, 2, 1, 3, 4)
         per_row: np.ndarray = (
             slots.reshape(self.rows, kv_heads, -1, n) if self.dense else slots[self.groups, self.rank]
         )  # both copy: the grid's transpose is not a view of the rows
