@@ -290,9 +290,8 @@ def estimate_day(shape: Shape, work: Workload, machine: Machine, *, logprob_chun
 
 @dataclass(frozen=True)
 class Fit:
-    """Whether a day's estimated peak fits in `memory` bytes, and the setting that would make it fit if not."""
+    """Whether a day's estimated peak fits in the memory given to `fit`, and the setting that would if not."""
 
-    memory: float
     peak: StageCost
     advice: str | None  # None when it fits
 
@@ -329,7 +328,7 @@ def fit(
     peak = max(stages, key=lambda stage: stage.peak_bytes)
     over = [stage.name for stage in stages if stage.peak_bytes > budget]
     if not over:
-        return Fit(memory, peak, None)
+        return Fit(peak, None)
     advice = []
     if "generate" in over:
         rows = _largest(
@@ -345,7 +344,7 @@ def fit(
             ),
         )
         advice.append(f"train.microbatch_size = {micro}" if micro else "a smaller model (one sequence is too big)")
-    return Fit(memory, peak, "; ".join(advice))
+    return Fit(peak, "; ".join(advice))
 
 
 def _halvings(start: int, *, step: int) -> list[int]:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx_lm.models.cache import make_prompt_cache
 
+from varro.generation.prefill import prefilled
 from varro.generation.sampling import GenerationError, token_logprobs
 from varro.model.forward import Forward, Kernels, inference_forward, project
 from varro.model.precision import float32_weights
@@ -81,9 +81,8 @@ def _group_logprobs(
     if not any(lengths):
         return [np.zeros(0, dtype=np.float32) for _ in responses]
     order = sorted(range(len(responses)), key=lambda b: -lengths[b])
-    cache = make_prompt_cache(model)
+    cache = prefilled(forward, model, prompt)
     if len(prompt) > 1:
-        forward(mx.array([prompt[:-1]]), cache)
         for c in cache:
             keys, values, offset = c.state
             c.state = (
